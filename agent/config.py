@@ -1,0 +1,372 @@
+"""Typed configuration: one dataclass tree, named presets layered as dotted overrides.
+
+A config is built in layers, each a dict of dotted keys (``"model.deter": 512``):
+
+    defaults  <-  env preset (``atari_pong``, ``cartpole``)  <-  size preset (``debug`` .. ``L``)
+              <-  user overrides (``--set train.batch_size=8``)
+
+so every fact has one home: the env preset carries the paper's environment settings and
+budget, the size preset the network sizes, and nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEDULES = ("separate", "coupled")
+STARTS = ("last", "all")
+
+
+@dataclass
+class EnvConfig:
+    """Which environment and how it is wrapped."""
+
+    name: str = "cartpole"
+    """Env preset name (``cartpole``, ``atari_<game>``)."""
+    suite: str = "gym"
+    """``gym`` (vector observations) or ``atari`` (64x64 RGB through ALE)."""
+    id: str = "CartPole-v1"
+    """The gymnasium id made by the suite."""
+    size: int = 64
+    """Image side in pixels (atari)."""
+    action_repeat: int = 1
+    """Env frames per agent step; atari max-pools the last two."""
+    noops: int = 0
+    """Up to this many no-op actions after each reset (atari)."""
+    max_episode_steps: int = 0
+    """Truncate episodes after this many agent steps; 0 keeps the env's own limit."""
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes (the paper's Table of model sizes) and distribution settings."""
+
+    deter: int = 512
+    """GRU state size D."""
+    units: int = 512
+    """Hidden units of every MLP."""
+    layers: int = 2
+    """Hidden layers of every MLP."""
+    stoch: int = 32
+    """Number of categorical latents S."""
+    classes: int = 32
+    """Classes per latent K."""
+    cnn_depth: int = 32
+    """Channels of the first conv layer; doubled at each stride-2 stage."""
+    unimix: float = 0.01
+    """Uniform mixture on every categorical (latents and actions)."""
+    bins: int = 255
+    """Two-hot bins for reward and critic, spaced evenly in symlog space on [-20, 20]."""
+
+
+@dataclass
+class WorldModelConfig:
+    """World-model losses and optimiser (paper: Adam 1e-4, eps 1e-8, clip 1000)."""
+
+    lr: float = 1e-4
+    eps: float = 1e-8
+    grad_clip: float = 1000.0
+    free_nats: float = 1.0
+    """Free bits: KL terms below this many nats are not penalised."""
+    loss_scales: dict[str, float] = field(
+        default_factory=lambda: {"decoder": 1.0, "reward": 1.0, "cont": 1.0, "dyn": 0.5, "rep": 0.1}
+    )
+    """Weight of each WM loss term; keys are checked against the terms computed."""
+
+
+@dataclass
+class ActorCriticConfig:
+    """Imagination and actor-critic learning (paper section 'Actor critic learning')."""
+
+    horizon: int = 15
+    """Imagined steps H."""
+    discount: float = 0.997
+    return_lambda: float = 0.95
+    entropy: float = 3e-4
+    """Actor entropy bonus eta."""
+    lr: float = 3e-5
+    eps: float = 1e-5
+    grad_clip: float = 100.0
+    slow_critic_fraction: float = 0.02
+    """EMA rate of the slow critic towards the critic, every update."""
+    slow_critic_reg: float = 1.0
+    """Weight of the critic's regulariser towards the slow critic's prediction."""
+    return_norm_decay: float = 0.99
+    """EMA decay of the 5th-95th percentile range of returns."""
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: budget, data ratio, schedule."""
+
+    steps: int = 100_000
+    """Agent steps (after action repeat) to train for."""
+    schedule: str = "separate"
+    """``separate``: all WM updates then all AC updates; ``coupled``: AC after each WM update."""
+    starts: str = "last"
+    """Which posterior steps start imagination: ``last`` (B starts) or ``all`` (B*T)."""
+    train_ratio: float = 1024.0
+    """Replayed steps per agent step (DreamerV3's meaning)."""
+    batch_size: int = 16
+    """B: sequences per batch."""
+    seq_len: int = 64
+    """T: steps per sequence."""
+    collect_every: int = 16
+    """Agent steps collected per training iteration."""
+    prefill: int = 1024
+    """Agent steps of uniform-random actions before training starts."""
+    replay_capacity: int = 1_000_000
+    """Transitions kept in the ring buffer."""
+    eval_every: int = 10_000
+    """Agent steps between evaluations; 0 disables evaluation."""
+    eval_episodes: int = 10
+    log_every: int = 1000
+    """Agent steps between metric flushes to the logger."""
+    seed: int = 0
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``."""
+
+    def updates_per_iteration(self) -> float:
+        """Gradient updates per iteration: ``train_ratio * collect_every / (B * T)``."""
+        return self.train_ratio * self.collect_every / (self.batch_size * self.seq_len)
+
+
+@dataclass
+class Config:
+    """Everything one run needs. Build with :func:`make_config`."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    wm: WorldModelConfig = field(default_factory=WorldModelConfig)
+    ac: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "S"
+    """Name of the size preset applied."""
+
+
+# --- presets -------------------------------------------------------------------------------
+
+SIZE_PRESETS: dict[str, dict[str, Any]] = {
+    # A CPU training step in well under a second: for tests and smoke runs.
+    "debug": {
+        "model.deter": 64,
+        "model.units": 64,
+        "model.layers": 1,
+        "model.stoch": 8,
+        "model.classes": 8,
+        "model.cnn_depth": 8,
+        "model.bins": 63,
+        "train.batch_size": 8,
+        "train.seq_len": 16,
+        "train.prefill": 256,
+        "train.replay_capacity": 100_000,
+    },
+    # Learns CartPole on a CPU in minutes; a cheap Atari smoke size.
+    "small": {
+        "model.deter": 256,
+        "model.units": 256,
+        "model.layers": 2,
+        "model.stoch": 16,
+        "model.classes": 16,
+        "model.cnn_depth": 16,
+        "train.batch_size": 16,
+        "train.seq_len": 32,
+    },
+    # The paper's sizes (DreamerV3 2023, Table B.1): deter, units, CNN depth, layers; 32x32 latents.
+    "S": {"model.deter": 512, "model.units": 512, "model.cnn_depth": 32, "model.layers": 2},
+    "M": {"model.deter": 1024, "model.units": 640, "model.cnn_depth": 48, "model.layers": 3},
+    "L": {"model.deter": 2048, "model.units": 768, "model.cnn_depth": 64, "model.layers": 4},
+}
+
+ATARI_GAMES = {
+    "pong": "Pong",
+    "breakout": "Breakout",
+    "boxing": "Boxing",
+    "freeway": "Freeway",
+    "krull": "Krull",
+    "ms_pacman": "MsPacman",
+    "seaquest": "Seaquest",
+    "space_invaders": "SpaceInvaders",
+}
+
+
+def _atari_preset(game: str) -> dict[str, Any]:
+    # Atari100k as in the paper: 64x64 RGB, repeat 4 (max of last two frames), no sticky
+    # actions, up to 30 no-ops, minimal action set, 100k agent steps, train ratio 1024 at 16x64.
+    return {
+        "env.name": f"atari_{game}",
+        "env.suite": "atari",
+        "env.id": f"ALE/{ATARI_GAMES[game]}-v5",
+        "env.size": 64,
+        "env.action_repeat": 4,
+        "env.noops": 30,
+        "env.max_episode_steps": 27_000,  # 108k frames, the usual Atari cap
+        "train.steps": 100_000,
+        "train.train_ratio": 1024.0,
+        "train.batch_size": 16,
+        "train.seq_len": 64,
+        "train.eval_every": 10_000,
+        "train.eval_episodes": 10,
+    }
+
+
+ENV_PRESETS: dict[str, dict[str, Any]] = {
+    "cartpole": {
+        "env.name": "cartpole",
+        "env.suite": "gym",
+        "env.id": "CartPole-v1",
+        "train.steps": 20_000,
+        "train.train_ratio": 512.0,
+        "train.eval_every": 1000,
+        "train.eval_episodes": 10,
+        "train.log_every": 250,
+        "train.prefill": 500,
+    },
+    **{f"atari_{game}": _atari_preset(game) for game in ATARI_GAMES},
+}
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration mistake; its message is one line meant for the user."""
+
+
+def make_config(
+    env: str = "cartpole", preset: str = "debug", overrides: dict[str, Any] | None = None
+) -> Config:
+    """Build a validated :class:`Config` from an env preset, a size preset and overrides.
+
+    ``overrides`` maps dotted keys to values, e.g. ``{"train.schedule": "coupled"}``; string
+    values are converted to the field's type, so CLI strings can be passed as they are.
+    Raises :class:`ConfigError` with a one-line message on any unknown name or bad value.
+    """
+    if env not in ENV_PRESETS:
+        raise ConfigError(f"unknown env '{env}'; known envs: {', '.join(sorted(ENV_PRESETS))}")
+    if preset not in SIZE_PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; known presets: {', '.join(SIZE_PRESETS)}")
+    config = Config(preset=preset)
+    for layer in (ENV_PRESETS[env], SIZE_PRESETS[preset], overrides or {}):
+        for key, value in layer.items():
+            set_field(config, key, value)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Raise :class:`ConfigError` if values are out of range or inconsistent."""
+    t = config.train
+    if t.schedule not in SCHEDULES:
+        raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{t.schedule}'")
+    if t.starts not in STARTS:
+        raise ConfigError(f"starts must be one of {', '.join(STARTS)}, got '{t.starts}'")
+    positive = {
+        "train.steps": t.steps,
+        "train.batch_size": t.batch_size,
+        "train.seq_len": t.seq_len,
+        "train.collect_every": t.collect_every,
+        "train.train_ratio": t.train_ratio,
+        "model.deter": config.model.deter,
+        "model.units": config.model.units,
+        "model.stoch": config.model.stoch,
+        "model.classes": config.model.classes,
+        "ac.horizon": config.ac.horizon,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    if t.replay_capacity < t.seq_len + t.collect_every:
+        raise ConfigError("train.replay_capacity must hold at least one sequence")
+    if config.env.suite not in ("gym", "atari"):
+        raise ConfigError(f"env.suite must be 'gym' or 'atari', got '{config.env.suite}'")
+    if config.model.bins < 3 or config.model.bins % 2 == 0:
+        raise ConfigError("model.bins must be odd and at least 3 (so that 0 is a bin)")
+    expected = set(WorldModelConfig().loss_scales)
+    if set(config.wm.loss_scales) != expected:
+        raise ConfigError(f"wm.loss_scales must have exactly the keys {sorted(expected)}")
+    if t.steps < t.prefill + t.collect_every:
+        raise ConfigError(
+            f"train.steps ({t.steps}) must exceed prefill + collect_every "
+            f"({t.prefill + t.collect_every}) to run one training iteration"
+        )
+
+
+# --- dotted access, conversion, flattening -------------------------------------------------
+
+
+def set_field(config: Any, key: str, value: Any) -> None:
+    """Set ``config.<dotted key>`` to ``value``, converting strings to the field's type."""
+    *path, name = key.split(".")
+    node = config
+    for part in path:
+        if not dataclasses.is_dataclass(node) or not hasattr(node, part):
+            raise ConfigError(f"unknown config key '{key}'")
+        node = getattr(node, part)
+    fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+    if name not in fields or dataclasses.is_dataclass(getattr(node, name)):
+        raise ConfigError(f"unknown config key '{key}'")
+    hint = typing.get_type_hints(type(node))[name]
+    setattr(node, name, _convert(key, value, hint))
+
+
+def _convert(key: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is dict:
+        if isinstance(value, dict):
+            return {str(k): float(v) for k, v in value.items()}
+        raise ConfigError(f"{key} expects a mapping")
+    if origin in (typing.Union, types.UnionType):
+        hint = next(h for h in typing.get_args(hint) if h is not type(None))
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if hint is float:
+            return float(value)
+        return hint(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} expects {hint.__name__}, got '{value}'") from None
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a config to ``{"train.batch_size": 16, "wm.loss_scales.dyn": 0.5, ...}``."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, key + "."))
+        elif isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Nested plain-dict form, for checkpoints and artifacts."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Inverse of :func:`to_dict`; unknown keys raise :class:`ConfigError`."""
+    config = Config()
+    for section, values in data.items():
+        if isinstance(values, dict) and dataclasses.is_dataclass(getattr(config, section, None)):
+            for name, value in values.items():
+                set_field(config, f"{section}.{name}", value)
+        else:
+            set_field(config, section, values)
+    validate(config)
+    return config

@@ -1,0 +1,455 @@
+"""The trainer: collects experience and runs one of two schedules of WM and AC updates.
+
+This is the only module that knows every other. The two schedules of the ablation sit side
+by side in :data:`SCHEDULES`; everything else is shared:
+
+    separate  collect; n x (sample batch -> WM update); n x (sample_starts -> imagine -> AC)
+    coupled   collect; n x (sample batch -> WM update -> its posteriors -> imagine -> AC)
+
+with ``n = train_ratio * collect_every / (B * T)`` updates per iteration. Shape symbols:
+``B`` batch, ``T`` time, ``N`` starts, ``H`` horizon, ``D`` deter, ``S`` latents, ``K``
+classes, ``A`` actions.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agent.actor_critic import ActorCritic
+from agent.config import Config, to_dict
+from agent.diversity import imagined_dispersion, start_diversity
+from agent.envs import make_env, observation_shapes
+from agent.logger import Logger, MetricMeans, NullLogger, PhaseTimer
+from agent.replay import Replay
+from agent.world_model import WorldModel, features
+
+PosteriorStates = dict[str, Any]
+"""``{"h": (B, T, D), "z": (B, T, S, K), "cont": (B, T), "observations": (B, T, ...),
+"uid": (B, T), "env_step": (B, T)}``: detached posteriors of one replay batch, with the
+replay identity (numpy) of every position."""
+
+
+def _separate(trainer: Trainer, num_updates: int) -> None:
+    # The plan's current code: all WM updates, then AC updates from fresh replay starts.
+    trainer.train_world_model(num_updates)
+    trainer.train_actor_critic(None, num_updates)
+
+
+def _coupled(trainer: Trainer, num_updates: int) -> None:
+    # The plan's target: each AC update imagines from the posteriors the WM just computed.
+    for _ in range(num_updates):
+        trainer.train_actor_critic(trainer.train_world_model(1))
+
+
+SCHEDULES: dict[str, Callable[[Trainer, int], None]] = {
+    "separate": _separate,
+    "coupled": _coupled,
+}
+
+
+def select_starts(states: PosteriorStates, starts: str) -> dict[str, Any]:
+    """Imagination starts from posterior sequences: the last step of each, or every step.
+
+    ``last`` -> ``N = B`` starts ``(h[:, -1], z[:, -1])`` (the seed plan); ``all`` ->
+    ``N = B * T`` (the official DreamerV3). Returns ``h (N, D)``, ``z (N, S, K)``,
+    ``cont (N,)``, and numpy ``uid (N,)``, ``env_step (N,)``.
+    """
+    if starts == "last":
+        pick = {k: v[:, -1] for k, v in states.items() if k != "observations"}
+    else:
+        pick = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items() if k != "observations"}
+    return pick
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """DreamerV3 training of one run: env, replay, world model, actor-critic, schedule."""
+
+    def __init__(self, config: Config, logger: Logger | None = None):
+        self.config = config
+        self.logger = logger or NullLogger()
+        self.device = resolve_device(config.train.device)
+        seed = config.train.seed
+        # Independent seeded streams: env resets + prefill actions, replay sampling, torch.
+        self.np_rng = np.random.default_rng(seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+        self.env = make_env(config.env)
+        self.eval_env = make_env(config.env)
+        obs_shapes = observation_shapes(self.env)
+        (self.obs_key,) = obs_shapes
+        self.num_actions = int(self.env.action_space.n)
+        self.replay = Replay(
+            config.train.replay_capacity, obs_shapes, np.random.default_rng([seed, 1])
+        )
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.world_model = WorldModel(config, obs_shapes, self.num_actions).to(self.device)
+            self.actor_critic = ActorCritic(
+                config, self.world_model.rssm.feature_dim, self.num_actions
+            ).to(self.device)
+        wm, ac = config.wm, config.ac
+        self.wm_optimizer = torch.optim.Adam(
+            self.world_model.parameters(), lr=wm.lr, eps=wm.eps, foreach=True
+        )
+        self.actor_optimizer = torch.optim.Adam(
+            self.actor_critic.actor.parameters(), lr=ac.lr, eps=ac.eps, foreach=True
+        )
+        self.critic_optimizer = torch.optim.Adam(
+            self.actor_critic.critic.parameters(), lr=ac.lr, eps=ac.eps, foreach=True
+        )
+
+        self.env_steps = 0
+        self.wm_updates = 0
+        self.ac_updates = 0
+        self.iterations = 0
+        self.episodes = 0
+        self._update_credit = 0.0
+        self._next_log = config.train.log_every
+        self._next_eval = config.train.eval_every
+        self._wall_seconds = 0.0  # training wall-clock, carried across resumes
+        self._last_flush = {"time": time.perf_counter(), "wm": 0, "ac": 0, "env": 0, "iter": 0}
+        self._episode: dict[str, Any] | None = None  # the collect env's open episode
+        self.metrics = MetricMeans()
+        self.timer = PhaseTimer(self.device)
+
+    # --- acting ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _policy_step(
+        self, state: dict[str, torch.Tensor], obs: dict[str, np.ndarray], is_first: bool
+    ) -> int:
+        """Filter one observation into ``state`` (updated in place) and pick an action."""
+        wm = self.world_model
+        x = torch.as_tensor(obs[self.obs_key], device=self.device)[None]
+        first = torch.tensor([is_first], device=self.device)
+        out = wm.rssm.obs_step(
+            state["h"], state["z"], state["action"], wm.embed(x), first, self.generator
+        )
+        action = self.actor_critic.act(features(out["h"], out["z"]), self.generator)  # (1, A)
+        state.update(h=out["h"], z=out["z"], action=action)
+        return int(action.argmax(-1).item())
+
+    def _new_policy_state(self) -> dict[str, torch.Tensor]:
+        h, z = self.world_model.rssm.initial(1, self.device)
+        return {"h": h, "z": z, "action": torch.zeros(1, self.num_actions, device=self.device)}
+
+    def _reset_episode(self) -> None:
+        obs, _ = self.env.reset(seed=int(self.np_rng.integers(2**31)))
+        self.replay.add(obs, 0, 0.0, True, False, self.env_steps)
+        self._episode = {
+            "obs": obs,
+            "first": True,
+            "return": 0.0,
+            "length": 0,
+            "state": self._new_policy_state(),
+        }
+
+    def collect(self, steps: int) -> None:
+        """Step the env ``steps`` times (uniform-random actions until ``prefill``), storing
+        every transition in replay and logging ``episode/return``/``episode/length``."""
+        with self.timer.phase("collect"):
+            for _ in range(steps):
+                if self._episode is None:
+                    self._reset_episode()
+                ep = self._episode
+                if self.env_steps < self.config.train.prefill:
+                    action = int(self.np_rng.integers(self.num_actions))
+                else:
+                    action = self._policy_step(ep["state"], ep["obs"], ep["first"])
+                obs, reward, terminated, truncated, _ = self.env.step(action)
+                self.env_steps += 1
+                self.replay.add(obs, action, float(reward), False, terminated, self.env_steps)
+                ep.update(obs=obs, first=False)
+                ep["return"] += float(reward)
+                ep["length"] += 1
+                if terminated or truncated:
+                    self.episodes += 1
+                    self.logger.log_metrics(
+                        {"episode/return": ep["return"], "episode/length": ep["length"]},
+                        self.env_steps,
+                    )
+                    self._episode = None
+
+    @torch.no_grad()
+    def evaluate(self, episodes: int) -> dict[str, float]:
+        """Run ``episodes`` full episodes with the current policy on a separate env.
+
+        Returns ``{"eval/return": mean, "eval/return_std": std, "eval/length": mean}``.
+        """
+        returns, lengths = [], []
+        for _ in range(episodes):
+            obs, _ = self.eval_env.reset(seed=int(self.np_rng.integers(2**31)))
+            state, first, done = self._new_policy_state(), True, False
+            total, length = 0.0, 0
+            while not done:
+                action = self._policy_step(state, obs, first)
+                obs, reward, terminated, truncated, _ = self.eval_env.step(action)
+                total, length, first = total + float(reward), length + 1, False
+                done = terminated or truncated
+            returns.append(total)
+            lengths.append(length)
+        return {
+            "eval/return": float(np.mean(returns)),
+            "eval/return_std": float(np.std(returns)),
+            "eval/length": float(np.mean(lengths)),
+        }
+
+    # --- learning ----------------------------------------------------------------------
+
+    def _sample_batch(self) -> dict[str, Any]:
+        t = self.config.train
+        arrays = self.replay.sample(t.batch_size, t.seq_len)
+        batch = {
+            key: torch.as_tensor(arrays[key], device=self.device)
+            for key in (self.obs_key, "action", "reward", "is_first", "is_terminal")
+        }
+        batch["uid"], batch["env_step"] = arrays["uid"], arrays["env_step"]
+        return batch
+
+    def _posterior_states(
+        self, batch: dict[str, Any], posterior: dict[str, torch.Tensor]
+    ) -> PosteriorStates:
+        return {
+            "h": posterior["h"].detach(),  # (B, T, D)
+            "z": posterior["z"].detach(),  # (B, T, S, K)
+            "cont": (~batch["is_terminal"]).float(),  # (B, T)
+            "observations": batch[self.obs_key],
+            "uid": batch["uid"],
+            "env_step": batch["env_step"],
+        }
+
+    def train_world_model(self, num_updates: int = 1) -> PosteriorStates:
+        """``num_updates`` WM updates, each on a fresh replay batch ``(B, T)``.
+
+        Returns the last update's posterior states, detached (see :data:`PosteriorStates`):
+        gradients from the actor-critic must never reach the world model.
+        """
+        wm = self.world_model
+        for _ in range(num_updates):
+            with self.timer.phase("wm"):
+                batch = self._sample_batch()
+                loss, metrics, posterior = wm.compute_loss(batch, self.generator)
+                self.wm_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(wm.parameters(), self.config.wm.grad_clip)
+                self.wm_optimizer.step()
+            metrics["grad_norm/wm"] = grad_norm
+            self.metrics.add(metrics)
+            self.wm_updates += 1
+        return self._posterior_states(batch, posterior)
+
+    @torch.no_grad()
+    def sample_starts(self) -> PosteriorStates:
+        """A fresh replay batch filtered through the WM without gradients (the separate
+        schedule's starts): same structure as :meth:`train_world_model`'s return."""
+        with self.timer.phase("starts"):
+            batch = self._sample_batch()
+            posterior = self.world_model.observe(batch, self.generator)
+            return self._posterior_states(batch, posterior)
+
+    def train_actor_critic(
+        self, posterior_states: PosteriorStates | None = None, num_updates: int = 1
+    ) -> None:
+        """``num_updates`` AC updates on trajectories imagined from posterior states.
+
+        Given ``posterior_states`` (from :meth:`train_world_model`), imagination starts from
+        their last step ``(h[:, -1], z[:, -1])`` (or every step with ``starts=all``); given
+        ``None``, each update draws its own starts with :meth:`sample_starts`.
+        """
+        wm, ac, cfg = self.world_model, self.actor_critic, self.config
+        for _ in range(num_updates):
+            states = posterior_states if posterior_states is not None else self.sample_starts()
+            assert not states["h"].requires_grad and not states["z"].requires_grad
+            start = select_starts(states, cfg.train.starts)
+
+            with self.timer.phase("imagine"), torch.no_grad():
+                trajectory = wm.rssm.imagine(
+                    start["h"],
+                    start["z"],
+                    lambda feat: ac.act(feat, self.generator),
+                    cfg.ac.horizon,
+                    self.generator,
+                )
+                feat = features(trajectory["h"], trajectory["z"])  # (N, H+1, F)
+                reward = wm.reward(feat[:, 1:])  # (N, H)
+                cont = torch.cat([start["cont"][:, None], wm.cont(feat[:, 1:])], 1)  # (N, H+1)
+
+            with self.timer.phase("ac"):
+                loss, metrics = ac.compute_loss(feat, trajectory["action"], reward, cont)
+                self.actor_optimizer.zero_grad(set_to_none=True)
+                self.critic_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                clip = cfg.ac.grad_clip
+                metrics["grad_norm/actor"] = nn.utils.clip_grad_norm_(ac.actor.parameters(), clip)
+                metrics["grad_norm/critic"] = nn.utils.clip_grad_norm_(ac.critic.parameters(), clip)
+                self.actor_optimizer.step()
+                self.critic_optimizer.step()
+                ac.update_slow_critic()
+
+            metrics.update(
+                start_diversity(
+                    start["h"], start["z"], start["uid"], start["env_step"], self.env_steps
+                )
+            )
+            metrics["diversity/imagined_h_dispersion"] = imagined_dispersion(trajectory["h"])
+            metrics["diversity/num_starts"] = float(start["h"].shape[0])
+            self.metrics.add(metrics)
+            self.ac_updates += 1
+
+    # --- the loop ----------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.env_steps >= self.config.train.steps
+
+    def train_iteration(self) -> None:
+        """Collect ``collect_every`` steps, then run the schedule's updates for them."""
+        t = self.config.train
+        start = time.perf_counter()
+        if self.env_steps < t.prefill:
+            self.collect(t.prefill - self.env_steps)
+        self.collect(min(t.collect_every, t.steps - self.env_steps))
+        self._update_credit += t.updates_per_iteration()
+        num_updates = int(self._update_credit)
+        self._update_credit -= num_updates
+        SCHEDULES[t.schedule](self, num_updates)
+        self.iterations += 1
+        self._wall_seconds += time.perf_counter() - start
+
+        if t.eval_every and (self.env_steps >= self._next_eval or self.done):
+            self._next_eval = self.env_steps + t.eval_every
+            with self.timer.phase("eval"):
+                self.logger.log_metrics(self.evaluate(t.eval_episodes), self.env_steps)
+        if self.env_steps >= self._next_log or self.done:
+            self._next_log = self.env_steps + t.log_every
+            self.flush_metrics()
+
+    def flush_metrics(self) -> dict[str, float]:
+        """Log the means since the last flush, per-phase seconds per iteration and speeds."""
+        now = time.perf_counter()
+        last = self._last_flush
+        iterations = max(self.iterations - last["iter"], 1)
+        seconds = max(now - last["time"], 1e-9)
+        metrics = self.metrics.flush()
+        for phase, spent in self.timer.flush().items():
+            metrics[f"time/{phase}"] = spent / iterations
+        metrics.update(
+            {
+                "speed/updates_per_s": (self.wm_updates - last["wm"]) / seconds,
+                "speed/env_steps_per_s": (self.env_steps - last["env"]) / seconds,
+                "time/total": self._wall_seconds,
+                "progress/wm_updates": float(self.wm_updates),
+                "progress/ac_updates": float(self.ac_updates),
+                "progress/episodes": float(self.episodes),
+            }
+        )
+        self._last_flush = {
+            "time": now,
+            "wm": self.wm_updates,
+            "ac": self.ac_updates,
+            "env": self.env_steps,
+            "iter": self.iterations,
+        }
+        self.logger.log_metrics(metrics, self.env_steps)
+        return metrics
+
+    def train(self, progress: bool = False) -> dict[str, float]:
+        """Train until ``train.steps`` agent steps; returns a summary of the run."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=self.config.train.steps,
+            initial=self.env_steps,
+            unit="step",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        while not self.done:
+            before = self.env_steps
+            self.train_iteration()
+            bar.update(self.env_steps - before)
+        bar.close()
+        return self.summary()
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "env_steps": float(self.env_steps),
+            "wm_updates": float(self.wm_updates),
+            "ac_updates": float(self.ac_updates),
+            "episodes": float(self.episodes),
+            "wall_seconds": self._wall_seconds,
+        }
+
+    # --- checkpoints -------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: models, optimisers, replay, RNG states, counters."""
+        return {
+            "world_model": self.world_model.state_dict(),
+            "actor_critic": self.actor_critic.state_dict(),
+            "wm_optimizer": self.wm_optimizer.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "replay": self.replay.state_dict(),
+            "np_rng": self.np_rng.bit_generator.state,
+            "generator": self.generator.get_state(),
+            "counters": {
+                "env_steps": self.env_steps,
+                "wm_updates": self.wm_updates,
+                "ac_updates": self.ac_updates,
+                "iterations": self.iterations,
+                "episodes": self.episodes,
+                "update_credit": self._update_credit,
+                "next_log": self._next_log,
+                "next_eval": self._next_eval,
+                "wall_seconds": self._wall_seconds,
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; the open episode restarts (envs are not saved)."""
+        self.world_model.load_state_dict(state["world_model"])
+        self.actor_critic.load_state_dict(state["actor_critic"])
+        self.wm_optimizer.load_state_dict(state["wm_optimizer"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.replay.load_state_dict(state["replay"])
+        self.np_rng.bit_generator.state = state["np_rng"]
+        self.generator.set_state(state["generator"])
+        c = state["counters"]
+        self.env_steps, self.wm_updates, self.ac_updates = c["env_steps"], c["wm_updates"], c["ac_updates"]
+        self.iterations, self.episodes = c["iterations"], c["episodes"]
+        self._update_credit, self._next_log, self._next_eval = c["update_credit"], c["next_log"], c["next_eval"]
+        self._wall_seconds = c["wall_seconds"]
+        self._episode = None
+        self._last_flush = {
+            "time": time.perf_counter(),
+            "wm": self.wm_updates,
+            "ac": self.ac_updates,
+            "env": self.env_steps,
+            "iter": self.iterations,
+        }
+
+    def save(self, path: str) -> None:
+        """Write a checkpoint atomically (a crash mid-write leaves the old one intact)."""
+        tmp = f"{path}.tmp"
+        torch.save({"state": self.state_dict(), "config": to_dict(self.config)}, tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: str) -> None:
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False)["state"])

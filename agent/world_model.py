@@ -1,0 +1,250 @@
+"""The world model: encoder, RSSM, decoder, reward and continue heads (paper section 2).
+
+Shape symbols: ``B`` batch, ``T`` time, ``N`` imagination starts, ``H`` horizon,
+``D`` deter, ``S`` stoch latents, ``K`` classes, ``A`` actions, ``E`` embedding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agent.config import Config
+from agent.dists import (
+    categorical_kl,
+    sample_onehot,
+    symlog,
+    twohot_bins,
+    twohot_loss,
+    twohot_mean,
+    unimix_probs,
+)
+from agent.nets import MLP, ConvDecoder, ConvEncoder
+
+Policy = Callable[[torch.Tensor], torch.Tensor]
+"""Maps features ``(N, D + S*K)`` to one-hot actions ``(N, A)``."""
+
+
+class LayerNormGRU(nn.Module):
+    """GRU cell with LayerNorm on the gates and update bias -1 (DreamerV3's RSSM core).
+
+    ``(B, I), (B, D) -> (B, D)``. The -1 bias makes the cell keep its state early in
+    training, which stabilises long sequences.
+    """
+
+    def __init__(self, in_dim: int, deter: int):
+        super().__init__()
+        self.linear = nn.Linear(in_dim + deter, 3 * deter, bias=False)
+        self.norm = nn.LayerNorm(3 * deter)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        parts = self.norm(self.linear(torch.cat([x, h], -1)))
+        reset, candidate, update = parts.chunk(3, -1)
+        candidate = torch.tanh(torch.sigmoid(reset) * candidate)
+        update = torch.sigmoid(update - 1.0)
+        return update * candidate + (1 - update) * h
+
+
+class RSSM(nn.Module):
+    """Recurrent state-space model with a GRU state ``h`` and categorical latents ``z``."""
+
+    def __init__(self, config: Config, embed_dim: int, num_actions: int):
+        super().__init__()
+        m = config.model
+        self.deter, self.stoch, self.classes, self.unimix = m.deter, m.stoch, m.classes, m.unimix
+        self.num_actions = num_actions
+        self.img_in = MLP(m.stoch * m.classes + num_actions, None, m.units, 1)
+        self.gru = LayerNormGRU(m.units, m.deter)
+        self.prior_net = MLP(m.deter, m.stoch * m.classes, m.units, 1)
+        self.post_net = MLP(m.deter + embed_dim, m.stoch * m.classes, m.units, 1)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.deter + self.stoch * self.classes
+
+    def initial(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero state ``h (B, D)``, ``z (B, S, K)``."""
+        return (
+            torch.zeros(batch, self.deter, device=device),
+            torch.zeros(batch, self.stoch, self.classes, device=device),
+        )
+
+    def _probs(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        logits = net(x).reshape(*x.shape[:-1], self.stoch, self.classes)
+        return unimix_probs(logits, self.unimix)  # (B, S, K)
+
+    def img_step(
+        self, h: torch.Tensor, z: torch.Tensor, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One prior step: ``h (B, D), z (B, S, K), action (B, A)`` -> new ``h``, prior probs."""
+        x = self.img_in(torch.cat([z.flatten(-2), action], -1))
+        h = self.gru(x, h)
+        return h, self._probs(self.prior_net, h)
+
+    def obs_step(
+        self,
+        h: torch.Tensor,
+        z: torch.Tensor,
+        action: torch.Tensor,
+        embed: torch.Tensor,
+        is_first: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> dict[str, torch.Tensor]:
+        """One posterior step; state, action and ``is_first (B,)`` are for the new obs.
+
+        Where ``is_first``, the previous state and action are reset to zero first.
+        Returns ``h (B, D)``, sampled ``z (B, S, K)``, ``post``/``prior`` probs ``(B, S, K)``.
+        """
+        keep = (~is_first).float()
+        h, z, action = h * keep[:, None], z * keep[:, None, None], action * keep[:, None]
+        h, prior = self.img_step(h, z, action)
+        post = self._probs(self.post_net, torch.cat([h, embed], -1))
+        return {"h": h, "z": sample_onehot(post, generator), "post": post, "prior": prior}
+
+    def observe(
+        self,
+        embed: torch.Tensor,
+        action: torch.Tensor,
+        is_first: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> dict[str, torch.Tensor]:
+        """Filter a sequence: ``embed (B, T, E)``, one-hot ``action (B, T, A)``, ``is_first (B, T)``.
+
+        Starts from the zero state (every sequence's first step is marked ``is_first``).
+        Returns ``h (B, T, D)``, ``z (B, T, S, K)``, ``post`` and ``prior`` ``(B, T, S, K)``.
+        """
+        B, T = embed.shape[:2]
+        assert action.shape == (B, T, self.num_actions), action.shape
+        h, z = self.initial(B, embed.device)
+        steps = []
+        for t in range(T):
+            out = self.obs_step(h, z, action[:, t], embed[:, t], is_first[:, t], generator)
+            h, z = out["h"], out["z"]
+            steps.append(out)
+        return {key: torch.stack([s[key] for s in steps], 1) for key in steps[0]}
+
+    def imagine(
+        self,
+        h: torch.Tensor,
+        z: torch.Tensor,
+        policy: Policy,
+        horizon: int,
+        generator: torch.Generator | None,
+    ) -> dict[str, torch.Tensor]:
+        """Roll the prior forward under ``policy`` from starts ``h (N, D)``, ``z (N, S, K)``.
+
+        Returns ``h (N, H+1, D)``, ``z (N, H+1, S, K)`` (index 0 is the start) and the
+        one-hot ``action (N, H, A)`` taken at steps ``0..H-1``.
+        """
+        N = h.shape[0]
+        assert h.shape == (N, self.deter) and z.shape == (N, self.stoch, self.classes)
+        hs, zs, actions = [h], [z], []
+        for _ in range(horizon):
+            action = policy(torch.cat([h, z.flatten(-2)], -1))
+            h, prior = self.img_step(h, z, action)
+            z = sample_onehot(prior, generator)
+            hs.append(h)
+            zs.append(z)
+            actions.append(action)
+        return {"h": torch.stack(hs, 1), "z": torch.stack(zs, 1), "action": torch.stack(actions, 1)}
+
+
+def features(h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Model state as one vector: ``h (..., D), z (..., S, K) -> (..., D + S*K)``."""
+    return torch.cat([h, z.flatten(-2)], -1)
+
+
+class WorldModel(nn.Module):
+    """Encoder + RSSM + decoder + reward and continue heads, trained on replayed sequences."""
+
+    def __init__(self, config: Config, obs_shapes: dict[str, tuple[int, ...]], num_actions: int):
+        super().__init__()
+        m = config.model
+        self.config = config
+        self.num_actions = num_actions
+        (self.obs_key,) = obs_shapes
+        if self.obs_key == "image":
+            self.encoder: nn.Module = ConvEncoder(config.env.size, m.cnn_depth)
+            embed_dim = self.encoder.out_dim
+        else:
+            (vector_dim,) = obs_shapes["vector"]
+            self.encoder = MLP(vector_dim, None, m.units, m.layers)
+            embed_dim = m.units
+        self.rssm = RSSM(config, embed_dim, num_actions)
+        feat = self.rssm.feature_dim
+        if self.obs_key == "image":
+            self.decoder: nn.Module = ConvDecoder(feat, config.env.size, m.cnn_depth)
+        else:
+            self.decoder = MLP(feat, vector_dim, m.units, m.layers)
+        self.reward_head = MLP(feat, m.bins, m.units, m.layers, zero_out=True)
+        self.cont_head = MLP(feat, 1, m.units, m.layers)
+        self.register_buffer("bins", twohot_bins(m.bins), persistent=False)
+
+    def embed(self, obs: torch.Tensor) -> torch.Tensor:
+        """Encode observations ``(B, T, *obs_shape) -> (B, T, E)``."""
+        if self.obs_key == "vector":
+            obs = symlog(obs)
+        return self.encoder(obs)
+
+    def observe(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        """Posterior filter over a replay batch (see :meth:`RSSM.observe`)."""
+        action = F.one_hot(batch["action"], self.num_actions).float()  # (B, T, A)
+        return self.rssm.observe(self.embed(batch[self.obs_key]), action, batch["is_first"], generator)
+
+    def reward(self, feat: torch.Tensor) -> torch.Tensor:
+        """Predicted reward ``(..., F) -> (...)``."""
+        return twohot_mean(self.reward_head(feat), self.bins)
+
+    def cont(self, feat: torch.Tensor) -> torch.Tensor:
+        """Predicted probability that the episode continues ``(..., F) -> (...)``."""
+        return torch.sigmoid(self.cont_head(feat).squeeze(-1))
+
+    def compute_loss(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """World-model loss on a replay batch of ``(B, T)`` sequences (paper eq. 5).
+
+        Returns ``(loss, metrics, posterior)``: the scalar loss; detached metric tensors
+        named ``loss/<term>`` and ``wm/...``; and the posterior sequence
+        ``{"h": (B, T, D), "z": (B, T, S, K)}``, still attached to the graph.
+        """
+        obs = batch[self.obs_key]
+        B, T = obs.shape[:2]
+        post = self.observe(batch, generator)
+        feat = features(post["h"], post["z"])  # (B, T, F)
+
+        # Prediction losses: reconstruction, reward (two-hot symlog), continue flag.
+        if self.obs_key == "image":
+            target = obs.float() / 255.0 - 0.5
+            decoder = ((self.decoder(feat) - target) ** 2).sum((-3, -2, -1))
+        else:
+            decoder = ((self.decoder(feat) - symlog(obs)) ** 2).sum(-1)
+        reward = twohot_loss(self.reward_head(feat), batch["reward"], self.bins)
+        cont_target = (~batch["is_terminal"]).float()
+        cont_logits = self.cont_head(feat).squeeze(-1)  # (B, T)
+        cont = F.binary_cross_entropy_with_logits(cont_logits, cont_target, reduction="none")
+
+        # KL balancing with free bits: dyn trains the prior, rep the posterior (eq. 5).
+        free = self.config.wm.free_nats
+        dyn = categorical_kl(post["post"].detach(), post["prior"]).clamp(min=free)
+        rep = categorical_kl(post["post"], post["prior"].detach()).clamp(min=free)
+
+        terms = {"decoder": decoder, "reward": reward, "cont": cont, "dyn": dyn, "rep": rep}
+        scales = self.config.wm.loss_scales
+        assert terms.keys() == scales.keys(), (terms.keys(), scales.keys())
+        for value in terms.values():
+            assert value.shape == (B, T), value.shape
+        loss = sum(scales[k] * v for k, v in terms.items()).mean()
+
+        with torch.no_grad():
+            metrics = {f"loss/{k}": v.mean() for k, v in terms.items()}
+            metrics["loss/wm"] = loss.detach()
+            metrics["wm/kl"] = categorical_kl(post["post"], post["prior"]).mean()
+            metrics["wm/post_entropy"] = -(post["post"] * post["post"].log()).sum((-2, -1)).mean()
+            metrics["wm/cont_accuracy"] = ((cont_logits > 0).float() == cont_target).float().mean()
+        return loss, metrics, {"h": post["h"], "z": post["z"]}
