@@ -44,5 +44,19 @@ format: $(STAMP)
 train: $(STAMP)
 	$(BIN)/python -m agent.train $(ARGS)
 
+# The ablation: make ablation ENV=atari_pong SEEDS=5 [ARMS=...] [PRESET=] [STEPS=] [JOBS=] [EXPERIMENT=]
+ablation: $(STAMP)
+	$(BIN)/python -m ablations $(ABLATION_ARGS)
+
+# The PDF report of an ablation (default: the most recent ablation in the store).
+report: $(STAMP)
+	$(BIN)/python -m reports.build $(if $(EXPERIMENT),--experiment $(EXPERIMENT))
+
+# MLflow's UI on the same store the ablation writes to.
+ui: $(STAMP)
+	@uri="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"; \
+	echo "MLflow UI for $$uri at http://127.0.0.1:$(PORT) (Ctrl-C to stop)"; \
+	$(BIN)/mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port $(PORT)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -12,6 +12,7 @@ budget, the size preset the network sizes, and nothing is written twice.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -275,8 +276,12 @@ def validate(config: Config) -> None:
         "ac.horizon": config.ac.horizon,
     }
     for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key} must be positive, got {value}")
+        if not (value > 0 and math.isfinite(value)):  # also rejects nan and inf
+            raise ConfigError(f"{key} must be positive and finite, got {value}")
+    if t.prefill < t.seq_len:
+        raise ConfigError(
+            f"train.prefill ({t.prefill}) must be at least train.seq_len ({t.seq_len})"
+        )
     if t.replay_capacity < t.seq_len + t.collect_every:
         raise ConfigError("train.replay_capacity must hold at least one sequence")
     if config.env.suite not in ("gym", "atari"):
@@ -286,6 +291,11 @@ def validate(config: Config) -> None:
     expected = set(WorldModelConfig().loss_scales)
     if set(config.wm.loss_scales) != expected:
         raise ConfigError(f"wm.loss_scales must have exactly the keys {sorted(expected)}")
+    if t.prefill + t.collect_every < t.seq_len:
+        raise ConfigError(
+            f"train.prefill + train.collect_every ({t.prefill + t.collect_every}) must be at "
+            f"least train.seq_len ({t.seq_len}) so that replay holds a sequence to train on"
+        )
     if t.steps < t.prefill + t.collect_every:
         raise ConfigError(
             f"train.steps ({t.steps}) must exceed prefill + collect_every "
@@ -329,9 +339,14 @@ def _convert(key: str, value: Any, hint: Any) -> Any:
                 raise ValueError(value)
             return bool(value)
         if hint is int:
+            if isinstance(value, str):
+                try:
+                    return int(value)
+                except ValueError:
+                    value = float(value)  # "1e3" is fine; "2.5", "inf", "nan" are not
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) else int(value)
+            return int(value)
         if hint is float:
             return float(value)
         return hint(value)

@@ -1,15 +1,15 @@
 """Train one run from the command line.
 
-    python -m agent.train --env cartpole --schedule coupled --preset debug --steps 5000 --seed 0
+python -m agent.train --env cartpole --schedule coupled --preset debug --steps 5000 --seed 0
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
+from agent.cli import ArgumentParser
 from agent.config import ENV_PRESETS, SCHEDULES, SIZE_PRESETS, STARTS, ConfigError, make_config
 from agent.logger import MemoryLogger
 from agent.trainer import Trainer
@@ -26,11 +26,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m agent.train", description="Train one DreamerV3 run."
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m agent.train", description="Train one DreamerV3 run.")
+    parser.add_argument(
+        "--env", default="cartpole", help=f"one of: {', '.join(sorted(ENV_PRESETS))}"
     )
-    parser.add_argument("--env", default="cartpole", help=f"one of: {', '.join(sorted(ENV_PRESETS))}")
     parser.add_argument("--preset", default="debug", choices=list(SIZE_PRESETS))
     parser.add_argument("--schedule", default="coupled", choices=SCHEDULES)
     parser.add_argument("--starts", default="last", choices=STARTS)
@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override any config field, e.g. --set train.train_ratio=256 (repeatable)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -432,9 +432,17 @@ class Trainer:
         self.np_rng.bit_generator.state = state["np_rng"]
         self.generator.set_state(state["generator"])
         c = state["counters"]
-        self.env_steps, self.wm_updates, self.ac_updates = c["env_steps"], c["wm_updates"], c["ac_updates"]
+        self.env_steps, self.wm_updates, self.ac_updates = (
+            c["env_steps"],
+            c["wm_updates"],
+            c["ac_updates"],
+        )
         self.iterations, self.episodes = c["iterations"], c["episodes"]
-        self._update_credit, self._next_log, self._next_eval = c["update_credit"], c["next_log"], c["next_eval"]
+        self._update_credit, self._next_log, self._next_eval = (
+            c["update_credit"],
+            c["next_log"],
+            c["next_eval"],
+        )
         self._wall_seconds = c["wall_seconds"]
         self._episode = None
         self._last_flush = {
@@ -452,4 +460,6 @@ class Trainer:
         os.replace(tmp, path)
 
     def load(self, path: str) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False)["state"])
+        self.load_state_dict(
+            torch.load(path, map_location=self.device, weights_only=False)["state"]
+        )

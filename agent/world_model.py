@@ -111,7 +111,7 @@ class RSSM(nn.Module):
         is_first: torch.Tensor,
         generator: torch.Generator | None,
     ) -> dict[str, torch.Tensor]:
-        """Filter a sequence: ``embed (B, T, E)``, one-hot ``action (B, T, A)``, ``is_first (B, T)``.
+        """Filter ``embed (B, T, E)`` given one-hot ``action (B, T, A)``, ``is_first (B, T)``.
 
         Starts from the zero state (every sequence's first step is marked ``is_first``).
         Returns ``h (B, T, D)``, ``z (B, T, S, K)``, ``post`` and ``prior`` ``(B, T, S, K)``.
@@ -194,7 +194,9 @@ class WorldModel(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Posterior filter over a replay batch (see :meth:`RSSM.observe`)."""
         action = F.one_hot(batch["action"], self.num_actions).float()  # (B, T, A)
-        return self.rssm.observe(self.embed(batch[self.obs_key]), action, batch["is_first"], generator)
+        return self.rssm.observe(
+            self.embed(batch[self.obs_key]), action, batch["is_first"], generator
+        )
 
     def reward(self, feat: torch.Tensor) -> torch.Tensor:
         """Predicted reward ``(..., F) -> (...)``."""

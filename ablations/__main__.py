@@ -1,0 +1,201 @@
+"""Run a schedule ablation: ``python -m ablations --env atari_pong --seeds 5``.
+
+Validates everything first (bad input: one line, exit 2, nothing created), creates the
+experiment and runs in MLflow, skips FINISHED runs, resumes unfinished ones from their
+checkpoints, runs the rest, then prints a per-arm summary and builds the report.
+Exit codes: 0 all runs finished, 1 some failed (named at the end), 2 bad input, 130 stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import torch
+
+from ablations.launchers import LAUNCHERS
+from ablations.spec import ARMS, AblationSpec
+from ablations.tracking import AblationStore, TrackingError, check_reachable, resolve_tracking_uri
+from ablations.worker import WorkerJob
+from agent.cli import ArgumentParser
+from agent.config import ENV_PRESETS, SIZE_PRESETS, ConfigError
+from agent.train import parse_overrides
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m ablations",
+        description="Compare DreamerV3 training schedules over seeds, logged to MLflow.",
+    )
+    parser.add_argument("--env", required=True, help=f"one of: {', '.join(sorted(ENV_PRESETS))}")
+    parser.add_argument("--seeds", required=True, help="number of seeds per arm (seeds 0..n-1)")
+    parser.add_argument(
+        "--arms", default="separate,coupled", help=f"comma-separated, from: {', '.join(ARMS)}"
+    )
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help=f"size preset ({', '.join(SIZE_PRESETS)}); default S with CUDA, small without",
+    )
+    parser.add_argument("--steps", default=None, help="agent steps per run (default: env preset)")
+    parser.add_argument(
+        "--jobs", default=None, help="parallel runs (default: 1 per GPU, else 1 per 2 cores)"
+    )
+    parser.add_argument(
+        "--experiment", default=None, help="MLflow experiment (default: <env>-<preset>)"
+    )
+    parser.add_argument(
+        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or ./mlflow.db"
+    )
+    parser.add_argument("--launcher", default="local", choices=list(LAUNCHERS))
+    parser.add_argument(
+        "--checkpoint-dir", default="checkpoints", help="where unfinished runs keep state"
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        default=None,
+        help="agent steps between checkpoints (default: 10%% of the budget)",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override"
+    )
+    parser.add_argument("--no-report", action="store_true", help="skip building the PDF report")
+    return parser
+
+
+def _positive_int(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got '{value}'") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be positive, got {number}")
+    return number
+
+
+def default_jobs() -> int:
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        preset = args.preset or ("S" if torch.cuda.is_available() else "small")
+        spec = AblationSpec(
+            env=args.env,
+            seeds=_positive_int("SEEDS", args.seeds) or 0,
+            arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()),
+            preset=preset,
+            steps=_positive_int("STEPS", args.steps),
+            overrides=parse_overrides(args.set),
+            name=args.experiment or "",
+        )
+        spec.validate()
+        jobs = _positive_int("JOBS", args.jobs) or default_jobs()
+        uri = resolve_tracking_uri(args.tracking_uri)
+        check_reachable(uri)
+    except (ConfigError, TrackingError) as error:
+        parser.error(str(error))
+
+    runs = spec.runs()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    try:
+        store = AblationStore(uri, spec)
+        todo, finished = [], 0
+        for index, run in enumerate(runs):
+            device = f"cuda:{index % gpus}" if gpus else "cpu"
+            run_id, status = store.child_for(run, device)
+            if status == "FINISHED":
+                finished += 1
+                continue
+            steps = run.config().train.steps
+            every = _positive_int("--checkpoint-every", args.checkpoint_every) or max(
+                steps // 10, 1
+            )
+            todo.append(
+                WorkerJob(
+                    run=run,
+                    run_id=run_id,
+                    tracking_uri=uri,
+                    checkpoint_path=os.path.join(args.checkpoint_dir, f"{run_id}.pt"),
+                    checkpoint_every=every,
+                    device=device,
+                    threads=threads,
+                )
+            )
+    except (ConfigError, TrackingError) as error:
+        parser.error(str(error))
+
+    print(
+        f"ablation '{spec.name}': {len(runs)} runs ({', '.join(spec.arms)} x {spec.seeds} seeds), "
+        f"{finished} already finished, {len(todo)} to run | preset {spec.preset} | "
+        f"{min(jobs, max(len(todo), 1))} parallel, {threads} torch threads each | MLflow {uri}"
+    )
+    os.makedirs(args.checkpoint_dir, exist_ok=True)
+
+    def on_done(job: WorkerJob, succeeded: bool) -> None:
+        if not succeeded:
+            _ensure_marked_failed(store, job)
+        store.log_parent_summary()
+
+    try:
+        results = LAUNCHERS[args.launcher](
+            todo, jobs, on_done, total=len(runs), already_done=finished
+        )
+    except KeyboardInterrupt:
+        print("stopped; rerun the same command to resume unfinished runs", file=sys.stderr)
+        return 130
+
+    failed = sorted(name for name, ok in results.items() if not ok)
+    store.finish_parent(failed=bool(failed))
+    print_summary(store.log_parent_summary(), spec)
+    if not args.no_report:
+        _build_report(spec.name, uri)
+    if failed:
+        print(
+            f"{len(failed)} run(s) failed: {', '.join(failed)} (see their 'error' tag in MLflow)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _ensure_marked_failed(store: AblationStore, job: WorkerJob) -> None:
+    """A worker that died without recording why (killed, out of memory) is marked here."""
+    run = store.client.get_run(job.run_id)
+    if run.info.status not in ("FAILED", "FINISHED"):
+        store.client.set_tag(job.run_id, "error", "worker process died without reporting an error")
+        store.client.set_terminated(job.run_id, "FAILED")
+
+
+def print_summary(summary: dict[str, dict[str, float]], spec: AblationSpec) -> None:
+    """Per-arm table of finished runs: mean final eval return and updates/s."""
+    print(f"\n{'arm':<14} {'runs':>4} {'final return':>13} {'updates/s':>10}")
+    for arm in spec.arms:
+        row = summary.get(arm, {})
+        final = row.get("final_return", math.nan)
+        speed = row.get("updates_per_s", math.nan)
+        print(f"{arm:<14} {int(row.get('runs', 0)):>4} {final:>13.2f} {speed:>10.2f}")
+
+
+def _build_report(experiment: str, uri: str) -> None:
+    try:
+        from reports.build import build_report
+    except ImportError:
+        return
+    try:
+        path = build_report(experiment, tracking_uri=uri)
+        print(f"report: {path}")
+    except Exception as error:  # noqa: BLE001 - the runs are safe in MLflow; say why and go on
+        print(f"report could not be built: {type(error).__name__}: {error}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""MLflow plumbing: the store, the ablation's experiment and runs, and a batched logger.
+
+The layout in the store (the contract that ``analysis/`` reads):
+
+- one experiment per ablation, tagged ``mlflow.experimentKind=custom_model_development``
+  so MLflow 3's UI opens on the runs table;
+- a parent run named after the ablation (tag ``ablation.role=parent``);
+- a child run ``<arm>-seed<k>`` per run (tags ``ablation.role=child``, ``arm``,
+  ``schedule``, ``starts``, ``seed``, ``env``, ``preset``, ``git_commit``, ``device``,
+  ``torch_version``, ``hardware``, ``config_hash``), the flattened config as params and
+  every agent metric stepped by agent env steps.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from ablations.spec import ARMS, AblationSpec, RunSpec
+from agent.config import flatten
+
+T = TypeVar("T")
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+BATCH_LIMIT = 1000  # MlflowClient.log_batch takes at most 1000 metrics per call
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message is one line for the user."""
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The URI given, else ``MLFLOW_TRACKING_URI``, else MLflow's default
+    (``sqlite:///<cwd>/mlflow.db``), made explicit so that workers use the same store."""
+    if uri:
+        return uri
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def check_reachable(uri: str) -> None:
+    """Raise :class:`TrackingError` if the store at ``uri`` cannot be reached."""
+    if uri.startswith(("http://", "https://")):
+        # Fail fast instead of MLflow's default minutes of retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    elif uri.startswith("sqlite:///"):
+        folder = os.path.dirname(os.path.abspath(uri.removeprefix("sqlite:///")))
+        if not os.path.isdir(folder):
+            raise TrackingError(f"tracking store folder {folder} does not exist ({uri})")
+        return  # created on first use; probing it here would race with nothing to gain
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - any failure here means "unreachable"
+        first = (
+            str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        )
+        raise TrackingError(f"cannot reach the MLflow tracking store at {uri}: {first}") from None
+
+
+def retry_locked(fn: Callable[..., T], *args: Any, attempts: int = 30, **kwargs: Any) -> T:
+    """Call ``fn``, retrying with backoff while SQLite answers 'database is locked'.
+
+    Several worker processes share one SQLite store; SQLite serialises writers and makes the
+    loser fail rather than wait, so waiting here is the fix.
+    """
+    delay = 0.05
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            if "locked" not in str(error).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return (
+            out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def hardware() -> str:
+    import torch
+
+    cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}; {cpu}"
+    return f"CPU only; {cpu}"
+
+
+class AblationStore:
+    """The ablation's experiment, parent run and child runs in one tracking store."""
+
+    def __init__(self, uri: str, spec: AblationSpec):
+        self.uri = uri
+        self.spec = spec
+        self.client = MlflowClient(uri)
+        self.experiment_id = self._ensure_experiment()
+        self.parent_id = self._ensure_parent()
+        arms = {run.data.tags.get("arm", "") for run in self.children().values()} - {""}
+        retry_locked(
+            self.client.set_tag, self.parent_id, "arms", ",".join(sorted(arms | set(spec.arms)))
+        )
+
+    def _ensure_experiment(self) -> str:
+        experiment = retry_locked(self.client.get_experiment_by_name, self.spec.name)
+        if experiment is None:
+            experiment_id = retry_locked(self.client.create_experiment, self.spec.name)
+        else:
+            experiment_id = experiment.experiment_id
+        for key, value in EXPERIMENT_KIND.items():
+            retry_locked(self.client.set_experiment_tag, experiment_id, key, value)
+        return experiment_id
+
+    def _ensure_parent(self) -> str:
+        runs = retry_locked(
+            self.client.search_runs,
+            [self.experiment_id],
+            filter_string="tags.`ablation.role` = 'parent'",
+            max_results=1,
+        )
+        if runs:
+            run_id = runs[0].info.run_id
+        else:
+            run = retry_locked(
+                self.client.create_run,
+                self.experiment_id,
+                run_name=self.spec.name,
+                tags={"ablation.role": "parent", "mlflow.note.content": self.spec.description()},
+            )
+            run_id = run.info.run_id
+            retry_locked(
+                self.client.log_batch,
+                run_id,
+                params=_params({"env": self.spec.env, "preset": self.spec.preset}),
+            )
+        retry_locked(self.client.set_terminated, run_id, "RUNNING")
+        return run_id
+
+    def children(self) -> dict[str, Any]:
+        """Existing child runs by run name."""
+        runs = retry_locked(
+            self.client.search_runs,
+            [self.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
+            max_results=10_000,
+        )
+        return {run.info.run_name: run for run in runs}
+
+    def child_for(self, run: RunSpec, device: str) -> tuple[str, str]:
+        """The child run for ``run``: ``(run_id, status)``, created if it does not exist.
+
+        Raises :class:`TrackingError` if a run of that name exists with another config: a
+        rerun must train the same thing, or use a new experiment name.
+        """
+        existing = self.children().get(run.name)
+        config_hash = run.config_hash()
+        if existing is not None:
+            if existing.data.tags.get("config_hash") != config_hash:
+                raise TrackingError(
+                    f"experiment '{self.spec.name}' already has run {run.name} with a different "
+                    "config; pass a new EXPERIMENT name to run this one"
+                )
+            return existing.info.run_id, existing.info.status
+        import torch
+
+        config = run.config()
+        arm = ARMS[run.arm]
+        tags = {
+            "mlflow.parentRunId": self.parent_id,
+            "mlflow.note.content": run.description(),
+            "ablation.role": "child",
+            "ablation.name": run.ablation,
+            "arm": run.arm,
+            "schedule": arm["train.schedule"],
+            "starts": arm["train.starts"],
+            "seed": str(run.seed),
+            "env": run.env,
+            "preset": run.preset,
+            "git_commit": git_commit(),
+            "device": device,
+            "torch_version": torch.__version__,
+            "hardware": hardware(),
+            "config_hash": config_hash,
+        }
+        created = retry_locked(
+            self.client.create_run, self.experiment_id, run_name=run.name, tags=tags
+        )
+        run_id = created.info.run_id
+        params = _params(flatten(config))
+        for start in range(0, len(params), 100):
+            retry_locked(self.client.log_batch, run_id, params=params[start : start + 100])
+        retry_locked(self.client.set_terminated, run_id, "SCHEDULED")
+        return run_id, "SCHEDULED"
+
+    def log_parent_summary(self) -> dict[str, dict[str, float]]:
+        """Per-arm means of the children's final return and speed, logged on the parent."""
+        summary: dict[str, dict[str, list[float]]] = {}
+        for run in self.children().values():
+            if run.info.status != "FINISHED":
+                continue
+            arm = summary.setdefault(run.data.tags.get("arm", "?"), {"final": [], "ups": []})
+            if "final/eval_return" in run.data.metrics:
+                arm["final"].append(run.data.metrics["final/eval_return"])
+            if "final/updates_per_s" in run.data.metrics:
+                arm["ups"].append(run.data.metrics["final/updates_per_s"])
+        means: dict[str, dict[str, float]] = {}
+        metrics = {}
+        for arm, values in summary.items():
+            means[arm] = {"runs": float(len(values["final"]) or len(values["ups"]))}
+            for key, name in (("final", "final_return"), ("ups", "updates_per_s")):
+                if values[key]:
+                    means[arm][name] = sum(values[key]) / len(values[key])
+                    metrics[f"summary/{arm}/{name}"] = means[arm][name]
+        if metrics:
+            log_metrics_batched(self.client, self.parent_id, metrics, step=0)
+        return means
+
+    def finish_parent(self, failed: bool) -> None:
+        retry_locked(self.client.set_terminated, self.parent_id, "FAILED" if failed else "FINISHED")
+
+
+def _params(values: Mapping[str, Any]) -> list[Param]:
+    return [Param(key, str(value)[:6000]) for key, value in values.items()]
+
+
+def log_metrics_batched(
+    client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int
+) -> None:
+    stamp = int(time.time() * 1000)
+    batch = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
+    for start in range(0, len(batch), BATCH_LIMIT):
+        retry_locked(client.log_batch, run_id, metrics=batch[start : start + BATCH_LIMIT])
+
+
+class MlflowLogger:
+    """The agent's :class:`~agent.logger.Logger`, buffering points into ``log_batch`` calls.
+
+    Nothing is sent until :meth:`flush` (the worker flushes right before each checkpoint),
+    so a run resumed from its checkpoint never logs the same step twice, and a run costs a
+    few batched calls instead of one call per metric.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+        self.pending: list[Metric] = []
+        self.seconds = 0.0  # time spent in MLflow calls, to report tracking overhead
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        stamp = int(time.time() * 1000)
+        self.pending.extend(Metric(k, float(v), stamp, step) for k, v in metrics.items())
+
+    def flush(self) -> None:
+        start = time.perf_counter()
+        while self.pending:
+            chunk, self.pending = self.pending[:BATCH_LIMIT], self.pending[BATCH_LIMIT:]
+            retry_locked(self.client.log_batch, self.run_id, metrics=chunk)
+        self.seconds += time.perf_counter() - start

@@ -1,0 +1,151 @@
+"""One (arm, seed) run in its own process: train, checkpoint, log to its MLflow child run.
+
+A run resumes from its checkpoint when one exists, and ends FINISHED (with the final
+models and config as artifacts) or FAILED (with the error as a tag and the traceback as an
+artifact).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from mlflow.tracking import MlflowClient
+
+from ablations.spec import RunSpec
+from ablations.tracking import MlflowLogger, log_metrics_batched, retry_locked
+from agent.config import to_dict
+from agent.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """Everything a worker process needs (picklable: it crosses a spawn boundary)."""
+
+    run: RunSpec
+    run_id: str
+    tracking_uri: str
+    checkpoint_path: str
+    checkpoint_every: int
+    device: str
+    threads: int
+
+
+def final_return(client: MlflowClient, run_id: str, total_steps: int) -> float:
+    """Mean ``eval/return`` over the last 10% of training (DESIGN section 5); NaN if none."""
+    history = retry_locked(client.get_metric_history, run_id, "eval/return")
+    points = [(m.step, m.value) for m in history]
+    if not points:
+        return float("nan")
+    late = [value for step, value in points if step >= 0.9 * total_steps]
+    return float(np.mean(late if late else [max(points)[1]]))
+
+
+def run_worker(job: WorkerJob, progress: Any = None) -> None:
+    """Train ``job.run`` to its budget; ``progress`` (a queue) receives ``(name, env_steps)``."""
+    torch.set_num_threads(job.threads)
+    client = MlflowClient(job.tracking_uri)
+    logger = MlflowLogger(client, job.run_id)
+    try:
+        config = job.run.config()
+        config.train.device = job.device
+        trainer = Trainer(config, logger)
+        resumed_from = 0
+        if os.path.exists(job.checkpoint_path):
+            trainer.load(job.checkpoint_path)
+            resumed_from = trainer.env_steps
+        retry_locked(client.set_terminated, job.run_id, "RUNNING")
+        if resumed_from:
+            retry_locked(client.set_tag, job.run_id, "resumed_from_step", str(resumed_from))
+
+        next_checkpoint = trainer.env_steps + job.checkpoint_every
+        last_report = 0.0
+        start = time.perf_counter()
+        while not trainer.done:
+            trainer.train_iteration()
+            if trainer.env_steps >= next_checkpoint and not trainer.done:
+                # Metrics first, then the checkpoint: a crash in between re-logs at most
+                # this interval's points; the reverse order could lose them.
+                logger.flush()
+                trainer.save(job.checkpoint_path)
+                next_checkpoint = trainer.env_steps + job.checkpoint_every
+            if progress is not None and time.perf_counter() - last_report > 1.0:
+                progress.put((job.run.name, trainer.env_steps))
+                last_report = time.perf_counter()
+        logger.flush()
+        elapsed = time.perf_counter() - start
+        summary = trainer.summary()
+        log_metrics_batched(
+            client,
+            job.run_id,
+            {
+                "final/eval_return": final_return(client, job.run_id, config.train.steps),
+                "final/updates_per_s": summary["wm_updates"] / max(summary["wall_seconds"], 1e-9),
+                "final/wall_seconds": summary["wall_seconds"],
+                "final/env_steps": summary["env_steps"],
+                # Share of this session's time spent in MLflow calls.
+                "tracking/overhead_fraction": logger.seconds / max(elapsed, 1e-9),
+            },
+            step=trainer.env_steps,
+        )
+        _log_final_artifacts(client, job.run_id, trainer)
+        retry_locked(client.set_terminated, job.run_id, "FINISHED")
+        if os.path.exists(job.checkpoint_path):
+            os.remove(job.checkpoint_path)  # holds the replay buffer: large and now useless
+        if progress is not None:
+            progress.put((job.run.name, trainer.env_steps))
+    except Exception as error:
+        _mark_failed(client, job.run_id, error)
+        raise
+
+
+def _log_final_artifacts(client: MlflowClient, run_id: str, trainer: Trainer) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        config_path = os.path.join(folder, "config.json")
+        with open(config_path, "w") as f:
+            json.dump(to_dict(trainer.config), f, indent=2)
+        model_path = os.path.join(folder, "final.pt")
+        torch.save(
+            {
+                "world_model": trainer.world_model.state_dict(),
+                "actor_critic": trainer.actor_critic.state_dict(),
+                "config": to_dict(trainer.config),
+                "env_steps": trainer.env_steps,
+            },
+            model_path,
+        )
+        retry_locked(client.log_artifact, run_id, config_path)
+        retry_locked(client.log_artifact, run_id, model_path, "checkpoint")
+
+
+def _mark_failed(client: MlflowClient, run_id: str, error: BaseException) -> None:
+    """Record the error on the run; never raise from here (the original error matters)."""
+    try:
+        message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+        retry_locked(client.set_tag, run_id, "error", message)
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "error.txt")
+            with open(path, "w") as f:
+                f.write("".join(traceback.format_exception(error)))
+            retry_locked(client.log_artifact, run_id, path)
+        retry_locked(client.set_terminated, run_id, "FAILED")
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+
+
+def worker_main(job: WorkerJob, progress: Any) -> None:
+    """Process entry point: exit code 0 on success, 1 on a training error."""
+    import sys
+
+    try:
+        run_worker(job, progress)
+    except Exception as error:  # noqa: BLE001 - already recorded on the run
+        print(f"{job.run.name} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,197 @@
+"""The ablation runner end to end: real subprocesses, a real MLflow SQLite store, CartPole."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+# A run of a few seconds: tiny model, few steps, few updates.
+TINY = [
+    "--preset", "debug",
+    "--set", "train.prefill=200",
+    "--set", "train.train_ratio=32",
+    "--set", "train.eval_every=200",
+    "--set", "train.eval_episodes=2",
+    "--set", "train.log_every=100",
+]  # fmt: skip
+
+CONTRACT_METRICS = {
+    "eval/return",
+    "episode/return",
+    "episode/length",
+    "time/collect",
+    "time/wm",
+    "time/imagine",
+    "time/ac",
+    "time/total",
+    "speed/updates_per_s",
+    "speed/env_steps_per_s",
+    "loss/wm",
+    "loss/actor",
+    "loss/critic",
+    "diversity/distinct_starts",
+    "diversity/h_dispersion",
+    "diversity/latent_entropy",
+    "diversity/replay_age",
+    "final/eval_return",
+    "final/updates_per_s",
+}
+
+
+def run_cli(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run(
+        [sys.executable, "-m", "ablations", *args, "--no-report"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def children(client: MlflowClient, experiment: str) -> dict[str, object]:
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.`ablation.role` = 'child'")
+    return {run.info.run_name: run for run in runs}
+
+
+@pytest.mark.slow
+def test_two_by_two_ablation_then_rerun_is_idempotent(tmp_path: Path) -> None:
+    # Default store (./mlflow.db in the working directory) and two parallel workers.
+    args = ["--env", "cartpole", "--seeds", "2", "--steps", "600", "--jobs", "2", *TINY]
+    args += ["--experiment", "e2e"]
+    first = run_cli(tmp_path, *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "locked" not in first.stderr.lower()
+    assert (tmp_path / "mlflow.db").exists()
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("e2e")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`ablation.role` = 'parent'")
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "e2e"
+    assert "summary/coupled/final_return" in parent.data.metrics
+
+    runs = children(client, "e2e")
+    assert sorted(runs) == ["coupled-seed0", "coupled-seed1", "separate-seed0", "separate-seed1"]
+    for name, run in runs.items():
+        assert run.info.status == "FINISHED", name
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["arm"] == name.split("-")[0]
+        assert run.data.tags["seed"] == name[-1]
+        for tag in ("schedule", "starts", "env", "preset", "git_commit", "device", "torch_version"):
+            assert run.data.tags[tag], tag
+        assert run.data.params["train.steps"] == "600"
+        assert run.data.params["train.schedule"] == run.data.tags["schedule"]
+        missing = CONTRACT_METRICS - set(run.data.metrics)
+        assert not missing, (name, missing)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.json", "checkpoint"} <= artifacts
+        history = client.get_metric_history(run.info.run_id, "eval/return")
+        assert [m.step for m in history] == sorted({m.step for m in history})  # no duplicates
+    # The separate arm samples starts; coupled never does.
+    assert "time/starts" in runs["separate-seed0"].data.metrics
+    assert "time/starts" not in runs["coupled-seed0"].data.metrics
+    assert not list(tmp_path.joinpath("checkpoints").iterdir())  # finished runs leave none
+
+    counts = {n: len(client.get_metric_history(r.info.run_id, "loss/wm")) for n, r in runs.items()}
+    second = run_cli(tmp_path, *args)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "4 already finished, 0 to run" in second.stdout
+    again = children(client, "e2e")
+    assert {n: r.info.run_id for n, r in again.items()} == {
+        n: r.info.run_id for n, r in runs.items()
+    }
+    assert counts == {
+        n: len(client.get_metric_history(r.info.run_id, "loss/wm")) for n, r in again.items()
+    }
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_checkpoint_in_same_mlflow_run(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/store.db"
+    args = ["--env", "cartpole", "--seeds", "1", "--arms", "coupled", "--steps", "1200"]
+    args += ["--tracking-uri", uri, "--checkpoint-every", "300", "--experiment", "resume", *TINY]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ablations", *args, "--no-report"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    checkpoints = tmp_path / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (checkpoints.exists() and any(checkpoints.glob("*.pt"))):
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.2)
+    assert any(checkpoints.glob("*.pt")), "no checkpoint was written"
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and its worker, like a lost machine
+    process.wait()
+
+    client = MlflowClient(uri)
+    (killed,) = children(client, "resume").values()
+    assert killed.info.status == "RUNNING"
+
+    rerun = run_cli(tmp_path, *args)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    (finished,) = children(client, "resume").values()
+    assert finished.info.run_id == killed.info.run_id
+    assert finished.info.status == "FINISHED"
+    resumed_from = int(finished.data.tags["resumed_from_step"])
+    assert 300 <= resumed_from < 1200
+    assert finished.data.metrics["final/env_steps"] == 1200
+    steps = [m.step for m in client.get_metric_history(finished.info.run_id, "loss/wm")]
+    assert steps == sorted(set(steps)) and steps[-1] == 1200
+
+
+def test_a_crashing_run_is_marked_failed_and_named(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/store.db"
+    result = run_cli(
+        tmp_path, "--env", "cartpole", "--seeds", "1", "--arms", "separate", "--steps", "600",
+        "--tracking-uri", uri, "--experiment", "crash", "--set", "env.id=NoSuchEnv-v0", *TINY,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "separate-seed0" in result.stderr.splitlines()[-1]
+    (run,) = children(MlflowClient(uri), "crash").values()
+    assert run.info.status == "FAILED"
+    assert "NoSuchEnv" in run.data.tags["error"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "nope", "--seeds", "2"], "unknown env 'nope'"),
+        (["--env", "cartpole", "--seeds", "2", "--arms", "separate,bogus"], "unknown arm"),
+        (["--env", "cartpole", "--seeds", "0"], "SEEDS must be positive"),
+        (["--env", "cartpole", "--seeds", "two"], "SEEDS must be a whole number"),
+        (["--env", "cartpole", "--seeds", "2", "--steps", "10"], "to run one training iteration"),
+        (["--env", "cartpole", "--seeds", "2", "--jobs", "0"], "JOBS must be positive"),
+        (
+            ["--env", "cartpole", "--seeds", "2", "--tracking-uri", "http://127.0.0.1:9"],
+            "cannot reach the MLflow tracking store",
+        ),
+        (
+            ["--env", "cartpole", "--seeds", "2", "--tracking-uri", "sqlite:////no/such/dir/m.db"],
+            "does not exist",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_creates_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run_cli(tmp_path, *args, timeout=120)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
