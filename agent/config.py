@@ -291,11 +291,6 @@ def validate(config: Config) -> None:
     expected = set(WorldModelConfig().loss_scales)
     if set(config.wm.loss_scales) != expected:
         raise ConfigError(f"wm.loss_scales must have exactly the keys {sorted(expected)}")
-    if t.prefill + t.collect_every < t.seq_len:
-        raise ConfigError(
-            f"train.prefill + train.collect_every ({t.prefill + t.collect_every}) must be at "
-            f"least train.seq_len ({t.seq_len}) so that replay holds a sequence to train on"
-        )
     if t.steps < t.prefill + t.collect_every:
         raise ConfigError(
             f"train.steps ({t.steps}) must exceed prefill + collect_every "

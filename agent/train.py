@@ -6,13 +6,27 @@ python -m agent.train --env cartpole --schedule coupled --preset debug --steps 5
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 
 import torch
+from tqdm.auto import tqdm
 
 from agent.cli import ArgumentParser
 from agent.config import ENV_PRESETS, SCHEDULES, SIZE_PRESETS, STARTS, ConfigError, make_config
 from agent.logger import MemoryLogger
 from agent.trainer import Trainer
+
+
+class ConsoleLogger(MemoryLogger):
+    """Keeps the history and prints each evaluation as it happens."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        super().log_metrics(metrics, step)
+        if "eval/return" in metrics:
+            tqdm.write(
+                f"step {step}: eval return {metrics['eval/return']:.1f} "
+                f"± {metrics['eval/return_std']:.1f}"
+            )
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -67,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         parser.error(str(error))  # one line, exit code 2
 
-    logger = MemoryLogger()
+    logger = ConsoleLogger()
     trainer = Trainer(config, logger)
     t = config.train
     print(

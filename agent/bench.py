@@ -1,0 +1,145 @@
+"""Speed benchmark (not a test): per-phase time of each schedule, side by side.
+
+    python -m agent.bench [--env atari_pong] [--preset small] [--iterations 10]
+    python -m agent.bench --shape peer-tiny      # one WM + AC update at a peer's shape
+    python -m agent.bench --shape S
+
+Both schedules get the same config, the same replay (filled from the real env with random
+actions) and alternate iteration by iteration after warm-up, so drift in machine load hits
+both alike. Collection is excluded: it is identical for both schedules.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import sys
+import time
+
+import torch
+
+from agent.cli import ArgumentParser
+from agent.config import ENV_PRESETS, SIZE_PRESETS, Config, ConfigError, make_config
+from agent.trainer import SCHEDULES, Trainer
+
+PHASES = ("wm", "starts", "imagine", "ac")
+
+# Shapes of a full update to compare against published PyTorch ports on this CPU.
+SHAPES: dict[str, tuple[str, dict[str, object]]] = {
+    # dreamerv3-torch's small debugging shape: ~250-290 ms per update on this 2-core CPU.
+    "peer-tiny": (
+        "debug",
+        {
+            "model.deter": 128,
+            "model.units": 128,
+            "model.layers": 2,
+            "model.stoch": 8,
+            "model.classes": 8,
+            "model.cnn_depth": 8,
+            "model.bins": 255,
+            "train.batch_size": 8,
+            "train.seq_len": 32,
+        },
+    ),
+    # The paper's Atari100k size at batch 16 x 64: ~6.5 s per update for that port here.
+    "S": ("S", {"train.batch_size": 16, "train.seq_len": 64}),
+}
+
+
+def filled_trainer(config: Config) -> Trainer:
+    """A trainer whose replay holds ``prefill`` real env steps of random actions."""
+    trainer = Trainer(config)
+    trainer.collect(config.train.prefill)
+    return trainer
+
+
+def time_iteration(trainer: Trainer, num_updates: int) -> dict[str, float]:
+    """Seconds per phase (and ``total``) of one iteration's updates under its schedule."""
+    trainer.timer.flush()
+    start = time.perf_counter()
+    SCHEDULES[trainer.config.train.schedule](trainer, num_updates)
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    total = time.perf_counter() - start
+    seconds = trainer.timer.flush()
+    trainer.metrics.flush()  # keep the accumulated metrics from growing
+    return {**{p: seconds.get(p, 0.0) for p in PHASES}, "total": total}
+
+
+def compare_schedules(config: Config, iterations: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Median per-phase seconds per iteration for ``separate`` and ``coupled``."""
+    num_updates = max(1, round(config.train.updates_per_iteration()))
+    trainers = {}
+    for schedule in ("separate", "coupled"):
+        config.train.schedule = schedule
+        trainers[schedule] = filled_trainer(copy.deepcopy(config))
+    samples: dict[str, list[dict[str, float]]] = {s: [] for s in trainers}
+    for i in range(warmup + iterations):
+        for schedule, trainer in trainers.items():  # alternate, so load drift hits both
+            timing = time_iteration(trainer, num_updates)
+            if i >= warmup:
+                samples[schedule].append(timing)
+    return {
+        schedule: {key: statistics.median(t[key] for t in timings) for key in (*PHASES, "total")}
+        | {"updates": float(num_updates)}
+        for schedule, timings in samples.items()
+    }
+
+
+def time_full_update(config: Config, iterations: int, warmup: int) -> float:
+    """Median seconds of one WM update plus one AC update from all its posteriors."""
+    config.train.schedule, config.train.starts = "coupled", "all"
+    trainer = filled_trainer(config)
+    times = [time_iteration(trainer, 1)["total"] for _ in range(warmup + iterations)]
+    return statistics.median(times[warmup:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m agent.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--env", default="atari_pong", help=", ".join(sorted(ENV_PRESETS)))
+    parser.add_argument("--preset", default="small", choices=list(SIZE_PRESETS))
+    parser.add_argument("--shape", choices=list(SHAPES), help="time one full update at this shape")
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    from agent.train import parse_overrides
+
+    try:
+        preset, shape_overrides = SHAPES[args.shape] if args.shape else (args.preset, {})
+        overrides = {**shape_overrides, "train.device": args.device, **parse_overrides(args.set)}
+        overrides.setdefault("train.prefill", 1024)
+        config = make_config(args.env, preset, overrides)
+    except ConfigError as error:
+        parser.error(str(error))
+    print(
+        f"{config.env.name} | preset {preset} | batch {config.train.batch_size}x"
+        f"{config.train.seq_len} | device {args.device} | torch {torch.__version__} | "
+        f"{torch.get_num_threads()} threads"
+    )
+
+    if args.shape:
+        seconds = time_full_update(config, args.iterations, args.warmup)
+        print(f"one WM + AC update at shape {args.shape}: {seconds * 1000:.1f} ms (median)")
+        return 0
+
+    result = compare_schedules(config, args.iterations, args.warmup)
+    sep, cou = result["separate"], result["coupled"]
+    print(f"{int(sep['updates'])} updates per iteration; median seconds per iteration:")
+    print(f"{'phase':<8} {'separate':>9} {'coupled':>9}")
+    for key in (*PHASES, "total"):
+        print(f"{key:<8} {sep[key]:>9.3f} {cou[key]:>9.3f}")
+    for name, row in result.items():
+        print(f"{name}: {row['updates'] / row['total']:.2f} updates/s")
+    measured = cou["total"] / sep["total"]
+    ideal = 1 - sep["starts"] / sep["total"]
+    print(
+        f"iteration time coupled/separate: measured {measured:.3f}, ideal {ideal:.3f} "
+        f"(1 - starts/separate_total), off by {100 * (measured - ideal) / ideal:+.1f}%"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

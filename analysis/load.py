@@ -1,0 +1,210 @@
+"""Load one ablation's MLflow runs into tidy pandas frames.
+
+The contract (written by ``ablations/``): one experiment per ablation; a parent run tagged
+``ablation.role=parent``; child runs tagged ``ablation.role=child`` (and ``mlflow.parentRunId``)
+with tags ``arm, schedule, starts, seed, env, preset, git_commit, device, torch_version,
+hardware``; every metric stepped by agent env steps; ``time/total`` is cumulative training
+wall-clock seconds. Curves come from ``get_metric_history`` (``search_runs`` only keeps the
+latest value of each metric).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+WALL_CLOCK_METRIC = "time/total"
+RUN_TAGS = (
+    "arm",
+    "schedule",
+    "starts",
+    "env",
+    "preset",
+    "git_commit",
+    "device",
+    "torch_version",
+    "hardware",
+)
+RUNS_COLUMNS = (
+    "run_id",
+    "run_name",
+    "arm",
+    "seed",
+    "status",
+    *RUN_TAGS[1:],
+    "final_step",
+    "wall_clock",
+    "start_time",
+    "end_time",
+)
+METRICS_COLUMNS = ("run_id", "arm", "seed", "metric", "step", "value", "wall_clock")
+
+
+class AblationDataError(Exception):
+    """The experiment cannot be analysed (unknown, or without child runs); one-line message."""
+
+
+@dataclass
+class AblationData:
+    """Everything the analysis needs from one ablation experiment.
+
+    Attributes:
+        experiment: experiment (= ablation) name.
+        experiment_id: MLflow experiment id.
+        parent_run_id: id of the ``ablation.role=parent`` run, None when there is none.
+        runs: one row per child run, columns ``RUNS_COLUMNS`` (all statuses).
+        metrics: long frame, one row per logged point, columns ``METRICS_COLUMNS``.
+        params: flattened config of one child run (a finished one when available).
+    """
+
+    experiment: str
+    experiment_id: str
+    parent_run_id: str | None
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def finished_runs(self) -> pd.DataFrame:
+        """Child runs with status FINISHED: the only ones statistics use."""
+        return self.runs[self.runs["status"] == "FINISHED"]
+
+    @property
+    def problem_runs(self) -> pd.DataFrame:
+        """Child runs that are not FINISHED (FAILED, RUNNING, KILLED, ...)."""
+        return self.runs[self.runs["status"] != "FINISHED"]
+
+    @property
+    def finished_metrics(self) -> pd.DataFrame:
+        """Metric points of FINISHED runs only."""
+        return self.metrics[self.metrics["run_id"].isin(self.finished_runs["run_id"])]
+
+
+def load_ablation(experiment: str, tracking_uri: str | None = None) -> AblationData:
+    """Read an ablation experiment from MLflow.
+
+    Args:
+        experiment: experiment name (the ablation's name, e.g. ``cartpole-ablation``).
+        tracking_uri: any MLflow tracking URI; None uses MLflow's default resolution
+            (``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``).
+
+    Raises:
+        AblationDataError: the experiment does not exist or has no child runs.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise AblationDataError(f"unknown experiment {experiment!r} at {client.tracking_uri}")
+    all_runs = _search_all(client, found.experiment_id)
+    parents = [run for run in all_runs if run.data.tags.get("ablation.role") == "parent"]
+    parent_run_id = parents[0].info.run_id if parents else None
+    children = [run for run in all_runs if _is_child(run, parent_run_id)]
+    if not children:
+        raise AblationDataError(f"experiment {experiment!r} has no child runs")
+
+    metrics = pd.concat([_run_metrics(client, run) for run in children], ignore_index=True)
+    runs = _runs_frame(children, metrics)
+    finished = [run for run in children if run.info.status == "FINISHED"]
+    params = dict((finished or children)[0].data.params)
+    return AblationData(experiment, found.experiment_id, parent_run_id, runs, metrics, params)
+
+
+def latest_ablation(tracking_uri: str | None = None) -> str:
+    """Name of the most recently updated experiment that holds an ablation parent run.
+
+    Raises:
+        AblationDataError: the store holds no ablation.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiments = client.search_experiments(order_by=["last_update_time DESC"], max_results=1000)
+    for experiment in experiments:
+        parents = client.search_runs(
+            [experiment.experiment_id], "tags.`ablation.role` = 'parent'", max_results=1
+        )
+        if parents:
+            return experiment.name
+    raise AblationDataError(
+        f"no ablation found at {client.tracking_uri}; run `make ablation` first"
+    )
+
+
+def _search_all(client: MlflowClient, experiment_id: str) -> list[Run]:
+    # search_runs is paginated; an ablation with many seeds can exceed one page.
+    runs: list[Run] = []
+    page_token = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=page_token)
+        runs.extend(page)
+        page_token = page.token
+        if not page_token:
+            return runs
+
+
+def _is_child(run: Run, parent_run_id: str | None) -> bool:
+    tags = run.data.tags
+    if tags.get("ablation.role") == "child":
+        return True
+    return parent_run_id is not None and tags.get("mlflow.parentRunId") == parent_run_id
+
+
+def _seed(run: Run) -> int:
+    try:
+        return int(run.data.tags.get("seed", ""))
+    except ValueError:
+        return -1  # a run without a usable seed tag still shows up in the appendix
+
+
+def _run_metrics(client: MlflowClient, run: Run) -> pd.DataFrame:
+    """Full history of every metric of one run, with ``wall_clock`` from ``time/total``."""
+    rows = [
+        (key, point.step, point.value)
+        for key in sorted(run.data.metrics)
+        for point in client.get_metric_history(run.info.run_id, key)
+    ]
+    frame = pd.DataFrame(rows, columns=["metric", "step", "value"])
+    frame["step"] = frame["step"].astype("int64")
+    frame["value"] = frame["value"].astype(float)
+    frame = frame.sort_values(["step", "metric"], kind="stable").reset_index(drop=True)
+
+    clock = frame.loc[frame["metric"] == WALL_CLOCK_METRIC, ["step", "value"]]
+    clock = clock.drop_duplicates("step", keep="last").rename(columns={"value": "wall_clock"})
+    if clock.empty:
+        frame["wall_clock"] = np.nan
+    else:
+        # The clock at the nearest logged step at or before each point.
+        frame = pd.merge_asof(frame, clock, on="step", direction="backward")
+    frame.insert(0, "run_id", run.info.run_id)
+    frame.insert(1, "arm", run.data.tags.get("arm", ""))
+    frame.insert(2, "seed", _seed(run))
+    return frame[list(METRICS_COLUMNS)]
+
+
+def _runs_frame(children: list[Run], metrics: pd.DataFrame) -> pd.DataFrame:
+    by_run = metrics.groupby("run_id")
+    final_step = by_run["step"].max()
+    clock = metrics[metrics["metric"] == WALL_CLOCK_METRIC].sort_values("step")
+    wall_clock = clock.groupby("run_id")["value"].last()
+    rows = []
+    for run in children:
+        run_id = run.info.run_id
+        tags = run.data.tags
+        rows.append(
+            {
+                "run_id": run_id,
+                "run_name": run.info.run_name,
+                "arm": tags.get("arm", ""),
+                "seed": _seed(run),
+                "status": run.info.status,
+                **{tag: tags.get(tag, "") for tag in RUN_TAGS[1:]},
+                "final_step": final_step.get(run_id, np.nan),
+                "wall_clock": wall_clock.get(run_id, np.nan),
+                "start_time": pd.to_datetime(run.info.start_time, unit="ms"),
+                "end_time": pd.to_datetime(run.info.end_time, unit="ms"),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
+    return frame.sort_values(["arm", "seed", "run_name"], kind="stable").reset_index(drop=True)

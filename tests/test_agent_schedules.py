@@ -1,0 +1,162 @@
+"""The two schedules: gradient isolation, where imagination starts come from, update order."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agent import SCHEDULES
+from agent.trainer import Trainer
+
+
+def spy_imagine(trainer: Trainer, events: list[str] | None = None) -> list[dict]:
+    """Wrap the instance's ``rssm.imagine``; returns the list its ``h``/``z`` starts go to."""
+    calls: list[dict] = []
+    original = trainer.world_model.rssm.imagine
+
+    def imagine(h, z, *args, **kwargs):
+        calls.append({"h": h.clone(), "z": z.clone()})
+        if events is not None:
+            events.append("imagine")
+        return original(h, z, *args, **kwargs)
+
+    trainer.world_model.rssm.imagine = imagine
+    return calls
+
+
+def spy_method(trainer: Trainer, name: str, events: list[str] | None = None) -> list:
+    """Wrap the bound method ``trainer.<name>``; returns the list its results go to."""
+    results: list = []
+    original = getattr(trainer, name)
+
+    def wrapper(*args, **kwargs):
+        if events is not None:
+            events.append(name)
+        result = original(*args, **kwargs)
+        results.append(result)
+        return result
+
+    setattr(trainer, name, wrapper)
+    return results
+
+
+def clone_parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_actor_critic_update_leaves_world_model_untouched(make_trainer):
+    trainer = make_trainer()
+    states = trainer.train_world_model(1)
+    trainer.wm_optimizer.zero_grad(set_to_none=True)
+    wm_before = clone_parameters(trainer.world_model)
+    ac_before = clone_parameters(trainer.actor_critic)
+
+    trainer.train_actor_critic(states)
+
+    for name, value in trainer.world_model.state_dict().items():
+        assert torch.equal(value, wm_before[name]), name
+    for name, parameter in trainer.world_model.named_parameters():
+        assert parameter.grad is None, name
+    # The update did happen: the actor and critic moved and received gradients.
+    changed = [
+        k for k, v in trainer.actor_critic.state_dict().items() if not torch.equal(v, ac_before[k])
+    ]
+    assert any(k.startswith("actor.") for k in changed)
+    assert any(k.startswith("critic.") for k in changed)
+    assert all(p.grad is not None for p in trainer.actor_critic.actor.parameters())
+    assert trainer.ac_updates == 1
+
+
+def test_posterior_states_are_detached(make_trainer):
+    trainer = make_trainer()
+    for states in (trainer.train_world_model(1), trainer.sample_starts()):
+        assert not states["h"].requires_grad
+        assert not states["z"].requires_grad
+        assert states["h"].grad_fn is None and states["z"].grad_fn is None
+
+
+def test_coupled_imagines_from_the_last_posteriors_of_the_batch_just_trained(make_trainer):
+    trainer = make_trainer(train__schedule="coupled")
+    events: list[str] = []
+    imagined = spy_imagine(trainer, events)
+    trained = spy_method(trainer, "train_world_model", events)
+    sampled = spy_method(trainer, "sample_starts", events)
+
+    SCHEDULES["coupled"](trainer, 3)
+
+    assert events == ["train_world_model", "imagine"] * 3  # interleaved, one to one
+    assert sampled == []
+    assert len(imagined) == len(trained) == 3
+    B = trainer.config.train.batch_size
+    for states, start in zip(trained, imagined, strict=True):
+        assert start["h"].shape[0] == B
+        assert torch.equal(start["h"], states["h"][:, -1])
+        assert torch.equal(start["z"], states["z"][:, -1])
+    # Each update trained on a fresh batch, so the starts differ between updates.
+    assert not torch.equal(imagined[0]["h"], imagined[1]["h"])
+    assert trainer.wm_updates == trainer.ac_updates == 3
+
+
+def test_separate_samples_fresh_starts_once_per_actor_critic_update(make_trainer):
+    trainer = make_trainer(train__schedule="separate")
+    events: list[str] = []
+    imagined = spy_imagine(trainer, events)
+    trained = spy_method(trainer, "train_world_model", events)
+    sampled = spy_method(trainer, "sample_starts", events)
+
+    SCHEDULES["separate"](trainer, 3)
+
+    assert events == ["train_world_model"] + ["sample_starts", "imagine"] * 3
+    assert len(trained) == 1 and len(sampled) == 3
+    for states, start in zip(sampled, imagined, strict=True):
+        assert torch.equal(start["h"], states["h"][:, -1])
+        assert torch.equal(start["z"], states["z"][:, -1])
+    # Separate starts are not the WM batch's posteriors.
+    assert not torch.equal(imagined[-1]["h"], trained[0]["h"][:, -1])
+    assert trainer.wm_updates == trainer.ac_updates == 3
+
+
+@pytest.mark.parametrize("schedule", ["separate", "coupled"])
+def test_training_iteration_runs_the_configured_schedule(make_trainer, schedule):
+    trainer = make_trainer(train__schedule=schedule)
+    sampled = spy_method(trainer, "sample_starts")
+    trainer.train_iteration()
+    updates = trainer.config.train.updates_per_iteration()
+    assert updates == 8
+    assert trainer.wm_updates == trainer.ac_updates == updates
+    assert len(sampled) == (updates if schedule == "separate" else 0)
+
+
+def test_fractional_updates_carry_over_between_iterations(make_trainer):
+    trainer = make_trainer(train__train_ratio=20)  # 20 * 16 / 128 = 2.5 per iteration
+    trainer.train_iteration()
+    assert trainer.wm_updates == 2
+    trainer.train_iteration()
+    assert trainer.wm_updates == 5
+
+
+def test_train_actor_critic_without_states_draws_its_own(make_trainer):
+    trainer = make_trainer()
+    sampled = spy_method(trainer, "sample_starts")
+    imagined = spy_imagine(trainer)
+    trainer.train_actor_critic(None, num_updates=2)
+    trainer.train_actor_critic()
+    assert len(sampled) == 3 and len(imagined) == 3
+    assert trainer.ac_updates == 3 and trainer.wm_updates == 0
+
+
+@pytest.mark.parametrize("schedule", ["separate", "coupled"])
+def test_all_starts_imagine_from_every_posterior_step(make_trainer, schedule):
+    trainer = make_trainer(train__schedule=schedule, train__starts="all")
+    imagined = spy_imagine(trainer)
+    trained = spy_method(trainer, "train_world_model")
+    sampled = spy_method(trainer, "sample_starts")
+    SCHEDULES[schedule](trainer, 1)
+    t = trainer.config.train
+    (start,) = imagined
+    assert start["h"].shape[0] == t.batch_size * t.seq_len
+    (states,) = sampled if schedule == "separate" else trained
+    assert torch.equal(start["h"], states["h"].flatten(0, 1))
+    assert torch.equal(start["z"], states["z"].flatten(0, 1))
+    metrics = trainer.metrics.flush()
+    assert metrics["diversity/num_starts"] == t.batch_size * t.seq_len
