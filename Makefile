@@ -21,12 +21,12 @@ ABLATION_ARGS = --env $(ENV) --seeds $(SEEDS) --arms $(ARMS) --launcher $(LAUNCH
 	$(if $(PRESET),--preset $(PRESET)) $(if $(STEPS),--steps $(STEPS)) \
 	$(if $(JOBS),--jobs $(JOBS)) $(if $(EXPERIMENT),--experiment $(EXPERIMENT))
 
-.PHONY: install test lint format train ablation report ui clean
+.PHONY: install test lint format train ablation report ui bench bench-learn clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,ray]"
 	touch $@
 
 install: $(STAMP)
@@ -52,6 +52,18 @@ ablation: $(STAMP)
 report: $(STAMP)
 	$(BIN)/python -m reports.build $(if $(EXPERIMENT),--experiment $(EXPERIMENT))
 
+# Benchmarks, not tests. Speed: both schedules side by side (SHAPE=peer-tiny|S: one update).
+BENCH_ENV    ?= atari_pong
+BENCH_PRESET ?= small
+bench: $(STAMP)
+	$(BIN)/python -m agent.bench --env $(BENCH_ENV) --preset $(BENCH_PRESET) $(if $(SHAPE),--shape $(SHAPE))
+
+# Learning: the four arms x 2 seeds, with a table of best/final eval vs random.
+LEARN_ENV ?= cartpole
+bench-learn: $(STAMP)
+	$(BIN)/python -m ablations.bench_learn --env $(if $(filter command line,$(origin ENV)),$(ENV),$(LEARN_ENV)) \
+		$(if $(STEPS),--steps $(STEPS)) $(if $(JOBS),--jobs $(JOBS)) $(if $(PRESET),--preset $(PRESET))
+
 # MLflow's UI on the same store the ablation writes to.
 ui: $(STAMP)
 	@uri="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"; \
@@ -60,3 +72,23 @@ ui: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+# --- Scale out: Ray tasks and one MLflow tracking server (README "Scale out") ---------------
+# make ablation LAUNCHER=ray [GPUS_PER_RUN=1] [CPUS_PER_RUN=4]: passed only when set.
+GPUS_PER_RUN ?=
+CPUS_PER_RUN ?=
+ABLATION_ARGS += $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
+	$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN))
+HOST ?= 127.0.0.1
+ALLOWED_HOSTS ?=
+
+.PHONY: tracking-server
+
+# One MLflow server for every machine's runs: metrics, artifacts and resume checkpoints go
+# through it (workers need no shared disk). HOST=0.0.0.0 to serve other machines.
+tracking-server: $(STAMP)
+	@host="$(HOST)"; [ "$$host" = 0.0.0.0 ] && host="$$(hostname -I | cut -d' ' -f1)"; \
+	echo "MLflow tracking server on $(HOST):$(PORT); on every machine: export MLFLOW_TRACKING_URI=http://$$host:$(PORT)"
+	$(BIN)/mlflow server --host $(HOST) --port $(PORT) \
+		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --artifacts-destination $(CURDIR)/mlartifacts \
+		$(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS))

@@ -9,16 +9,16 @@ Exit codes: 0 all runs finished, 1 some failed (named at the end), 2 bad input, 
 from __future__ import annotations
 
 import math
-import os
 import sys
 
 import torch
 
-from ablations.launchers import LAUNCHERS
+from ablations.checkpoints import CHECKPOINT_STORES, default_checkpoint_store
+from ablations.launchers import LAUNCHERS, LauncherError, Resources
 from ablations.spec import ARMS, AblationSpec
 from ablations.tracking import AblationStore, TrackingError, check_reachable, resolve_tracking_uri
 from ablations.worker import WorkerJob
-from agent.cli import ArgumentParser
+from agent.cli import ArgumentParser, positive_int
 from agent.config import ENV_PRESETS, SIZE_PRESETS, ConfigError
 from agent.train import parse_overrides
 
@@ -48,9 +48,29 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or ./mlflow.db"
     )
-    parser.add_argument("--launcher", default="local", choices=list(LAUNCHERS))
     parser.add_argument(
-        "--checkpoint-dir", default="checkpoints", help="where unfinished runs keep state"
+        "--launcher",
+        default="local",
+        choices=list(LAUNCHERS),
+        help="local processes, or Ray tasks on $RAY_ADDRESS's cluster (else a local Ray)",
+    )
+    parser.add_argument(
+        "--cpus-per-run", default=None, help="CPUs (torch threads) per run (ray default: 1)"
+    )
+    parser.add_argument(
+        "--gpus-per-run",
+        default=None,
+        help="GPUs per Ray task, may be fractional (default: 1 if the cluster has GPUs, else 0)",
+    )
+    parser.add_argument(
+        "--checkpoint-store",
+        default=None,
+        choices=list(CHECKPOINT_STORES),
+        help="where unfinished runs keep state: files in --checkpoint-dir, or artifacts of "
+        "their MLflow runs (default: mlflow for an http(s) tracking server, else local)",
+    )
+    parser.add_argument(
+        "--checkpoint-dir", default="checkpoints", help="folder of the local checkpoint store"
     )
     parser.add_argument(
         "--checkpoint-every",
@@ -64,22 +84,16 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _positive_int(name: str, value: str | None) -> int | None:
+def _gpus(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        number = int(value)
+        number = float(value)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got '{value}'") from None
-    if number <= 0:
-        raise ConfigError(f"{name} must be positive, got {number}")
+        raise ConfigError(f"GPUS_PER_RUN must be a number, got '{value}'") from None
+    if not 0 <= number < math.inf:
+        raise ConfigError(f"GPUS_PER_RUN must be 0 or more, got {value}")
     return number
-
-
-def default_jobs() -> int:
-    if torch.cuda.is_available():
-        return torch.cuda.device_count()
-    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,45 +103,48 @@ def main(argv: list[str] | None = None) -> int:
         preset = args.preset or ("S" if torch.cuda.is_available() else "small")
         spec = AblationSpec(
             env=args.env,
-            seeds=_positive_int("SEEDS", args.seeds) or 0,
+            seeds=positive_int("SEEDS", args.seeds) or 0,
             arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()),
             preset=preset,
-            steps=_positive_int("STEPS", args.steps),
+            steps=positive_int("STEPS", args.steps),
             overrides=parse_overrides(args.set),
             name=args.experiment or "",
         )
         spec.validate()
-        jobs = _positive_int("JOBS", args.jobs) or default_jobs()
+        resources = Resources(
+            jobs=positive_int("JOBS", args.jobs),
+            cpus_per_run=positive_int("CPUS_PER_RUN", args.cpus_per_run),
+            gpus_per_run=_gpus(args.gpus_per_run),
+        )
+        every = positive_int("--checkpoint-every", args.checkpoint_every)
         uri = resolve_tracking_uri(args.tracking_uri)
         check_reachable(uri)
-    except (ConfigError, TrackingError) as error:
+        checkpoints = CHECKPOINT_STORES[args.checkpoint_store or default_checkpoint_store(uri)]
+        # Last, as it may start or join a cluster; still before any run is created.
+        plan = LAUNCHERS[args.launcher](resources)
+    except (ConfigError, TrackingError, LauncherError) as error:
         parser.error(str(error))
 
     runs = spec.runs()
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     try:
         store = AblationStore(uri, spec)
         todo, finished = [], 0
         for index, run in enumerate(runs):
-            device = f"cuda:{index % gpus}" if gpus else "cpu"
+            device = plan.device(index)
             run_id, status = store.child_for(run, device)
             if status == "FINISHED":
                 finished += 1
                 continue
             steps = run.config().train.steps
-            every = _positive_int("--checkpoint-every", args.checkpoint_every) or max(
-                steps // 10, 1
-            )
             todo.append(
                 WorkerJob(
                     run=run,
                     run_id=run_id,
                     tracking_uri=uri,
-                    checkpoint_path=os.path.join(args.checkpoint_dir, f"{run_id}.pt"),
-                    checkpoint_every=every,
+                    checkpoints=checkpoints(uri, run_id, args.checkpoint_dir),
+                    checkpoint_every=every or max(steps // 10, 1),
                     device=device,
-                    threads=threads,
+                    threads=plan.threads,
                 )
             )
     except (ConfigError, TrackingError) as error:
@@ -136,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"ablation '{spec.name}': {len(runs)} runs ({', '.join(spec.arms)} x {spec.seeds} seeds), "
         f"{finished} already finished, {len(todo)} to run | preset {spec.preset} | "
-        f"{min(jobs, max(len(todo), 1))} parallel, {threads} torch threads each | MLflow {uri}"
+        f"{min(plan.parallel, max(len(todo), 1))} parallel, {plan.threads} torch threads each "
+        f"on {plan.where} | MLflow {uri}"
     )
-    os.makedirs(args.checkpoint_dir, exist_ok=True)
 
     def on_done(job: WorkerJob, succeeded: bool) -> None:
         if not succeeded:
@@ -146,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         store.log_parent_summary()
 
     try:
-        results = LAUNCHERS[args.launcher](
-            todo, jobs, on_done, total=len(runs), already_done=finished
-        )
+        results = plan.launch(todo, plan.parallel, on_done, total=len(runs), already_done=finished)
     except KeyboardInterrupt:
         print("stopped; rerun the same command to resume unfinished runs", file=sys.stderr)
         return 130

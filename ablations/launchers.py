@@ -1,23 +1,98 @@
 """Launchers: run an ablation's worker jobs and report how each ended.
 
-``local`` keeps ``jobs`` worker processes busy on this machine. A launcher only starts
-jobs and watches them; the MLflow runs are created beforehand by the driver (one writer
-creating experiments and runs avoids SQLite's first-write races).
+``local`` keeps ``jobs`` worker processes busy on this machine; ``ray`` (in
+:mod:`ablations.ray_launcher`, imported only when chosen) runs each job as a Ray task on a
+cluster. A launcher only starts jobs and watches them; the MLflow runs are created
+beforehand by the driver (one writer creating experiments and runs avoids SQLite's
+first-write races).
+
+:data:`LAUNCHERS` maps a name to a planner: called before any MLflow run is created, it
+checks that the launcher can work (raising :class:`LauncherError`, one line for the user)
+and returns a :class:`LaunchPlan`: how to lay runs out, and the launch function itself.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import torch
 from tqdm.auto import tqdm
 
 from ablations.worker import WorkerJob, worker_main
 
 OnDone = Callable[[WorkerJob, bool], None]
 """Called in the driver when a job ends: ``(job, succeeded)``."""
+
+Launch = Callable[..., dict[str, bool]]
+"""``(jobs, max_parallel, on_done, total, already_done=0) -> {run name: succeeded}``,
+the signature of :func:`run_local`."""
+
+
+class LauncherError(RuntimeError):
+    """The launcher cannot run (missing package, unreachable cluster); one line for the user."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the user asked for; ``None`` leaves the launcher's default."""
+
+    jobs: int | None = None
+    cpus_per_run: int | None = None
+    gpus_per_run: float | None = None
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """A launcher ready to start jobs, and how the driver should lay runs out for it."""
+
+    launch: Launch
+    parallel: int
+    """Most runs in flight at once."""
+    threads: int
+    """Torch threads per run."""
+    devices: tuple[str, ...]
+    """The ``i``-th run trains on ``devices[i % len(devices)]``."""
+    where: str
+    """Where the runs go, for the driver's opening line."""
+
+    def device(self, index: int) -> str:
+        return self.devices[index % len(self.devices)]
+
+
+def default_jobs() -> int:
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def plan_local(resources: Resources) -> LaunchPlan:
+    """Processes on this machine: one per GPU (round-robin) or one per two cores by default;
+    torch threads split the cores between them unless ``cpus_per_run`` says otherwise."""
+    if resources.gpus_per_run is not None:
+        raise LauncherError("--gpus-per-run is for --launcher ray (local runs take one GPU each)")
+    parallel = resources.jobs or default_jobs()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    threads = resources.cpus_per_run or max(1, (os.cpu_count() or 1) // parallel)
+    devices = tuple(f"cuda:{index}" for index in range(gpus)) or ("cpu",)
+    return LaunchPlan(run_local, parallel, threads, devices, "local processes")
+
+
+def plan_ray(resources: Resources) -> LaunchPlan:
+    """Ray tasks on ``$RAY_ADDRESS``'s cluster, else on a Ray started here for this run."""
+    try:
+        from ablations import ray_launcher
+    except ModuleNotFoundError as error:
+        if error.name and error.name.split(".")[0] == "ray":
+            raise LauncherError(
+                "--launcher ray needs Ray: pip install '.[ray]' (or make install)"
+            ) from None
+        raise
+    return ray_launcher.plan(resources)
 
 
 def run_local(
@@ -88,4 +163,4 @@ def _drain(progress: mp.Queue, steps: dict[str, int]) -> None:
             steps[name] = env_steps
 
 
-LAUNCHERS = {"local": run_local}
+LAUNCHERS: dict[str, Callable[[Resources], LaunchPlan]] = {"local": plan_local, "ray": plan_ray}

@@ -1,14 +1,16 @@
 """One (arm, seed) run in its own process: train, checkpoint, log to its MLflow child run.
 
-A run resumes from its checkpoint when one exists, and ends FINISHED (with the final
-models and config as artifacts) or FAILED (with the error as a tag and the traceback as an
-artifact).
+A run resumes from its checkpoint (a :class:`~ablations.checkpoints.CheckpointStore`) when
+one exists, records which process trains it (tags ``worker_pid``, ``worker_host``), and ends
+FINISHED (with the final models and config as artifacts) or FAILED (with the error as a tag
+and the traceback as an artifact).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
 import traceback
@@ -17,22 +19,24 @@ from typing import Any
 
 import numpy as np
 import torch
+from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 
+from ablations.checkpoints import CheckpointStore
 from ablations.spec import RunSpec
-from ablations.tracking import MlflowLogger, log_metrics_batched, retry_locked
+from ablations.tracking import MlflowLogger, hardware, log_metrics_batched, retry_locked
 from agent.config import to_dict
 from agent.trainer import Trainer
 
 
 @dataclass(frozen=True)
 class WorkerJob:
-    """Everything a worker process needs (picklable: it crosses a spawn boundary)."""
+    """Everything a worker process needs (picklable: it crosses a spawn or Ray boundary)."""
 
     run: RunSpec
     run_id: str
     tracking_uri: str
-    checkpoint_path: str
+    checkpoints: CheckpointStore
     checkpoint_every: int
     device: str
     threads: int
@@ -57,11 +61,17 @@ def run_worker(job: WorkerJob, progress: Any = None) -> None:
         config = job.run.config()
         config.train.device = job.device
         trainer = Trainer(config, logger)
-        resumed_from = 0
-        if os.path.exists(job.checkpoint_path):
-            trainer.load(job.checkpoint_path)
-            resumed_from = trainer.env_steps
+        resumed_from = trainer.env_steps if job.checkpoints.load(trainer) else 0
         retry_locked(client.set_terminated, job.run_id, "RUNNING")
+        # Where this attempt runs: on a cluster it is not the driver's machine, and a retried
+        # attempt may land elsewhere.
+        where = {
+            "worker_pid": str(os.getpid()),
+            "worker_host": socket.gethostname(),
+            "hardware": hardware(),
+        }
+        tags = [RunTag(key, value) for key, value in where.items()]
+        retry_locked(client.log_batch, job.run_id, tags=tags)
         if resumed_from:
             retry_locked(client.set_tag, job.run_id, "resumed_from_step", str(resumed_from))
 
@@ -74,7 +84,7 @@ def run_worker(job: WorkerJob, progress: Any = None) -> None:
                 # Metrics first, then the checkpoint: a crash in between re-logs at most
                 # this interval's points; the reverse order could lose them.
                 logger.flush()
-                trainer.save(job.checkpoint_path)
+                job.checkpoints.save(trainer)
                 next_checkpoint = trainer.env_steps + job.checkpoint_every
             if progress is not None and time.perf_counter() - last_report > 1.0:
                 progress.put((job.run.name, trainer.env_steps))
@@ -97,8 +107,7 @@ def run_worker(job: WorkerJob, progress: Any = None) -> None:
         )
         _log_final_artifacts(client, job.run_id, trainer)
         retry_locked(client.set_terminated, job.run_id, "FINISHED")
-        if os.path.exists(job.checkpoint_path):
-            os.remove(job.checkpoint_path)  # holds the replay buffer: large and now useless
+        job.checkpoints.clear()
         if progress is not None:
             progress.put((job.run.name, trainer.env_steps))
     except Exception as error:

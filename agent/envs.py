@@ -107,3 +107,21 @@ def make_env(config: EnvConfig) -> gym.Env:
 def observation_shapes(env: gym.Env) -> dict[str, tuple[int, ...]]:
     """``{"image": (64, 64, 3)}`` or ``{"vector": (N,)}`` for an env from :func:`make_env`."""
     return {key: space.shape for key, space in env.observation_space.spaces.items()}
+
+
+def random_policy_return(config: EnvConfig, episodes: int, seed: int) -> float:
+    """Mean return of uniform-random actions over ``episodes`` episodes: the floor that
+    any claim of learning is measured against."""
+    env = make_env(config)
+    rng = np.random.default_rng(seed)
+    returns = []
+    for _ in range(episodes):
+        env.reset(seed=int(rng.integers(2**31)))
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns))

@@ -167,14 +167,16 @@ class Trainer:
                 if self._episode is None:
                     self._reset_episode()
                 ep = self._episode
-                if self.env_steps < self.config.train.prefill:
+                prefilling = self.env_steps < self.config.train.prefill
+                if prefilling:
                     action = int(self.np_rng.integers(self.num_actions))
                 else:
                     action = self._policy_step(ep["state"], ep["obs"], ep["first"])
                 obs, reward, terminated, truncated, _ = self.env.step(action)
                 self.env_steps += 1
                 self.replay.add(obs, action, float(reward), False, terminated, self.env_steps)
-                ep.update(obs=obs, first=False)
+                # A policy taking over mid-episode starts its filter afresh, as at is_first.
+                ep.update(obs=obs, first=ep["first"] and prefilling)
                 ep["return"] += float(reward)
                 ep["length"] += 1
                 if terminated or truncated:

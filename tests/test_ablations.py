@@ -20,6 +20,7 @@ TINY = [
     "--set", "train.eval_every=200",
     "--set", "train.eval_episodes=2",
     "--set", "train.log_every=100",
+    "--cpus-per-run", "1",
 ]  # fmt: skip
 
 CONTRACT_METRICS = {
@@ -45,10 +46,12 @@ CONTRACT_METRICS = {
 }
 
 
-def run_cli(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    cwd: Path, *args: str, timeout: float = 600, report: bool = False
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.run(
-        [sys.executable, "-m", "ablations", *args, "--no-report"],
+        [sys.executable, "-m", "ablations", *args, *([] if report else ["--no-report"])],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -68,10 +71,13 @@ def test_two_by_two_ablation_then_rerun_is_idempotent(tmp_path: Path) -> None:
     # Default store (./mlflow.db in the working directory) and two parallel workers.
     args = ["--env", "cartpole", "--seeds", "2", "--steps", "600", "--jobs", "2", *TINY]
     args += ["--experiment", "e2e"]
-    first = run_cli(tmp_path, *args)
+    first = run_cli(tmp_path, *args, report=True)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "locked" not in first.stderr.lower()
     assert (tmp_path / "mlflow.db").exists()
+    # The ablation ends with its report, written locally and logged to the parent run.
+    pdf = tmp_path / "reports" / "out" / "e2e.pdf"
+    assert f"report: {Path('reports/out/e2e.pdf')}" in first.stdout and pdf.stat().st_size > 0
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("e2e")
@@ -79,6 +85,8 @@ def test_two_by_two_ablation_then_rerun_is_idempotent(tmp_path: Path) -> None:
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`ablation.role` = 'parent'")
     assert parent.info.status == "FINISHED" and parent.info.run_name == "e2e"
     assert "summary/coupled/final_return" in parent.data.metrics
+    report_files = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/e2e.pdf" in report_files
 
     runs = children(client, "e2e")
     assert sorted(runs) == ["coupled-seed0", "coupled-seed1", "separate-seed0", "separate-seed1"]

@@ -1,0 +1,184 @@
+"""Learning benchmark (not a test): does the agent learn, and hold it, under every arm?
+
+    python -m ablations.bench_learn [--env cartpole] [--steps N] [--seeds 2] [--jobs J]
+
+Runs the four arms (``separate``/``coupled`` x ``starts=last``/``all``) through the ablation
+runner (so it is logged to MLflow, resumable and parallel), measures the random policy's
+return in the same process, and prints one row per run:
+
+    arm | seed | env steps | wall-clock | best eval | final eval | random
+
+``final eval`` is the mean of the last three evaluations (10 episodes each). The target for
+``starts=all`` arms on CartPole is best >= 450 and final >= 400 (the maximum is 500).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from ablations import __main__ as runner
+from ablations.launchers import default_jobs
+from ablations.spec import ARMS, AblationSpec
+from ablations.tracking import resolve_tracking_uri
+from agent.cli import ArgumentParser, positive_int
+from agent.config import ConfigError
+from agent.envs import random_policy_return
+
+
+@dataclass(frozen=True)
+class LearningSetup:
+    """Preset, budget and overrides chosen so that the whole table fits a time budget."""
+
+    preset: str
+    steps: int
+    overrides: dict[str, object]
+    target: str
+
+
+SETUPS = {
+    # Chosen on this 2-core CPU: 8 runs (4 arms x 2 seeds) at 2 in parallel in about two hours.
+    "cartpole": LearningSetup(
+        preset="debug",
+        steps=10_000,
+        overrides={
+            "train.train_ratio": 256,
+            "train.eval_every": 500,
+            "train.eval_episodes": 10,
+            "train.log_every": 250,
+        },
+        target="starts=all arms: best eval >= 450 and final eval >= 400 (max 500)",
+    ),
+    # The paper's Atari100k protocol; at the S preset this is a GPU job (see --steps).
+    "atari_pong": LearningSetup(
+        preset="S",
+        steps=100_000,
+        overrides={"train.eval_every": 10_000, "train.eval_episodes": 10},
+        target="DreamerV3 (2023) reaches 18.0 at 100k steps; random -20.7",
+    ),
+}
+
+
+def estimate_seconds(spec: AblationSpec, jobs: int) -> float:
+    """Rough duration: a few timed updates per arm, scaled to each run's update count."""
+    from agent.bench import filled_trainer, time_iteration
+
+    per_run = []
+    for run in spec.runs()[: len(spec.arms)]:
+        config = run.config()
+        config.train.prefill = max(config.train.seq_len, 64)
+        trainer = filled_trainer(config)
+        time_iteration(trainer, 1)  # warm-up
+        seconds = min(time_iteration(trainer, 2)["total"] / 2 for _ in range(2))
+        updates = (
+            config.train.train_ratio
+            * config.train.steps
+            / (config.train.batch_size * config.train.seq_len)
+        )
+        per_run.append(seconds * updates)
+    # Each arm runs once per seed; runs share the machine `jobs` at a time.
+    return sum(per_run) * spec.seeds / max(jobs, 1)
+
+
+def learning_table(uri: str, experiment: str, random: float) -> list[dict[str, object]]:
+    """One row per child run of ``experiment``, from its MLflow metric history."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], "tags.`ablation.role` = 'child'")
+    rows = []
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "eval/return")
+        evals = [m.value for m in sorted(history, key=lambda m: m.step)]
+        metrics = run.data.metrics
+        rows.append(
+            {
+                "arm": run.data.tags["arm"],
+                "seed": int(run.data.tags["seed"]),
+                "status": run.info.status,
+                "env steps": int(metrics.get("final/env_steps", 0)),
+                "wall-clock": metrics.get("final/wall_seconds", float("nan")),
+                "best eval": max(evals) if evals else float("nan"),
+                "final eval": float(np.mean(evals[-3:])) if evals else float("nan"),
+                "random": random,
+            }
+        )
+    order = list(ARMS)
+    return sorted(rows, key=lambda r: (order.index(str(r["arm"])), r["seed"]))
+
+
+def format_table(rows: list[dict[str, object]]) -> str:
+    header = (
+        f"{'arm':<13} | {'seed':>4} | {'env steps':>9} | {'wall-clock':>10} | "
+        f"{'best eval':>9} | {'final eval':>10} | {'random':>7}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        minutes = float(r["wall-clock"]) / 60
+        lines.append(
+            f"{r['arm']:<13} | {r['seed']:>4} | {r['env steps']:>9} | {minutes:>8.1f} m | "
+            f"{r['best eval']:>9.1f} | {r['final eval']:>10.1f} | {r['random']:>7.1f}"
+            + ("" if r["status"] == "FINISHED" else f"  ({r['status']})")
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="python -m ablations.bench_learn", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--env", default="cartpole", help=f"one of: {', '.join(sorted(SETUPS))}")
+    parser.add_argument("--steps", default=None, help="agent steps per run (default: the setup's)")
+    parser.add_argument("--seeds", default="2")
+    parser.add_argument("--jobs", default=None)
+    parser.add_argument("--preset", default=None, help="size preset (default: the setup's)")
+    parser.add_argument("--tracking-uri", default=None)
+    args = parser.parse_args(argv)
+    if args.env not in SETUPS:
+        parser.error(f"no learning setup for env '{args.env}'; known: {', '.join(sorted(SETUPS))}")
+    setup = SETUPS[args.env]
+    try:
+        steps = positive_int("STEPS", args.steps) or setup.steps
+        seeds = positive_int("SEEDS", args.seeds) or 2
+        jobs = positive_int("JOBS", args.jobs) or default_jobs()
+        preset = args.preset or setup.preset
+        spec = AblationSpec(
+            env=args.env,
+            seeds=seeds,
+            arms=tuple(ARMS),
+            preset=preset,
+            steps=steps,
+            overrides=dict(setup.overrides),
+            name=f"bench-learn-{args.env}-{preset}-{steps}steps",
+        )
+        spec.validate()
+    except ConfigError as error:
+        parser.error(str(error))
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    first = spec.runs()[0].config()
+    episodes = 20 if args.env == "cartpole" else 3  # Atari episodes are long
+    random = random_policy_return(first.env, episodes, seed=12345)
+    estimate = estimate_seconds(spec, jobs)
+    print(
+        f"learning benchmark '{spec.name}': {len(spec.runs())} runs of {steps} steps, {jobs} in "
+        f"parallel; estimated {estimate / 60:.0f} min (runs already finished are skipped)\n"
+        f"target: {setup.target}; random policy: {random:.1f}"
+    )
+    argv_runner = ["--env", args.env, "--seeds", str(seeds), "--arms", ",".join(ARMS)]
+    argv_runner += ["--preset", preset, "--steps", str(steps), "--jobs", str(jobs)]
+    argv_runner += ["--experiment", spec.name, "--tracking-uri", uri, "--no-report"]
+    for key, value in setup.overrides.items():
+        argv_runner += ["--set", f"{key}={value}"]
+    start = time.perf_counter()
+    code = runner.main(argv_runner)
+    print(f"\nlearning benchmark done in {(time.perf_counter() - start) / 60:.1f} min\n")
+    print(format_table(learning_table(uri, spec.name, random)))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
