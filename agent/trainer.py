@@ -241,6 +241,8 @@ class Trainer:
         Returns the last update's posterior states, detached (see :data:`PosteriorStates`):
         gradients from the actor-critic must never reach the world model.
         """
+        if num_updates < 1:
+            raise ValueError(f"num_updates must be at least 1, got {num_updates}")
         wm = self.world_model
         for _ in range(num_updates):
             with self.timer.phase("wm"):
@@ -329,7 +331,8 @@ class Trainer:
         self._update_credit += t.updates_per_iteration()
         num_updates = int(self._update_credit)
         self._update_credit -= num_updates
-        SCHEDULES[t.schedule](self, num_updates)
+        if num_updates:  # a ratio below one update per iteration trains every few iterations
+            SCHEDULES[t.schedule](self, num_updates)
         self.iterations += 1
         self._wall_seconds += time.perf_counter() - start
 

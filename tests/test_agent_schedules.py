@@ -127,6 +127,16 @@ def test_training_iteration_runs_the_configured_schedule(make_trainer, schedule)
     assert len(sampled) == (updates if schedule == "separate" else 0)
 
 
+@pytest.mark.parametrize("schedule", ["separate", "coupled"])
+def test_an_iteration_with_less_than_one_update_trains_next_time(make_trainer, schedule):
+    # 4 * 16 / 128 = 0.5 updates per iteration: the first iteration runs none.
+    trainer = make_trainer(train__train_ratio=4, train__schedule=schedule)
+    trainer.train_iteration()
+    assert trainer.wm_updates == trainer.ac_updates == 0
+    trainer.train_iteration()
+    assert trainer.wm_updates == trainer.ac_updates == 1
+
+
 def test_fractional_updates_carry_over_between_iterations(make_trainer):
     trainer = make_trainer(train__train_ratio=20)  # 20 * 16 / 128 = 2.5 per iteration
     trainer.train_iteration()
