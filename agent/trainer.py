@@ -83,9 +83,13 @@ class Trainer:
         self.logger = logger or NullLogger()
         self.device = resolve_device(config.train.device)
         seed = config.train.seed
-        # Independent seeded streams: env resets + prefill actions, replay sampling, torch.
+        # Independent seeded streams: env resets + prefill actions, replay sampling, torch;
+        # evaluation has its own, so that evaluating (or not) leaves training unchanged.
         self.np_rng = np.random.default_rng(seed)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.eval_np_rng = np.random.default_rng([seed, 2])
+        eval_seed = int(np.random.SeedSequence([seed, 3]).generate_state(1)[0])
+        self.eval_generator = torch.Generator(device=self.device).manual_seed(eval_seed)
 
         self.env = make_env(config.env)
         self.eval_env = make_env(config.env)
@@ -131,16 +135,20 @@ class Trainer:
 
     @torch.no_grad()
     def _policy_step(
-        self, state: dict[str, torch.Tensor], obs: dict[str, np.ndarray], is_first: bool
+        self,
+        state: dict[str, torch.Tensor],
+        obs: dict[str, np.ndarray],
+        is_first: bool,
+        generator: torch.Generator,
     ) -> int:
-        """Filter one observation into ``state`` (updated in place) and pick an action."""
+        """Filter one observation into ``state`` (updated in place) and sample an action."""
         wm = self.world_model
         x = torch.as_tensor(obs[self.obs_key], device=self.device)[None]
         first = torch.tensor([is_first], device=self.device)
         out = wm.rssm.obs_step(
-            state["h"], state["z"], state["action"], wm.embed(x), first, self.generator
+            state["h"], state["z"], state["action"], wm.embed(x), first, generator
         )
-        action = self.actor_critic.act(features(out["h"], out["z"]), self.generator)  # (1, A)
+        action = self.actor_critic.act(features(out["h"], out["z"]), generator)  # (1, A)
         state.update(h=out["h"], z=out["z"], action=action)
         return int(action.argmax(-1).item())
 
@@ -171,7 +179,7 @@ class Trainer:
                 if prefilling:
                     action = int(self.np_rng.integers(self.num_actions))
                 else:
-                    action = self._policy_step(ep["state"], ep["obs"], ep["first"])
+                    action = self._policy_step(ep["state"], ep["obs"], ep["first"], self.generator)
                 obs, reward, terminated, truncated, _ = self.env.step(action)
                 self.env_steps += 1
                 self.replay.add(obs, action, float(reward), False, terminated, self.env_steps)
@@ -195,11 +203,11 @@ class Trainer:
         """
         returns, lengths = [], []
         for _ in range(episodes):
-            obs, _ = self.eval_env.reset(seed=int(self.np_rng.integers(2**31)))
+            obs, _ = self.eval_env.reset(seed=int(self.eval_np_rng.integers(2**31)))
             state, first, done = self._new_policy_state(), True, False
             total, length = 0.0, 0
             while not done:
-                action = self._policy_step(state, obs, first)
+                action = self._policy_step(state, obs, first, self.eval_generator)
                 obs, reward, terminated, truncated, _ = self.eval_env.step(action)
                 total, length, first = total + float(reward), length + 1, False
                 done = terminated or truncated
@@ -413,6 +421,8 @@ class Trainer:
             "replay": self.replay.state_dict(),
             "np_rng": self.np_rng.bit_generator.state,
             "generator": self.generator.get_state(),
+            "eval_np_rng": self.eval_np_rng.bit_generator.state,
+            "eval_generator": self.eval_generator.get_state(),
             "counters": {
                 "env_steps": self.env_steps,
                 "wm_updates": self.wm_updates,
@@ -436,6 +446,8 @@ class Trainer:
         self.replay.load_state_dict(state["replay"])
         self.np_rng.bit_generator.state = state["np_rng"]
         self.generator.set_state(state["generator"])
+        self.eval_np_rng.bit_generator.state = state["eval_np_rng"]
+        self.eval_generator.set_state(state["eval_generator"])
         c = state["counters"]
         self.env_steps, self.wm_updates, self.ac_updates = (
             c["env_steps"],

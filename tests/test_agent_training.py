@@ -72,6 +72,15 @@ def test_different_seeds_differ(tiny):
     assert history["episode/return"] != other["episode/return"]
 
 
+def test_evaluation_leaves_training_unchanged(tiny):
+    # Evaluation draws from its own random streams: the training run is the same whether
+    # and how often it is evaluated, so eval settings cannot confound an ablation.
+    _, plain = run_history(tiny, train__seed=5)
+    _, evaluated = run_history(tiny, train__seed=5, train__eval_every=64, train__eval_episodes=2)
+    assert "eval/return" in evaluated and "eval/return" not in plain
+    assert {k: v for k, v in evaluated.items() if not k.startswith("eval/")} == plain
+
+
 def test_metrics_are_finite_and_counters_add_up(tiny):
     trainer, history = run_history(tiny, train__schedule="coupled")
     for name, values in history.items():
