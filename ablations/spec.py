@@ -21,7 +21,6 @@ ARMS: dict[str, dict[str, str]] = {
     "separate_all": {"train.schedule": "separate", "train.starts": "all"},
     "coupled_all": {"train.schedule": "coupled", "train.starts": "all"},
 }
-REFERENCE_ARM = "separate"
 
 
 @dataclass(frozen=True)
