@@ -14,6 +14,7 @@ import sys
 import torch
 
 from ablations.checkpoints import CHECKPOINT_STORES, default_checkpoint_store
+from ablations.estimate import estimate_seconds, format_duration
 from ablations.launchers import LAUNCHERS, LauncherError, Resources
 from ablations.spec import ARMS, AblationSpec
 from ablations.tracking import AblationStore, TrackingError, check_reachable, resolve_tracking_uri
@@ -156,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{min(plan.parallel, max(len(todo), 1))} parallel, {plan.threads} torch threads each "
         f"on {plan.where} | MLflow {uri}"
     )
+    if todo:
+        torch.set_num_threads(plan.threads)  # time updates as a worker will run them
+        estimate = estimate_seconds([job.run for job in todo], plan.parallel)
+        print(f"estimated duration: {format_duration(estimate)} (from a few timed updates per arm)")
+        if estimate > 86400 and not torch.cuda.is_available():
+            print("that is a GPU job; to try it on this CPU, shorten it: PRESET=debug STEPS=5000")
 
     def on_done(job: WorkerJob, succeeded: bool) -> None:
         if not succeeded:

@@ -63,27 +63,6 @@ SETUPS = {
 }
 
 
-def estimate_seconds(spec: AblationSpec, jobs: int) -> float:
-    """Rough duration: a few timed updates per arm, scaled to each run's update count."""
-    from agent.bench import filled_trainer, time_iteration
-
-    per_run = []
-    for run in spec.runs()[: len(spec.arms)]:
-        config = run.config()
-        config.train.prefill = max(config.train.seq_len, 64)
-        trainer = filled_trainer(config)
-        time_iteration(trainer, 1)  # warm-up
-        seconds = min(time_iteration(trainer, 2)["total"] / 2 for _ in range(2))
-        updates = (
-            config.train.train_ratio
-            * config.train.steps
-            / (config.train.batch_size * config.train.seq_len)
-        )
-        per_run.append(seconds * updates)
-    # Each arm runs once per seed; runs share the machine `jobs` at a time.
-    return sum(per_run) * spec.seeds / max(jobs, 1)
-
-
 def learning_table(uri: str, experiment: str, random: float) -> list[dict[str, object]]:
     """One row per child run of ``experiment``, from its MLflow metric history."""
     client = MlflowClient(uri)
@@ -162,10 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     first = spec.runs()[0].config()
     episodes = 20 if args.env == "cartpole" else 3  # Atari episodes are long
     random = random_policy_return(first.env, episodes, seed=12345)
-    estimate = estimate_seconds(spec, jobs)
     print(
         f"learning benchmark '{spec.name}': {len(spec.runs())} runs of {steps} steps, {jobs} in "
-        f"parallel; estimated {estimate / 60:.0f} min (runs already finished are skipped)\n"
+        f"parallel (runs already finished are skipped)\n"
         f"target: {setup.target}; random policy: {random:.1f}"
     )
     argv_runner = ["--env", args.env, "--seeds", str(seeds), "--arms", ",".join(ARMS)]

@@ -74,6 +74,7 @@ def test_two_by_two_ablation_then_rerun_is_idempotent(tmp_path: Path) -> None:
     first = run_cli(tmp_path, *args, report=True)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "locked" not in first.stderr.lower()
+    assert "estimated duration: about" in first.stdout
     assert (tmp_path / "mlflow.db").exists()
     # The ablation ends with its report, written locally and logged to the parent run.
     pdf = tmp_path / "reports" / "out" / "e2e.pdf"
@@ -114,6 +115,7 @@ def test_two_by_two_ablation_then_rerun_is_idempotent(tmp_path: Path) -> None:
     second = run_cli(tmp_path, *args)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "4 already finished, 0 to run" in second.stdout
+    assert "estimated duration" not in second.stdout
     again = children(client, "e2e")
     assert {n: r.info.run_id for n, r in again.items()} == {
         n: r.info.run_id for n, r in runs.items()
