@@ -114,22 +114,24 @@ def load_ablation(experiment: str, tracking_uri: str | None = None) -> AblationD
 
 
 def latest_ablation(tracking_uri: str | None = None) -> str:
-    """Name of the most recently updated experiment that holds an ablation parent run.
+    """Name of the experiment of the most recently started ablation that has runs.
 
     Raises:
-        AblationDataError: the store holds no ablation.
+        AblationDataError: the store holds no ablation with runs.
     """
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiments = client.search_experiments(order_by=["last_update_time DESC"], max_results=1000)
-    for experiment in experiments:
-        parents = client.search_runs(
-            [experiment.experiment_id], "tags.`ablation.role` = 'parent'", max_results=1
-        )
-        if parents:
-            return experiment.name
-    raise AblationDataError(
-        f"no ablation found at {client.tracking_uri}; run `make ablation` first"
+    experiment_ids = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+    parents = client.search_runs(
+        experiment_ids,
+        "tags.`ablation.role` = 'parent'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
     )
+    for parent in parents:
+        experiment_id = parent.info.experiment_id
+        if client.search_runs([experiment_id], "tags.`ablation.role` = 'child'", max_results=1):
+            return client.get_experiment(experiment_id).name
+    raise AblationDataError(f"no ablation found at {client.tracking_uri}; run make ablation first")
 
 
 def _search_all(client: MlflowClient, experiment_id: str) -> list[Run]:

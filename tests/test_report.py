@@ -14,7 +14,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from pypdf import PdfReader
 
-from analysis.load import AblationDataError, load_ablation
+from analysis.load import AblationDataError, latest_ablation, load_ablation
 from reports.build import build_report
 
 EXPERIMENT = "tiny-ablation"
@@ -181,6 +181,13 @@ def test_report_is_logged_to_the_parent_run(ablation: dict) -> None:
     tables = {item.path for item in client.list_artifacts(parent_id, "report/tables")}
     assert "report/figures/learning_curves_steps.png" in figures and len(figures) == 6
     assert {"report/tables/answer.csv", "report/tables/runs.csv"} <= tables
+
+
+def test_latest_ablation_skips_ablations_without_runs(ablation: dict, tmp_path: Path) -> None:
+    # The empty ablation started last; `make report` with no name must still pick this one.
+    assert latest_ablation(ablation["uri"]) == EXPERIMENT
+    with pytest.raises(AblationDataError, match="no ablation found"):
+        latest_ablation(f"sqlite:///{tmp_path}/empty.db")
 
 
 def test_cli_unknown_experiment_exits_2_without_writing(ablation: dict, tmp_path: Path) -> None:
