@@ -159,10 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     if todo:
         torch.set_num_threads(plan.threads)  # time updates as a worker will run them
-        estimate = estimate_seconds([job.run for job in todo], plan.parallel)
-        print(f"estimated duration: {format_duration(estimate)} (from a few timed updates per arm)")
-        if estimate > 86400 and not torch.cuda.is_available():
-            print("that is a GPU job; to try it on this CPU, shorten it: PRESET=debug STEPS=5000")
+        try:
+            estimate = estimate_seconds([job.run for job in todo], plan.parallel)
+        except Exception:  # noqa: BLE001 - a run that cannot start fails in its worker, named
+            estimate = None
+        if estimate is not None:
+            print(f"estimated duration: {format_duration(estimate)} (from timed updates per arm)")
+            if estimate > 86400 and not torch.cuda.is_available():
+                print("that is a GPU job; to try it on this CPU: PRESET=debug STEPS=5000")
 
     def on_done(job: WorkerJob, succeeded: bool) -> None:
         if not succeeded:
