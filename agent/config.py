@@ -20,6 +20,8 @@ from typing import Any
 
 SCHEDULES = ("separate", "coupled")
 STARTS = ("last", "all")
+COMPILE_MODES = ("auto", "on", "off")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -89,7 +91,8 @@ class ActorCriticConfig:
     return_lambda: float = 0.95
     entropy: float = 3e-4
     """Actor entropy bonus eta."""
-    lr: float = 3e-5
+    actor_lr: float = 3e-5
+    critic_lr: float = 3e-5
     eps: float = 1e-5
     grad_clip: float = 100.0
     slow_critic_fraction: float = 0.02
@@ -130,6 +133,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``."""
+    compile: str = "auto"
+    """``torch.compile`` the RSSM and actor steps: ``on``, ``off``, ``auto`` (CUDA only:
+    on this CPU compiling costs more than it saves, see README's benchmarks)."""
+    precision: str = "auto"
+    """``bf16`` autocast of network layers, ``fp32``, or ``auto`` (bf16 on CUDA only)."""
 
     def updates_per_iteration(self) -> float:
         """Gradient updates per iteration: ``train_ratio * collect_every / (B * T)``."""
@@ -261,6 +269,10 @@ def validate(config: Config) -> None:
     t = config.train
     if t.schedule not in SCHEDULES:
         raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{t.schedule}'")
+    if t.compile not in COMPILE_MODES:
+        raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}, got '{t.compile}'")
+    if t.precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{t.precision}'")
     if t.starts not in STARTS:
         raise ConfigError(f"starts must be one of {', '.join(STARTS)}, got '{t.starts}'")
     positive = {

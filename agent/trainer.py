@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from agent.acceleration import autocast, compile_steps, use_bf16, use_compile
 from agent.actor_critic import ActorCritic
 from agent.config import Config, to_dict
 from agent.diversity import imagined_dispersion, start_diversity
@@ -106,15 +107,23 @@ class Trainer:
             self.actor_critic = ActorCritic(
                 config, self.world_model.rssm.feature_dim, self.num_actions
             ).to(self.device)
+        if self.device.type == "cuda" and self.obs_key == "image":
+            # cuDNN's fastest convolutions take NHWC; a layout change, not a change of maths.
+            self.world_model.encoder.to(memory_format=torch.channels_last)
+            self.world_model.decoder.to(memory_format=torch.channels_last)
+        if use_compile(config.train.compile, self.device):
+            compile_steps(self.world_model, self.actor_critic)
+        self.bf16 = use_bf16(config.train.precision, self.device)
         wm, ac = config.wm, config.ac
+        # Fused Adam: one kernel per step for all parameters (same update as the loop).
         self.wm_optimizer = torch.optim.Adam(
-            self.world_model.parameters(), lr=wm.lr, eps=wm.eps, foreach=True
+            self.world_model.parameters(), lr=wm.lr, eps=wm.eps, fused=True
         )
         self.actor_optimizer = torch.optim.Adam(
-            self.actor_critic.actor.parameters(), lr=ac.lr, eps=ac.eps, foreach=True
+            self.actor_critic.actor.parameters(), lr=ac.actor_lr, eps=ac.eps, fused=True
         )
         self.critic_optimizer = torch.optim.Adam(
-            self.actor_critic.critic.parameters(), lr=ac.lr, eps=ac.eps, foreach=True
+            self.actor_critic.critic.parameters(), lr=ac.critic_lr, eps=ac.eps, fused=True
         )
 
         self.env_steps = 0
@@ -255,7 +264,8 @@ class Trainer:
         for _ in range(num_updates):
             with self.timer.phase("wm"):
                 batch = self._sample_batch()
-                loss, metrics, posterior = wm.compute_loss(batch, self.generator)
+                with autocast(self.device, self.bf16):
+                    loss, metrics, posterior = wm.compute_loss(batch, self.generator)
                 self.wm_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(wm.parameters(), self.config.wm.grad_clip)
@@ -271,7 +281,8 @@ class Trainer:
         schedule's starts): same structure as :meth:`train_world_model`'s return."""
         with self.timer.phase("starts"):
             batch = self._sample_batch()
-            posterior = self.world_model.observe(batch, self.generator)
+            with autocast(self.device, self.bf16):
+                posterior = self.world_model.observe(batch, self.generator)
             return self._posterior_states(batch, posterior)
 
     def train_actor_critic(
@@ -289,7 +300,8 @@ class Trainer:
             assert not states["h"].requires_grad and not states["z"].requires_grad
             start = select_starts(states, cfg.train.starts)
 
-            with self.timer.phase("imagine"), torch.no_grad():
+            precision = autocast(self.device, self.bf16)
+            with self.timer.phase("imagine"), torch.no_grad(), precision:
                 trajectory = wm.rssm.imagine(
                     start["h"],
                     start["z"],
@@ -302,7 +314,8 @@ class Trainer:
                 cont = torch.cat([start["cont"][:, None], wm.cont(feat[:, 1:])], 1)  # (N, H+1)
 
             with self.timer.phase("ac"):
-                loss, metrics = ac.compute_loss(feat, trajectory["action"], reward, cont)
+                with autocast(self.device, self.bf16):
+                    loss, metrics = ac.compute_loss(feat, trajectory["action"], reward, cont)
                 self.actor_optimizer.zero_grad(set_to_none=True)
                 self.critic_optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -98,11 +98,24 @@ class RSSM(nn.Module):
         Where ``is_first``, the previous state and action are reset to zero first.
         Returns ``h (B, D)``, sampled ``z (B, S, K)``, ``post``/``prior`` probs ``(B, S, K)``.
         """
+        h, post, prior = self.posterior_step(h, z, action, embed, is_first)
+        return {"h": h, "z": sample_onehot(post, generator), "post": post, "prior": prior}
+
+    def posterior_step(
+        self,
+        h: torch.Tensor,
+        z: torch.Tensor,
+        action: torch.Tensor,
+        embed: torch.Tensor,
+        is_first: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The deterministic part of :meth:`obs_step`: new ``h (B, D)``, posterior and
+        prior probs ``(B, S, K)``. Kept free of random draws so it can be compiled."""
         keep = (~is_first).float()
         h, z, action = h * keep[:, None], z * keep[:, None, None], action * keep[:, None]
         h, prior = self.img_step(h, z, action)
         post = self._probs(self.post_net, torch.cat([h, embed], -1))
-        return {"h": h, "z": sample_onehot(post, generator), "post": post, "prior": prior}
+        return h, post, prior
 
     def observe(
         self,
