@@ -52,11 +52,13 @@ ablation: $(STAMP)
 report: $(STAMP)
 	$(BIN)/python -m reports.build $(if $(EXPERIMENT),--experiment $(EXPERIMENT))
 
-# Benchmarks, not tests. Speed: both schedules side by side (SHAPE=peer-tiny|S: one update).
+# Benchmarks, not tests. Speed: both schedules side by side (SHAPE=peer-tiny|S: one update;
+# VERSUS="train.compile=off": one update with and without those overrides, side by side).
 BENCH_ENV    ?= atari_pong
 BENCH_PRESET ?= small
 bench: $(STAMP)
-	$(BIN)/python -m agent.bench --env $(BENCH_ENV) --preset $(BENCH_PRESET) $(if $(SHAPE),--shape $(SHAPE))
+	$(BIN)/python -m agent.bench --env $(BENCH_ENV) --preset $(BENCH_PRESET) $(if $(SHAPE),--shape $(SHAPE)) \
+		$(foreach v,$(VERSUS),--versus $(v))
 
 # Learning: the four arms x 2 seeds, with a table of best/final eval vs random.
 LEARN_ENV ?= cartpole

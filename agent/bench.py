@@ -3,6 +3,7 @@
     python -m agent.bench [--env atari_pong] [--preset small] [--iterations 10]
     python -m agent.bench --shape peer-tiny      # one WM + AC update at a peer's shape
     python -m agent.bench --shape S
+    python -m agent.bench --preset S --full --versus train.compile=off   # speed-up of compiling
 
 Both schedules get the same config, the same replay (filled from the real env with random
 actions) and alternate iteration by iteration after warm-up, so drift in machine load hits
@@ -86,12 +87,20 @@ def compare_schedules(config: Config, iterations: int, warmup: int) -> dict[str,
     }
 
 
-def time_full_update(config: Config, iterations: int, warmup: int) -> float:
-    """Median seconds of one WM update plus one AC update from all its posteriors."""
-    config.train.schedule, config.train.starts = "coupled", "all"
-    trainer = filled_trainer(config)
-    times = [time_iteration(trainer, 1)["total"] for _ in range(warmup + iterations)]
-    return statistics.median(times[warmup:])
+def time_full_update(configs: dict[str, Config], iterations: int, warmup: int) -> dict[str, float]:
+    """Median seconds of one WM update plus one AC update from all its posteriors, for each
+    named config, alternating between them so that machine-load drift hits all alike."""
+    trainers = {}
+    for name, config in configs.items():
+        config.train.schedule, config.train.starts = "coupled", "all"
+        trainers[name] = filled_trainer(config)
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for i in range(warmup + iterations):
+        for name, trainer in trainers.items():
+            seconds = time_iteration(trainer, 1)["total"]
+            if i >= warmup:
+                times[name].append(seconds)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", default="atari_pong", help=", ".join(sorted(ENV_PRESETS)))
     parser.add_argument("--preset", default="small", choices=list(SIZE_PRESETS))
     parser.add_argument("--shape", choices=list(SHAPES), help="time one full update at this shape")
+    parser.add_argument(
+        "--full", action="store_true", help="time one full update at the preset's own shape"
+    )
+    parser.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also time the full update with these overrides, side by side, and print the ratio",
+    )
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto")
@@ -111,17 +130,26 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {**shape_overrides, "train.device": args.device, **parse_overrides(args.set)}
         overrides.setdefault("train.prefill", 1024)
         config = make_config(args.env, preset, overrides)
+        versus = make_config(args.env, preset, {**overrides, **parse_overrides(args.versus)})
     except ConfigError as error:
         parser.error(str(error))
     print(
         f"{config.env.name} | preset {preset} | batch {config.train.batch_size}x"
         f"{config.train.seq_len} | device {args.device} | torch {torch.__version__} | "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads | compile {config.train.compile} | "
+        f"precision {config.train.precision}"
     )
 
-    if args.shape:
-        seconds = time_full_update(config, args.iterations, args.warmup)
-        print(f"one WM + AC update at shape {args.shape}: {seconds * 1000:.1f} ms (median)")
+    if args.shape or args.full or args.versus:
+        configs = {"this": config} | ({"versus": versus} if args.versus else {})
+        seconds = time_full_update(configs, args.iterations, args.warmup)
+        label = f"shape {args.shape}" if args.shape else f"preset {preset}"
+        print(f"one WM + AC update at {label}: {seconds['this'] * 1000:.1f} ms (median)")
+        if args.versus:
+            print(
+                f"with {' '.join(args.versus)}: {seconds['versus'] * 1000:.1f} ms; "
+                f"speed-up {seconds['versus'] / seconds['this']:.2f}x"
+            )
         return 0
 
     result = compare_schedules(config, args.iterations, args.warmup)
