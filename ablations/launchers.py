@@ -17,7 +17,7 @@ import multiprocessing as mp
 import os
 import queue
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -95,6 +95,27 @@ def plan_ray(resources: Resources) -> LaunchPlan:
     return ray_launcher.plan(resources)
 
 
+class RunsBar:
+    """One progress bar over runs (``total`` including ``already_done``); its postfix shows
+    the env steps of the runs in flight against their budgets."""
+
+    def __init__(self, jobs: Sequence[WorkerJob], total: int, already_done: int):
+        self.budgets = {job.run.name: job.run.config().train.steps for job in jobs}
+        self.bar = tqdm(
+            total=total, initial=already_done, unit="run", desc="ablation", dynamic_ncols=True
+        )
+
+    def run_ended(self) -> None:
+        self.bar.update(1)
+
+    def show(self, in_flight: Iterable[str], steps: Mapping[str, int]) -> None:
+        postfix = " | ".join(f"{n} {steps.get(n, 0)}/{self.budgets[n]}" for n in sorted(in_flight))
+        self.bar.set_postfix_str(postfix, refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def run_local(
     jobs: Sequence[WorkerJob],
     max_parallel: int,
@@ -113,9 +134,8 @@ def run_local(
     pending = list(jobs)
     active: dict[str, tuple[mp.process.BaseProcess, WorkerJob]] = {}
     steps: dict[str, int] = {}
-    budgets = {job.run.name: job.run.config().train.steps for job in jobs}
     results: dict[str, bool] = {}
-    bar = tqdm(total=total, initial=already_done, unit="run", desc="ablation", dynamic_ncols=True)
+    bar = RunsBar(jobs, total, already_done)
     try:
         while pending or active:
             while pending and len(active) < max_parallel:
@@ -136,11 +156,8 @@ def run_local(
                 del active[name]
                 steps.pop(name, None)
                 on_done(job, succeeded)
-                bar.update(1)
-            bar.set_postfix_str(
-                " | ".join(f"{n} {steps.get(n, 0)}/{budgets[n]}" for n in sorted(active)),
-                refresh=True,
-            )
+                bar.run_ended()
+            bar.show(active, steps)
             time.sleep(0.5)
     except KeyboardInterrupt:
         for process, _ in active.values():

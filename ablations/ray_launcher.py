@@ -20,9 +20,8 @@ from typing import Any
 
 import ray
 from ray.exceptions import RayError, RayTaskError
-from tqdm.auto import tqdm
 
-from ablations.launchers import LauncherError, LaunchPlan, OnDone, Resources
+from ablations.launchers import LauncherError, LaunchPlan, OnDone, Resources, RunsBar
 from ablations.worker import WorkerJob, run_worker
 
 MAX_RETRIES = 3
@@ -103,9 +102,8 @@ def run_ray(
     }
     pending = list(jobs)
     active: dict[ray.ObjectRef, WorkerJob] = {}
-    budgets = {job.run.name: job.run.config().train.steps for job in jobs}
     results: dict[str, bool] = {}
-    bar = tqdm(total=total, initial=already_done, unit="run", desc="ablation", dynamic_ncols=True)
+    bar = RunsBar(jobs, total, already_done)
     try:
         while pending or active:
             while pending and len(active) < max_parallel:
@@ -118,12 +116,8 @@ def run_ray(
                 succeeded = _succeeded(ref, job, max_retries)
                 results[job.run.name] = succeeded
                 on_done(job, succeeded)
-                bar.update(1)
-            steps = ray.get(board.snapshot.remote())
-            names = sorted(job.run.name for job in active.values())
-            bar.set_postfix_str(
-                " | ".join(f"{n} {steps.get(n, 0)}/{budgets[n]}" for n in names), refresh=True
-            )
+                bar.run_ended()
+            bar.show((job.run.name for job in active.values()), ray.get(board.snapshot.remote()))
     except KeyboardInterrupt:
         for ref in active:
             ray.cancel(ref, force=True)
