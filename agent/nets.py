@@ -59,7 +59,7 @@ def _stages(size: int, minres: int = 4) -> int:
 class ConvEncoder(nn.Module):
     """Stride-2 4x4 convolutions down to 4x4, channels ``depth * 2**i``.
 
-    ``(B, H, W, 3) uint8 -> (B, F)``; pixels are scaled to [-0.5, 0.5] first.
+    ``(B, H, W, 3) -> (B, F)``, for pixels already scaled to [-0.5, 0.5].
     """
 
     def __init__(self, size: int, depth: int):
@@ -75,7 +75,7 @@ class ConvEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         lead = image.shape[:-3]
-        x = image.reshape(-1, *image.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0 - 0.5
+        x = image.reshape(-1, *image.shape[-3:]).permute(0, 3, 1, 2)
         return self.net(x).reshape(*lead, -1)
 
 

@@ -196,20 +196,29 @@ class WorldModel(nn.Module):
         self.cont_head = MLP(feat, 1, m.units, m.layers)
         self.register_buffer("bins", twohot_bins(m.bins), persistent=False)
 
+    def inputs(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations as the encoder reads them and the decoder predicts them:
+        ``uint8`` pixels scaled to [-0.5, 0.5], vectors symlog-ed. Shape unchanged."""
+        if self.obs_key == "image":
+            return obs.float() / 255.0 - 0.5
+        return symlog(obs)
+
     def embed(self, obs: torch.Tensor) -> torch.Tensor:
         """Encode observations ``(B, T, *obs_shape) -> (B, T, E)``."""
-        if self.obs_key == "vector":
-            obs = symlog(obs)
-        return self.encoder(obs)
+        return self.encoder(self.inputs(obs))
 
     def observe(
-        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None
+        self,
+        batch: dict[str, torch.Tensor],
+        generator: torch.Generator | None,
+        inputs: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Posterior filter over a replay batch (see :meth:`RSSM.observe`)."""
+        """Posterior filter over a replay batch (see :meth:`RSSM.observe`); ``inputs`` are
+        the batch's observations through :meth:`inputs`, if the caller has them already."""
+        if inputs is None:
+            inputs = self.inputs(batch[self.obs_key])
         action = F.one_hot(batch["action"], self.num_actions).float()  # (B, T, A)
-        return self.rssm.observe(
-            self.embed(batch[self.obs_key]), action, batch["is_first"], generator
-        )
+        return self.rssm.observe(self.encoder(inputs), action, batch["is_first"], generator)
 
     def reward(self, feat: torch.Tensor) -> torch.Tensor:
         """Predicted reward ``(..., F) -> (...)``."""
@@ -228,17 +237,14 @@ class WorldModel(nn.Module):
         named ``loss/<term>`` and ``wm/...``; and the posterior sequence
         ``{"h": (B, T, D), "z": (B, T, S, K)}``, still attached to the graph.
         """
-        obs = batch[self.obs_key]
+        obs = self.inputs(batch[self.obs_key])  # encoder input and decoder target at once
         B, T = obs.shape[:2]
-        post = self.observe(batch, generator)
+        post = self.observe(batch, generator, inputs=obs)
         feat = features(post["h"], post["z"])  # (B, T, F)
 
         # Prediction losses: reconstruction, reward (two-hot symlog), continue flag.
-        if self.obs_key == "image":
-            target = obs.float() / 255.0 - 0.5
-            decoder = ((self.decoder(feat) - target) ** 2).sum((-3, -2, -1))
-        else:
-            decoder = ((self.decoder(feat) - symlog(obs)) ** 2).sum(-1)
+        decoder = F.mse_loss(self.decoder(feat), obs, reduction="none")
+        decoder = decoder.sum(tuple(range(2, decoder.dim())))  # (B, T)
         reward = twohot_loss(self.reward_head(feat), batch["reward"], self.bins)
         cont_target = (~batch["is_terminal"]).float()
         cont_logits = self.cont_head(feat).squeeze(-1)  # (B, T)
