@@ -50,10 +50,6 @@ SETUPS = {
             # ~80 at 10k steps where the true one is ~330), so slow cart drift goes unpunished
             # and episodes end out of bounds; 1e-4 lets it converge within the budget.
             "ac.critic_lr": 1e-4,
-            # starts=all averages the actor's gradient over B*T = 128 starts instead of B = 8;
-            # Adam then takes near-full steps in a steady direction and at 3e-5 the policy's
-            # entropy collapsed (0.13 vs 0.24 by 10k steps) and returns fell after the peak.
-            "ac.actor_lr": 1.5e-5,
             "train.train_ratio": 256,
             "train.eval_every": 500,
             "train.eval_episodes": 10,
