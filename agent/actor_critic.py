@@ -115,23 +115,27 @@ class ActorCritic(nn.Module):
         assert cont.shape == (N, H + 1)
         ac = self.config.ac
 
+        # One critic pass serves both the bootstrap values (detached) and the critic loss.
+        critic_logits = self.critic(feat)  # (N, H+1, NB)
         with torch.no_grad():
-            value = self.value(feat)  # (N, H+1)
+            value = twohot_mean(critic_logits.detach(), self.bins)  # (N, H+1)
             returns = lambda_return(reward, cont[:, 1:], value, ac.discount, ac.return_lambda)
             # Weight of each step: probability (times discount) of still being in the episode.
             weight = torch.cumprod(ac.discount * cont, 1)[:, :H] / ac.discount  # (N, H)
             scale = self.return_norm.update(returns)
             advantage = (returns - value[:, :H]) / scale
-            slow_value = twohot_mean(self.slow_critic(feat[:, :H]), self.bins)
+            # Contiguous: a strided (N, H, F) view makes every linear layer a batched matmul.
+            states = feat[:, :H].contiguous()  # the H states actions were taken in
+            slow_value = twohot_mean(self.slow_critic(states), self.bins)
 
         # Actor: REINFORCE with normalised advantages plus an entropy bonus (eq. 11).
-        probs = self.action_probs(feat[:, :H])  # (N, H, A)
+        probs = self.action_probs(states)  # (N, H, A)
         log_prob = (action * probs.log()).sum(-1)
         entropy = -(probs * probs.log()).sum(-1)
         actor_loss = -(weight * (log_prob * advantage + ac.entropy * entropy)).mean()
 
         # Critic: two-hot regression on lambda-returns, regularised towards the slow critic.
-        logits = self.critic(feat[:, :H])
+        logits = critic_logits[:, :H]
         critic_loss = twohot_loss(logits, returns, self.bins)
         critic_loss = critic_loss + ac.slow_critic_reg * twohot_loss(logits, slow_value, self.bins)
         critic_loss = (weight * critic_loss).mean()
