@@ -59,7 +59,18 @@ class RSSM(nn.Module):
         self.img_in = MLP(m.stoch * m.classes + num_actions, None, m.units, 1)
         self.gru = LayerNormGRU(m.units, m.deter)
         self.prior_net = MLP(m.deter, m.stoch * m.classes, m.units, 1)
-        self.post_net = MLP(m.deter + embed_dim, m.stoch * m.classes, m.units, 1)
+        # The posterior is an MLP over [h, embed]. Its first layer is kept as two halves
+        # (initialised as the one layer they add up to) so that the embed half runs once
+        # for a whole sequence instead of once per step: same function, fewer small matmuls.
+        post_net = MLP(m.deter + embed_dim, m.stoch * m.classes, m.units, 1)
+        joint = post_net[0].weight.detach()  # (U, D + E)
+        # skip_init: the halves take the joint layer's values and draw no random numbers.
+        self.post_deter = nn.utils.skip_init(nn.Linear, m.deter, m.units, bias=False)
+        self.post_embed = nn.utils.skip_init(nn.Linear, embed_dim, m.units, bias=False)
+        with torch.no_grad():
+            self.post_deter.weight.copy_(joint[:, : m.deter])
+            self.post_embed.weight.copy_(joint[:, m.deter :])
+        self.post_out = nn.Sequential(*list(post_net)[1:])  # LayerNorm -> SiLU -> logits
 
     @property
     def feature_dim(self) -> int:
@@ -76,13 +87,20 @@ class RSSM(nn.Module):
         logits = net(x).reshape(*x.shape[:-1], self.stoch, self.classes)
         return unimix_probs(logits, self.unimix)  # (B, S, K)
 
+    def transition(self, h: torch.Tensor, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Deterministic GRU step: ``h (B, D), z (B, S, K), action (B, A)`` -> new ``h``."""
+        return self.gru(self.img_in(torch.cat([z.flatten(-2), action], -1)), h)
+
+    def prior(self, h: torch.Tensor) -> torch.Tensor:
+        """Prior probs over ``z`` given ``h``: ``(..., D) -> (..., S, K)``."""
+        return self._probs(self.prior_net, h)
+
     def img_step(
         self, h: torch.Tensor, z: torch.Tensor, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One prior step: ``h (B, D), z (B, S, K), action (B, A)`` -> new ``h``, prior probs."""
-        x = self.img_in(torch.cat([z.flatten(-2), action], -1))
-        h = self.gru(x, h)
-        return h, self._probs(self.prior_net, h)
+        h = self.transition(h, z, action)
+        return h, self.prior(h)
 
     def obs_step(
         self,
@@ -96,26 +114,26 @@ class RSSM(nn.Module):
         """One posterior step; state, action and ``is_first (B,)`` are for the new obs.
 
         Where ``is_first``, the previous state and action are reset to zero first.
-        Returns ``h (B, D)``, sampled ``z (B, S, K)``, ``post``/``prior`` probs ``(B, S, K)``.
+        Returns ``h (B, D)``, sampled ``z (B, S, K)`` and ``post`` probs ``(B, S, K)``.
         """
-        h, post, prior = self.posterior_step(h, z, action, embed, is_first)
-        return {"h": h, "z": sample_onehot(post, generator), "post": post, "prior": prior}
+        h, post = self.posterior_step(h, z, action, self.post_embed(embed), is_first)
+        return {"h": h, "z": sample_onehot(post, generator), "post": post}
 
     def posterior_step(
         self,
         h: torch.Tensor,
         z: torch.Tensor,
         action: torch.Tensor,
-        embed: torch.Tensor,
+        embed_in: torch.Tensor,
         is_first: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The deterministic part of :meth:`obs_step`: new ``h (B, D)``, posterior and
-        prior probs ``(B, S, K)``. Kept free of random draws so it can be compiled."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deterministic part of :meth:`obs_step`, given the embedding already through
+        ``post_embed`` (``embed_in (B, U)``): new ``h (B, D)`` and posterior probs
+        ``(B, S, K)``. Kept free of random draws so it can be compiled."""
         keep = (~is_first).float()
         h, z, action = h * keep[:, None], z * keep[:, None, None], action * keep[:, None]
-        h, prior = self.img_step(h, z, action)
-        post = self._probs(self.post_net, torch.cat([h, embed], -1))
-        return h, post, prior
+        h = self.transition(h, z, action)
+        return h, self._probs(self.post_out, self.post_deter(h) + embed_in)
 
     def observe(
         self,
@@ -131,13 +149,24 @@ class RSSM(nn.Module):
         """
         B, T = embed.shape[:2]
         assert action.shape == (B, T, self.num_actions), action.shape
+        # Everything that does not feed the recurrence runs once over all T steps: the
+        # embed half of the posterior's first layer before the loop, the prior after it.
+        embed_in = self.post_embed(embed)  # (B, T, U)
         h, z = self.initial(B, embed.device)
-        steps = []
+        hs, zs, posts = [], [], []
         for t in range(T):
-            out = self.obs_step(h, z, action[:, t], embed[:, t], is_first[:, t], generator)
-            h, z = out["h"], out["z"]
-            steps.append(out)
-        return {key: torch.stack([s[key] for s in steps], 1) for key in steps[0]}
+            h, post = self.posterior_step(h, z, action[:, t], embed_in[:, t], is_first[:, t])
+            z = sample_onehot(post, generator)
+            hs.append(h)
+            zs.append(z)
+            posts.append(post)
+        h = torch.stack(hs, 1)
+        return {
+            "h": h,
+            "z": torch.stack(zs, 1),
+            "post": torch.stack(posts, 1),
+            "prior": self.prior(h),
+        }
 
     def imagine(
         self,

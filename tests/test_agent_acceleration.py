@@ -7,6 +7,7 @@ import torch
 
 from agent.acceleration import use_bf16, use_compile
 from agent.config import ConfigError
+from agent.dists import sample_onehot
 from tests.conftest import tiny_config
 
 
@@ -50,3 +51,35 @@ def test_auto_means_cuda_only():
 def test_unknown_speed_option_is_a_config_error(key):
     with pytest.raises(ConfigError, match=key.split(".")[1]):
         tiny_config(**{key.replace(".", "__"): "fast"})
+
+
+def test_observe_equals_the_joint_posterior_layer_stepped_one_by_one(make_trainer):
+    """``observe`` runs the embed half of the posterior's first layer and the prior outside
+    the time loop; it must equal the textbook step: one layer over ``[h, embed]``, prior
+    and posterior both inside the loop, same generator."""
+    rssm = make_trainer("cartpole", prefill=False).world_model.rssm
+    B, T, E, A = 3, 6, rssm.post_embed.in_features, rssm.num_actions
+    inputs = torch.Generator().manual_seed(1)
+    embed = torch.randn(B, T, E, generator=inputs)
+    action = torch.nn.functional.one_hot(torch.randint(A, (B, T), generator=inputs), A).float()
+    is_first = torch.zeros(B, T, dtype=torch.bool)
+    is_first[:, 0] = is_first[1, 3] = True
+
+    joint = torch.cat([rssm.post_deter.weight, rssm.post_embed.weight], 1)  # (U, D + E)
+    h, z = rssm.initial(B, embed.device)
+    draws = torch.Generator().manual_seed(0)
+    expected = {"h": [], "z": [], "post": [], "prior": []}
+    with torch.no_grad():
+        for t in range(T):
+            keep = (~is_first[:, t]).float()
+            h, prior = rssm.img_step(
+                h * keep[:, None], z * keep[:, None, None], action[:, t] * keep[:, None]
+            )
+            x = torch.nn.functional.linear(torch.cat([h, embed[:, t]], -1), joint)
+            post = rssm._probs(rssm.post_out, x)
+            z = sample_onehot(post, draws)
+            for key, value in zip(expected, (h, z, post, prior), strict=True):
+                expected[key].append(value)
+        got = rssm.observe(embed, action, is_first, torch.Generator().manual_seed(0))
+    for key, steps in expected.items():
+        torch.testing.assert_close(got[key], torch.stack(steps, 1), rtol=1e-5, atol=1e-6)
