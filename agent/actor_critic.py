@@ -42,6 +42,33 @@ def lambda_return(
     return torch.stack(returns[::-1], 1)
 
 
+def replay_return(
+    reward: torch.Tensor,
+    cont: torch.Tensor,
+    is_first: torch.Tensor,
+    value: torch.Tensor,
+    discount: float,
+    lam: float,
+) -> torch.Tensor:
+    """Lambda-returns along replayed sequences, bootstrapped with per-step value annotations.
+
+    ``reward``, ``cont`` (1 - is_terminal), ``is_first`` and ``value`` are ``(B, T)`` and
+    belong to step t (``reward[:, t]`` was received on arriving there). ``R_t = r_{t+1} +
+    gamma c_{t+1} ((1 - lam) v_{t+1} + lam R_{t+1})``, ``R_{T-1} = v_{T-1}``; where step t+1
+    starts a new episode the sequence is cut: ``R_t = v_t``. Returns ``(B, T)``.
+    """
+    B, T = reward.shape
+    assert cont.shape == is_first.shape == value.shape == (B, T)
+    disc = discount * cont[:, 1:]
+    interm = reward[:, 1:] + disc * (1 - lam) * value[:, 1:]
+    cut = is_first[:, 1:]
+    returns = [value[:, -1]]
+    for t in reversed(range(T - 1)):
+        step = interm[:, t] + disc[:, t] * lam * returns[-1]
+        returns.append(torch.where(cut[:, t], value[:, t], step))
+    return torch.stack(returns[::-1], 1)
+
+
 class ReturnNormalizer(nn.Module):
     """Scale of returns: EMA of the 5th-95th percentile range, floored at 1 (paper eq. 11).
 
@@ -100,13 +127,15 @@ class ActorCritic(nn.Module):
         action: torch.Tensor,
         reward: torch.Tensor,
         cont: torch.Tensor,
+        replay: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Actor and critic loss on one detached imagined trajectory.
 
         ``feat (N, H+1, F)``, one-hot ``action (N, H, A)``; ``reward (N, H)`` and
         ``cont (N, H + 1)`` where ``cont[:, 0]`` is the start state's own continue flag
-        and ``cont[:, t+1]`` the prediction for state ``t+1``. Returns the summed loss and
-        detached metrics.
+        and ``cont[:, t+1]`` the prediction for state ``t+1``. With ``ac.replay_critic``,
+        ``replay`` holds the replayed sequences the starts came from (see
+        :meth:`replay_critic_loss`). Returns the summed loss and detached metrics.
         """
         N, H1, _ = feat.shape
         H = H1 - 1
@@ -140,7 +169,13 @@ class ActorCritic(nn.Module):
         critic_loss = critic_loss + ac.slow_critic_reg * twohot_loss(logits, slow_value, self.bins)
         critic_loss = (weight * critic_loss).mean()
 
-        metrics = {
+        metrics = {}
+        if replay is not None and ac.replay_critic > 0:
+            replay_loss = self.replay_critic_loss(replay, returns[:, 0])
+            critic_loss = critic_loss + ac.replay_critic * replay_loss
+            metrics["loss/replay_critic"] = replay_loss.detach()
+
+        metrics |= {
             "loss/actor": actor_loss.detach(),
             "loss/critic": critic_loss.detach(),
             "ac/entropy": entropy.detach().mean(),
@@ -151,6 +186,44 @@ class ActorCritic(nn.Module):
             "ac/advantage_std": advantage.std(),
         }
         return actor_loss + critic_loss, metrics
+
+    def replay_critic_loss(
+        self, replay: dict[str, torch.Tensor], start_returns: torch.Tensor
+    ) -> torch.Tensor:
+        """Critic loss on replayed sequences (DreamerV3, 2024 revision): two-hot regression of
+        the critic at each replayed state on lambda-returns over the real rewards and
+        terminations, regularised towards the slow critic like the imagined loss.
+
+        ``replay`` holds ``feat (B, T, F)`` (detached posteriors), ``reward``, ``cont``,
+        ``is_first`` and ``is_start`` ``(B, T)``, where ``is_start`` marks, in row-major
+        order, the ``N`` states imagination started from; their imagined returns
+        ``start_returns (N,)`` annotate those steps (the on-policy value estimate), and the
+        critic's own value annotates the rest. Terminal states are left out.
+        """
+        feat, is_start = replay["feat"], replay["is_start"]
+        B, T, _ = feat.shape
+        assert not feat.requires_grad and is_start.shape == (B, T)
+        assert int(is_start.sum()) == start_returns.shape[0]
+        logits = self.critic(feat)  # (B, T, NB)
+        with torch.no_grad():
+            annotation = twohot_mean(logits.detach(), self.bins)
+            annotation[is_start] = start_returns.to(annotation.dtype)
+            ac = self.config.ac
+            returns = replay_return(
+                replay["reward"],
+                replay["cont"],
+                replay["is_first"],
+                annotation,
+                ac.discount,
+                ac.return_lambda,
+            )
+            slow_value = twohot_mean(self.slow_critic(feat), self.bins)
+        loss = twohot_loss(logits, returns, self.bins)
+        loss = loss + ac.slow_critic_reg * twohot_loss(logits, slow_value, self.bins)
+        # The last step has no real successor here and terminal states have no future.
+        weight = replay["cont"].clone()
+        weight[:, -1] = 0.0
+        return (weight * loss).sum() / weight.sum().clamp(min=1.0)
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:

@@ -101,6 +101,9 @@ class ActorCriticConfig:
     """Weight of the critic's regulariser towards the slow critic's prediction."""
     return_norm_decay: float = 0.99
     """EMA decay of the 5th-95th percentile range of returns."""
+    replay_critic: float = 0.0
+    """Weight of the critic loss on replayed sequences (the 2024 paper's 0.3; 0, off, is the
+    2023 paper). Grounds the critic in real rewards and terminations."""
 
 
 @dataclass

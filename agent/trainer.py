@@ -32,9 +32,9 @@ from agent.replay import Replay
 from agent.world_model import WorldModel, features
 
 PosteriorStates = dict[str, Any]
-"""``{"h": (B, T, D), "z": (B, T, S, K), "cont": (B, T), "observations": (B, T, ...),
-"uid": (B, T), "env_step": (B, T)}``: detached posteriors of one replay batch, with the
-replay identity (numpy) of every position."""
+"""``{"h": (B, T, D), "z": (B, T, S, K), "cont": (B, T), "reward": (B, T), "is_first":
+(B, T), "observations": (B, T, ...), "uid": (B, T), "env_step": (B, T)}``: detached
+posteriors of one replay batch, with the replay identity (numpy) of every position."""
 
 
 def _separate(trainer: Trainer, num_updates: int) -> None:
@@ -62,11 +62,27 @@ def select_starts(states: PosteriorStates, starts: str) -> dict[str, Any]:
     ``N = B * T`` (the official DreamerV3). Returns ``h (N, D)``, ``z (N, S, K)``,
     ``cont (N,)``, and numpy ``uid (N,)``, ``env_step (N,)``.
     """
+    keys = ("h", "z", "cont", "uid", "env_step")
     if starts == "last":
-        pick = {k: v[:, -1] for k, v in states.items() if k != "observations"}
+        return {k: states[k][:, -1] for k in keys}
+    return {k: states[k].reshape(-1, *states[k].shape[2:]) for k in keys}
+
+
+def replay_steps(states: PosteriorStates, starts: str) -> dict[str, torch.Tensor]:
+    """The replayed sequences behind :func:`select_starts`, for the replay critic loss:
+    ``feat (B, T, F)``, ``reward``, ``cont``, ``is_first`` and ``is_start (B, T)``."""
+    is_start = torch.zeros_like(states["is_first"])
+    if starts == "last":
+        is_start[:, -1] = True
     else:
-        pick = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items() if k != "observations"}
-    return pick
+        is_start[:] = True
+    return {
+        "feat": features(states["h"], states["z"]),
+        "reward": states["reward"],
+        "cont": states["cont"],
+        "is_first": states["is_first"],
+        "is_start": is_start,
+    }
 
 
 def resolve_device(name: str) -> torch.device:
@@ -248,6 +264,8 @@ class Trainer:
             "h": posterior["h"].detach(),  # (B, T, D)
             "z": posterior["z"].detach(),  # (B, T, S, K)
             "cont": (~batch["is_terminal"]).float(),  # (B, T)
+            "reward": batch["reward"],
+            "is_first": batch["is_first"],
             "observations": batch[self.obs_key],
             "uid": batch["uid"],
             "env_step": batch["env_step"],
@@ -316,7 +334,12 @@ class Trainer:
 
             with self.timer.phase("ac"):
                 with autocast(self.device, self.bf16):
-                    loss, metrics = ac.compute_loss(feat, trajectory["action"], reward, cont)
+                    replay = (
+                        replay_steps(states, cfg.train.starts) if cfg.ac.replay_critic else None
+                    )
+                    loss, metrics = ac.compute_loss(
+                        feat, trajectory["action"], reward, cont, replay
+                    )
                 self.actor_optimizer.zero_grad(set_to_none=True)
                 self.critic_optimizer.zero_grad(set_to_none=True)
                 loss.backward()

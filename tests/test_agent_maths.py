@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent.actor_critic import ReturnNormalizer, lambda_return
+from agent.actor_critic import ReturnNormalizer, lambda_return, replay_return
 from agent.dists import (
     categorical_kl,
     sample_onehot,
@@ -145,6 +145,45 @@ def test_lambda_return_hand_cases():
     cont = torch.tensor([[1.0, 0.0, 1.0]])
     torch.testing.assert_close(
         lambda_return(reward, cont, value, 1.0, 1.0), torch.tensor([[3.0, 2.0, 43.0]])
+    )
+
+
+@pytest.mark.parametrize(("discount", "lam"), [(0.997, 0.95), (0.5, 0.3)])
+def test_replay_return_is_the_lambda_return_of_the_recorded_transitions(discount, lam):
+    g = torch.Generator().manual_seed(4)
+    B, T = 5, 8
+    reward = torch.randn(B, T, generator=g, dtype=torch.float64)
+    cont = (torch.rand(B, T, generator=g, dtype=torch.float64) > 0.2).double()
+    value = torch.randn(B, T, generator=g, dtype=torch.float64)
+    no_cut = torch.zeros(B, T, dtype=torch.bool)
+    got = replay_return(reward, cont, no_cut, value, discount, lam)
+    # Step t's transition is the one into t+1: its reward and continue flag are at t+1.
+    expected = lambda_return(reward[:, 1:], cont[:, 1:], value, discount, lam)
+    torch.testing.assert_close(got[:, :-1], expected)
+    torch.testing.assert_close(got[:, -1], value[:, -1])
+
+
+def test_replay_return_hand_cases():
+    reward = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    value = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
+    ones = torch.ones(1, 4)
+    no_cut = torch.zeros(1, 4, dtype=torch.bool)
+    # gamma = lam = 1: rewards to the end plus the last value.
+    torch.testing.assert_close(
+        replay_return(reward, ones, no_cut, value, 1.0, 1.0),
+        torch.tensor([[46.0, 45.0, 43.0, 40.0]]),
+    )
+    # Step 2 is terminal: the return from step 1 is its last reward, nothing after.
+    cont = torch.tensor([[1.0, 1.0, 0.0, 1.0]])
+    torch.testing.assert_close(
+        replay_return(reward, cont, no_cut, value, 1.0, 1.0),
+        torch.tensor([[3.0, 2.0, 43.0, 40.0]]),
+    )
+    # Step 2 starts a new episode (the one before was truncated): step 1 keeps its value.
+    cut = torch.tensor([[False, False, True, False]])
+    torch.testing.assert_close(
+        replay_return(reward, ones, cut, value, 1.0, 1.0),
+        torch.tensor([[21.0, 20.0, 43.0, 40.0]]),
     )
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from agent import SCHEDULES
-from agent.trainer import Trainer
+from agent.trainer import Trainer, replay_steps, select_starts
+from agent.world_model import features
 
 
 def spy_imagine(trainer: Trainer, events: list[str] | None = None) -> list[dict]:
@@ -170,3 +171,30 @@ def test_all_starts_imagine_from_every_posterior_step(make_trainer, schedule):
     assert torch.equal(start["z"], states["z"].flatten(0, 1))
     metrics = trainer.metrics.flush()
     assert metrics["diversity/num_starts"] == t.batch_size * t.seq_len
+
+
+@pytest.mark.parametrize("starts", ["last", "all"])
+def test_replay_critic_loss_trains_the_critic_only(make_trainer, starts):
+    trainer = make_trainer(ac__replay_critic=0.3, train__starts=starts)
+    states = trainer.train_world_model(1)
+    ac = trainer.actor_critic
+    start = select_starts(states, starts)
+    with torch.no_grad():
+        trajectory = trainer.world_model.rssm.imagine(
+            start["h"], start["z"], lambda f: ac.act(f, trainer.generator), 15, trainer.generator
+        )
+        feat = features(trajectory["h"], trajectory["z"])
+        returns = torch.randn(feat.shape[0])
+    loss = ac.replay_critic_loss(replay_steps(states, starts), returns)
+    assert loss.dim() == 0 and torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert all(p.grad is None for p in ac.actor.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ac.critic.parameters())
+    trainer.train_actor_critic(states)
+    assert "loss/replay_critic" in trainer.metrics.flush()
+
+
+def test_replay_critic_is_off_by_default(make_trainer):
+    trainer = make_trainer()
+    trainer.train_actor_critic(trainer.train_world_model(1))
+    assert "loss/replay_critic" not in trainer.metrics.flush()
