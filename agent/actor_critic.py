@@ -203,11 +203,12 @@ class ActorCritic(nn.Module):
         feat, is_start = replay["feat"], replay["is_start"]
         B, T, _ = feat.shape
         assert not feat.requires_grad and is_start.shape == (B, T)
-        assert int(is_start.sum()) == start_returns.shape[0]
+        assert start_returns.shape[0] in (B, B * T), start_returns.shape  # last | all
         logits = self.critic(feat)  # (B, T, NB)
         with torch.no_grad():
             annotation = twohot_mean(logits.detach(), self.bins)
-            annotation[is_start] = start_returns.to(annotation.dtype)
+            # masked_scatter_ fills the marked steps in row-major order, without a host sync.
+            annotation.masked_scatter_(is_start, start_returns.to(annotation.dtype))
             ac = self.config.ac
             returns = replay_return(
                 replay["reward"],
