@@ -41,7 +41,7 @@ class LearningSetup:
 
 
 SETUPS = {
-    # Chosen on this 2-core CPU: 8 runs (4 arms x 2 seeds) at 2 in parallel in about 1-1.5 h.
+    # Chosen on this 2-core CPU: 8 runs (4 arms x 2 seeds) at 2 in parallel in about 45 min.
     "cartpole": LearningSetup(
         preset="debug",
         steps=10_000,
@@ -55,8 +55,7 @@ SETUPS = {
             # (2024 paper) gave separate_all 466 / 339 in single traces: not yet a table.
             "ac.critic_lr": 3e-4,
             # With 16-step sequences half of the starts=all starts had under 8 steps of
-            # filtering and those runs fell after their peak (final 205 and 295 at seed 0);
-            # 32 steps gave 473 and 350 (one seed each, not yet a full table).
+            # filtering and those runs fell after their peak (final 205 and 295 at seed 0).
             "train.seq_len": 32,
             "train.train_ratio": 256,
             "train.eval_every": 500,

@@ -23,12 +23,14 @@ def lambda_return(
     value: torch.Tensor,
     discount: float,
     lam: float,
+    cut: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Bootstrapped lambda-returns (paper eq. 7), computed backwards in time.
 
     ``R_t = r_t + gamma c_t ((1 - lam) v_{t+1} + lam R_{t+1})``, ``R_H = v_H``, where
     ``reward (N, H)`` and ``cont (N, H)`` are those of the transition from state t to t+1 and
-    ``value (N, H+1)`` are the critic's values of states ``0..H``. Returns ``(N, H)``.
+    ``value (N, H+1)`` are the critic's values of states ``0..H``. Where the optional bool
+    ``cut (N, H)`` is set, the transition is not real and ``R_t = v_t``. Returns ``(N, H)``.
     """
     N, H = reward.shape
     assert cont.shape == (N, H) and value.shape == (N, H + 1), (cont.shape, value.shape)
@@ -38,6 +40,8 @@ def lambda_return(
     last = value[:, -1]
     for t in reversed(range(H)):
         last = interm[:, t] + disc[:, t] * lam * last
+        if cut is not None:
+            last = torch.where(cut[:, t], value[:, t], last)
         returns.append(last)
     return torch.stack(returns[::-1], 1)
 
@@ -53,20 +57,14 @@ def replay_return(
     """Lambda-returns along replayed sequences, bootstrapped with per-step value annotations.
 
     ``reward``, ``cont`` (1 - is_terminal), ``is_first`` and ``value`` are ``(B, T)`` and
-    belong to step t (``reward[:, t]`` was received on arriving there). ``R_t = r_{t+1} +
-    gamma c_{t+1} ((1 - lam) v_{t+1} + lam R_{t+1})``, ``R_{T-1} = v_{T-1}``; where step t+1
-    starts a new episode the sequence is cut: ``R_t = v_t``. Returns ``(B, T)``.
+    belong to step t (``reward[:, t]`` was received on arriving there), so step t's
+    transition is the one into t+1; where step t+1 starts a new episode the sequence is cut
+    (``R_t = v_t``), and ``R_{T-1} = v_{T-1}``. Returns ``(B, T)``.
     """
     B, T = reward.shape
     assert cont.shape == is_first.shape == value.shape == (B, T)
-    disc = discount * cont[:, 1:]
-    interm = reward[:, 1:] + disc * (1 - lam) * value[:, 1:]
-    cut = is_first[:, 1:]
-    returns = [value[:, -1]]
-    for t in reversed(range(T - 1)):
-        step = interm[:, t] + disc[:, t] * lam * returns[-1]
-        returns.append(torch.where(cut[:, t], value[:, t], step))
-    return torch.stack(returns[::-1], 1)
+    returns = lambda_return(reward[:, 1:], cont[:, 1:], value, discount, lam, cut=is_first[:, 1:])
+    return torch.cat([returns, value[:, -1:]], 1)
 
 
 class ReturnNormalizer(nn.Module):
@@ -170,7 +168,7 @@ class ActorCritic(nn.Module):
         critic_loss = (weight * critic_loss).mean()
 
         metrics = {}
-        if replay is not None and ac.replay_critic > 0:
+        if replay is not None:  # the trainer passes it when ac.replay_critic > 0
             replay_loss = self.replay_critic_loss(replay, returns[:, 0])
             critic_loss = critic_loss + ac.replay_critic * replay_loss
             metrics["loss/replay_critic"] = replay_loss.detach()
