@@ -68,7 +68,8 @@ def time_iteration(trainer: Trainer, num_updates: int) -> dict[str, float]:
 
 
 def compare_schedules(config: Config, iterations: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Median per-phase seconds per iteration for ``separate`` and ``coupled``."""
+    """Median seconds per iteration for ``separate`` and ``coupled``: each phase of
+    :data:`PHASES`, ``other`` (time outside them) and ``total``."""
     num_updates = max(1, round(config.train.updates_per_iteration()))
     trainers = {}
     for schedule in ("separate", "coupled"):
@@ -80,11 +81,13 @@ def compare_schedules(config: Config, iterations: int, warmup: int) -> dict[str,
             timing = time_iteration(trainer, num_updates)
             if i >= warmup:
                 samples[schedule].append(timing)
-    return {
-        schedule: {key: statistics.median(t[key] for t in timings) for key in (*PHASES, "total")}
-        | {"updates": float(num_updates)}
-        for schedule, timings in samples.items()
-    }
+    result = {}
+    for schedule, timings in samples.items():
+        row = {key: statistics.median(t[key] for t in timings) for key in (*PHASES, "total")}
+        # Outside every phase: metrics bookkeeping and state-diversity statistics.
+        row["other"] = statistics.median(t["total"] - sum(t[p] for p in PHASES) for t in timings)
+        result[schedule] = row | {"updates": float(num_updates)}
+    return result
 
 
 def time_full_update(configs: dict[str, Config], iterations: int, warmup: int) -> dict[str, float]:
@@ -155,9 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     result = compare_schedules(config, args.iterations, args.warmup)
     sep, cou = result["separate"], result["coupled"]
     print(f"{int(sep['updates'])} updates per iteration; median seconds per iteration:")
-    print(f"{'phase':<8} {'separate':>9} {'coupled':>9}")
-    for key in (*PHASES, "total"):
-        print(f"{key:<8} {sep[key]:>9.3f} {cou[key]:>9.3f}")
+    print(f"{'phase':<8} {'separate':>9} {'share':>6} {'coupled':>9} {'share':>6}")
+    for key in (*PHASES, "other", "total"):
+        cells = [f"{row[key]:>9.3f} {100 * row[key] / row['total']:>5.1f}%" for row in (sep, cou)]
+        print(f"{key:<8} {cells[0]} {cells[1]}")
     for name, row in result.items():
         print(f"{name}: {row['updates'] / row['total']:.2f} updates/s")
     measured = cou["total"] / sep["total"]
