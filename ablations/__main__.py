@@ -3,13 +3,17 @@
 Validates everything first (bad input: one line, exit 2, nothing created), creates the
 experiment and runs in MLflow, skips FINISHED runs, resumes unfinished ones from their
 checkpoints, runs the rest, then prints a per-arm summary and builds the report.
-Exit codes: 0 all runs finished, 1 some failed (named at the end), 2 bad input, 130 stopped.
+Exit codes: 0 all runs finished, 1 some failed (named at the end), 2 bad input, 130 stopped
+by Ctrl-C, 143 stopped by SIGTERM (either way the run processes are stopped too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -174,10 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         store.log_parent_summary()
 
     try:
-        results = plan.launch(todo, plan.parallel, on_done, total=len(runs), already_done=finished)
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            results = plan.launch(
+                todo, plan.parallel, on_done, total=len(runs), already_done=finished
+            )
+    except KeyboardInterrupt as stop:
         print("stopped; rerun the same command to resume unfinished runs", file=sys.stderr)
-        return 130
+        return 143 if isinstance(stop, Terminated) else 130
 
     failed = sorted(name for name, ok in results.items() if not ok)
     store.finish_parent(failed=bool(failed))
@@ -191,6 +198,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    # A launcher stops its run processes on KeyboardInterrupt. Ctrl-C reaches the whole
+    # process group, but `kill PID` (a scheduler, a timeout) reaches this process only and
+    # would otherwise leave the runs training with nobody to record them.
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _ensure_marked_failed(store: AblationStore, job: WorkerJob) -> None:

@@ -164,6 +164,60 @@ def test_killed_run_resumes_from_checkpoint_in_same_mlflow_run(tmp_path: Path) -
     assert steps == sorted(set(steps)) and steps[-1] == 1200
 
 
+def _run_processes(pid: int) -> list[int]:
+    """Live multiprocessing workers whose parent is ``pid`` (from /proc)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:  # the process ended while we looked
+            continue
+        if parent == pid and b"spawn_main" in cmdline and _alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_run_processes_too(tmp_path: Path) -> None:
+    args = ["--env", "cartpole", "--seeds", "1", "--arms", "coupled", "--steps", "100000"]
+    args += ["--tracking-uri", f"sqlite:///{tmp_path}/store.db", "--experiment", "term", *TINY]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ablations", *args, "--no-report"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline, workers = time.time() + 300, []
+        while time.time() < deadline and not workers:
+            assert process.poll() is None, process.stderr.read()[-2000:]
+            workers = _run_processes(process.pid)
+            time.sleep(0.2)
+        assert workers, "no run process was started"
+        process.send_signal(signal.SIGTERM)  # the driver only, as `kill PID` or a scheduler does
+        assert process.wait(timeout=60) == 143
+        assert "rerun the same command to resume" in process.stderr.read()
+        deadline = time.time() + 30
+        while time.time() < deadline and any(_alive(pid) for pid in workers):
+            time.sleep(0.2)
+        assert not [pid for pid in workers if _alive(pid)], "run processes left running"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # whatever is left, pass or fail
+        process.wait()
+
+
 def test_a_crashing_run_is_marked_failed_and_named(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/store.db"
     result = run_cli(
