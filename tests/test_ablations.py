@@ -46,10 +46,28 @@ CONTRACT_METRICS = {
 }
 
 
+def _cli_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+
+def start_cli(cwd: Path, *args: str) -> subprocess.Popen:
+    """The runner in the background, in its own process group, its stderr going to
+    ``cwd / "stderr.log"`` (a file: an unread pipe would fill and stall the runner)."""
+    with open(cwd / "stderr.log", "w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ablations", *args, "--no-report"],
+            cwd=cwd,
+            env=_cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+
+
 def run_cli(
     cwd: Path, *args: str, timeout: float = 600, report: bool = False
 ) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = _cli_env()
     return subprocess.run(
         [sys.executable, "-m", "ablations", *args, *([] if report else ["--no-report"])],
         cwd=cwd,
@@ -130,15 +148,7 @@ def test_killed_run_resumes_from_checkpoint_in_same_mlflow_run(tmp_path: Path) -
     uri = f"sqlite:///{tmp_path}/store.db"
     args = ["--env", "cartpole", "--seeds", "1", "--arms", "coupled", "--steps", "1200"]
     args += ["--tracking-uri", uri, "--checkpoint-every", "300", "--experiment", "resume", *TINY]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ablations", *args, "--no-report"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = start_cli(tmp_path, *args)
     checkpoints = tmp_path / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and not (checkpoints.exists() and any(checkpoints.glob("*.pt"))):
@@ -189,26 +199,17 @@ def _alive(pid: int) -> bool:
 def test_sigterm_stops_the_run_processes_too(tmp_path: Path) -> None:
     args = ["--env", "cartpole", "--seeds", "1", "--arms", "coupled", "--steps", "100000"]
     args += ["--tracking-uri", f"sqlite:///{tmp_path}/store.db", "--experiment", "term", *TINY]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ablations", *args, "--no-report"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    process = start_cli(tmp_path, *args)
     try:
         deadline, workers = time.time() + 300, []
         while time.time() < deadline and not workers:
-            assert process.poll() is None, process.stderr.read()[-2000:]
+            assert process.poll() is None, (tmp_path / "stderr.log").read_text()[-2000:]
             workers = _run_processes(process.pid)
             time.sleep(0.2)
         assert workers, "no run process was started"
         process.send_signal(signal.SIGTERM)  # the driver only, as `kill PID` or a scheduler does
         assert process.wait(timeout=60) == 143
-        assert "rerun the same command to resume" in process.stderr.read()
+        assert "rerun the same command to resume" in (tmp_path / "stderr.log").read_text()
         deadline = time.time() + 30
         while time.time() < deadline and any(_alive(pid) for pid in workers):
             time.sleep(0.2)
