@@ -174,25 +174,32 @@ def test_killed_run_resumes_from_checkpoint_in_same_mlflow_run(tmp_path: Path) -
     assert steps == sorted(set(steps)) and steps[-1] == 1200
 
 
-def _run_processes(pid: int) -> list[int]:
-    """Live multiprocessing workers whose parent is ``pid`` (from /proc)."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:  # the process ended while we looked
-            continue
-        if parent == pid and b"spawn_main" in cmdline and _alive(int(proc.name)):
-            found.append(int(proc.name))
-    return found
+def _state_and_parent(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and parent pid from /proc, or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
 
 
 def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    found = _state_and_parent(pid)
+    return found is not None and found[0] != "Z"  # a zombie has exited
+
+
+def _run_processes(pid: int) -> list[int]:
+    """Live multiprocessing workers whose parent is ``pid``."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        stat = _state_and_parent(int(proc.name))
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:  # the process ended while we looked
+            continue
+        if stat is not None and stat[0] != "Z" and stat[1] == pid and b"spawn_main" in cmdline:
+            found.append(int(proc.name))
+    return found
 
 
 @pytest.mark.slow
