@@ -1,0 +1,72 @@
+"""``make bench-learn``'s command end to end: real runs of CartPole's learning setup (a few
+hundred steps each), a real MLflow store, the printed table; and its bad-input exits."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_ablations import _cli_env
+
+
+def run_bench_learn(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ablations.bench_learn", *args],
+        cwd=cwd,
+        env=_cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """The learning table's data rows (it ends the output), split into cells."""
+    lines = stdout[stdout.rindex("arm ") :].splitlines()[2:]
+    return [[cell.strip() for cell in line.split("|")] for line in lines if "|" in line]
+
+
+@pytest.mark.slow
+def test_prints_one_row_per_run_and_a_rerun_reprints_it(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/store.db"
+    args = ["--env", "cartpole", "--steps", "400", "--seeds", "1", "--jobs", "2"]
+    args += ["--tracking-uri", uri]
+    first = run_bench_learn(tmp_path, *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    random = float(re.search(r"random policy: (-?[\d.]+)", first.stdout).group(1))
+    assert 5 < random < 60  # CartPole's random policy lasts ~20 steps
+
+    rows = table_rows(first.stdout)
+    assert [row[0] for row in rows] == ["separate", "coupled", "separate_all", "coupled_all"]
+    for arm, seed, steps, minutes, best, final, rand in rows:
+        assert seed == "0" and steps == "400", arm
+        assert minutes.endswith(" m") and float(minutes[:-2]) > 0
+        assert 0 < float(final) <= float(best) <= 500, arm
+        assert float(rand) == pytest.approx(random, abs=0.05)
+
+    second = run_bench_learn(tmp_path, *args)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "4 already finished, 0 to run" in second.stdout
+    assert table_rows(second.stdout) == rows
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "atari_nope"], "no learning setup for env 'atari_nope'"),
+        (["--steps", "10"], "to run one training iteration"),
+        (["--jobs", "0"], "JOBS must be positive"),
+        (["--tracking-uri", "sqlite:////no/such/dir/m.db"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_bench_learn(tmp_path, *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "arm " not in result.stdout
+    assert not (tmp_path / "mlflow.db").exists()
