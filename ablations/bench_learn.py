@@ -14,13 +14,11 @@ return in the same process, and prints one row per run:
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from mlflow.tracking import MlflowClient
 
 from ablations import __main__ as runner
@@ -40,9 +38,10 @@ class LearningSetup:
     steps: int
     overrides: dict[str, object]
     target: str
-    one_thread_per_run: bool = False
-    """On a CPU, run one run per core by default (networks too small to use a second thread
-    well); otherwise the ablation runner's default of one run per two cores."""
+    cpus_per_run: int | None = None
+    """Torch threads per run (fixed, so the numbers do not depend on JOBS); on a CPU the
+    runner then runs one per that many cores unless JOBS says otherwise. None: the runner's
+    defaults."""
 
 
 SETUPS = {
@@ -76,7 +75,7 @@ SETUPS = {
         target="starts=all arms: best eval >= 450 and final eval >= 400 (max 500)",
         # One WM + AC update here (starts=all): 71.5 ms on one thread, 58.5 ms on two, so two
         # one-thread runs side by side give up to ~1.6x the throughput of one two-thread run.
-        one_thread_per_run=True,
+        cpus_per_run=1,
     ),
     # The paper's Atari100k protocol; at the S preset this is a GPU job (see --steps).
     "atari_pong": LearningSetup(
@@ -112,14 +111,6 @@ def learning_table(uri: str, experiment: str, random: float) -> list[dict[str, o
         )
     order = list(ARMS)
     return sorted(rows, key=lambda r: (order.index(str(r["arm"])), r["seed"]))
-
-
-def default_learning_jobs(setup: LearningSetup) -> int:
-    """Runs in parallel when JOBS is not given: one per core for a CPU setup whose runs use
-    one thread best, else the ablation runner's default."""
-    if setup.one_thread_per_run and not torch.cuda.is_available():
-        return os.cpu_count() or 1
-    return default_jobs()
 
 
 # The arms the target is about run first, so an interrupted table still answers it.
@@ -159,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         steps = positive_int("STEPS", args.steps) or setup.steps
         seeds = positive_int("SEEDS", args.seeds) or 2
-        jobs = positive_int("JOBS", args.jobs) or default_learning_jobs(setup)
+        jobs = positive_int("JOBS", args.jobs) or default_jobs(setup.cpus_per_run)
         preset = args.preset or setup.preset
         spec = AblationSpec(
             env=args.env,
@@ -185,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     argv_runner = ["--env", args.env, "--seeds", str(seeds), "--arms", ",".join(RUN_ORDER)]
     argv_runner += ["--preset", preset, "--steps", str(steps), "--jobs", str(jobs)]
+    if setup.cpus_per_run is not None:
+        argv_runner += ["--cpus-per-run", str(setup.cpus_per_run)]
     argv_runner += ["--experiment", spec.name, "--tracking-uri", uri, "--no-report"]
     for key, value in setup.overrides.items():
         argv_runner += ["--set", f"{key}={value}"]

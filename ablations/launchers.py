@@ -64,18 +64,21 @@ class LaunchPlan:
         return self.devices[index % len(self.devices)]
 
 
-def default_jobs() -> int:
+def default_jobs(cpus_per_run: int | None = None) -> int:
+    """Local runs at once when JOBS is not given: one per GPU, else one per ``cpus_per_run``
+    cores (two when not given)."""
     if torch.cuda.is_available():
         return torch.cuda.device_count()
-    return max(1, (os.cpu_count() or 2) // 2)
+    return max(1, (os.cpu_count() or 2) // (cpus_per_run or 2))
 
 
 def plan_local(resources: Resources) -> LaunchPlan:
-    """Processes on this machine: one per GPU (round-robin) or one per two cores by default;
-    torch threads split the cores between them unless ``cpus_per_run`` says otherwise."""
+    """Processes on this machine: one per GPU (round-robin), else one per ``cpus_per_run``
+    cores (default two) unless ``jobs`` says otherwise; torch threads split the cores between
+    them unless ``cpus_per_run`` says otherwise."""
     if resources.gpus_per_run is not None:
         raise LauncherError("--gpus-per-run is for --launcher ray (local runs take one GPU each)")
-    parallel = resources.jobs or default_jobs()
+    parallel = resources.jobs or default_jobs(resources.cpus_per_run)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     threads = resources.cpus_per_run or max(1, (os.cpu_count() or 1) // parallel)
     devices = tuple(f"cuda:{index}" for index in range(gpus)) or ("cpu",)

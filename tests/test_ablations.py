@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
+
+from ablations.launchers import Resources, plan_local
 
 # A run of a few seconds: tiny model, few steps, few updates.
 TINY = [
@@ -64,17 +67,26 @@ def start_cli(cwd: Path, *args: str) -> subprocess.Popen:
         )
 
 
-def run_cli(
-    cwd: Path, *args: str, timeout: float = 600, report: bool = False
+def run_module(
+    module: str, cwd: Path, *args: str, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    env = _cli_env()
+    """``python -m module args`` in ``cwd`` to completion, output captured, with MLflow's
+    default store (no ``MLFLOW_TRACKING_URI`` from the caller's environment)."""
     return subprocess.run(
-        [sys.executable, "-m", "ablations", *args, *([] if report else ["--no-report"])],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
-        env=env,
+        env=_cli_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def run_cli(
+    cwd: Path, *args: str, timeout: float = 600, report: bool = False
+) -> subprocess.CompletedProcess:
+    return run_module(
+        "ablations", cwd, *args, *([] if report else ["--no-report"]), timeout=timeout
     )
 
 
@@ -224,6 +236,16 @@ def test_sigterm_stops_the_run_processes_too(tmp_path: Path) -> None:
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # whatever is left, pass or fail
         process.wait()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with GPUs, one local run per GPU")
+def test_cpus_per_run_sets_threads_and_the_default_number_of_local_runs() -> None:
+    cores = os.cpu_count() or 1
+    one_thread = plan_local(Resources(cpus_per_run=1))
+    assert (one_thread.parallel, one_thread.threads) == (cores, 1)
+    assert plan_local(Resources()).parallel == max(1, cores // 2)  # one per two cores
+    capped = plan_local(Resources(jobs=1, cpus_per_run=1))
+    assert (capped.parallel, capped.threads) == (1, 1)
 
 
 def test_a_crashing_run_is_marked_failed_and_named(tmp_path: Path) -> None:

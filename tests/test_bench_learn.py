@@ -5,23 +5,15 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.test_ablations import _cli_env
+from tests.test_ablations import run_module
 
 
 def run_bench_learn(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ablations.bench_learn", *args],
-        cwd=cwd,
-        env=_cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_module("ablations.bench_learn", cwd, *args)
 
 
 def table_rows(stdout: str) -> list[list[str]]:
