@@ -8,6 +8,7 @@ actions; ``reward[:, t]`` and ``cont[:, t]`` belong to the transition into state
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -67,6 +68,21 @@ def replay_return(
     return torch.cat([returns, value[:, -1:]], 1)
 
 
+def quantiles(values: torch.Tensor, levels: tuple[float, ...]) -> list[torch.Tensor]:
+    """``torch.quantile(values, q)`` with linear interpolation for each level of ``levels``,
+    from one sort of ``values (M,)``. The ranks come from the static length, so nothing is
+    copied to or read back from the device (``torch.quantile`` takes ``q`` as a tensor)."""
+    (M,) = values.shape
+    ordered = values.sort().values
+    out = []
+    for level in levels:
+        rank = level * (M - 1)
+        below = math.floor(rank)
+        above = min(below + 1, M - 1)
+        out.append(torch.lerp(ordered[below], ordered[above], rank - below))
+    return out
+
+
 class ReturnNormalizer(nn.Module):
     """Scale of returns: EMA of the 5th-95th percentile range, floored at 1 (paper eq. 11).
 
@@ -82,8 +98,7 @@ class ReturnNormalizer(nn.Module):
     @torch.no_grad()
     def update(self, returns: torch.Tensor) -> torch.Tensor:
         """Fold this batch's percentile range in; return the current scale ``max(1, S)``."""
-        flat = returns.detach().flatten().float()
-        low, high = torch.quantile(flat, torch.tensor([0.05, 0.95], device=flat.device))
+        low, high = quantiles(returns.detach().flatten().float(), (0.05, 0.95))
         self.spread.lerp_(high - low, 1 - self.decay)
         return self.spread.clamp(min=1.0)
 

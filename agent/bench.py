@@ -4,6 +4,7 @@
     python -m agent.bench --shape peer-tiny      # one WM + AC update at a peer's shape
     python -m agent.bench --shape S
     python -m agent.bench --preset S --full --versus train.compile=off   # speed-up of compiling
+    python -m agent.bench --shape S --profile        # where one update's time goes, op by op
 
 Both schedules get the same config, the same replay (filled from the real env with random
 actions) and alternate iteration by iteration after warm-up, so drift in machine load hits
@@ -106,6 +107,36 @@ def time_full_update(configs: dict[str, Config], iterations: int, warmup: int) -
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+# Host-device synchronisations and kernel launches, as the profiler names them.
+SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "aten::_local_scalar_dense")
+LAUNCH_EVENTS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
+
+
+def profile_update(config: Config, updates: int, warmup: int, rows: int = 25) -> str:
+    """The profiler's table of ``updates`` full updates (see :func:`time_full_update`), ops
+    sorted by their own device time (CPU time on a CPU), then syncs and kernel launches per
+    update: on a GPU these, not arithmetic, bound a Dreamer update's speed."""
+    from torch.profiler import ProfilerActivity, profile
+
+    config.train.schedule, config.train.starts = "coupled", "all"
+    trainer = filled_trainer(config)
+    for _ in range(warmup):  # compilation and allocator warm-up stay out of the profile
+        time_iteration(trainer, 1)
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(updates):
+            time_iteration(trainer, 1)
+    events = prof.key_averages()
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    lines = [events.table(sort_by=sort, row_limit=rows)]
+    counts = {event.key: event.count / updates for event in events}
+    syncs = {k: counts[k] for k in SYNC_EVENTS if k in counts}
+    launches = sum(counts.get(k, 0.0) for k in LAUNCH_EVENTS)
+    lines.append(f"per update: {launches:.0f} kernel launches; syncs {syncs or 'none'}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m agent.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="atari_pong", help=", ".join(sorted(ENV_PRESETS)))
@@ -120,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="also time the full update with these overrides, side by side, and print the ratio",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="profile full updates op by op (with --shape)"
     )
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -143,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         f"precision {config.train.precision}"
     )
 
+    if args.profile:
+        print(profile_update(config, min(args.iterations, 3), max(args.warmup, 1)))
+        return 0
     if args.shape or args.full or args.versus:
         configs = {"this": config} | ({"versus": versus} if args.versus else {})
         seconds = time_full_update(configs, args.iterations, args.warmup)

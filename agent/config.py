@@ -21,6 +21,7 @@ from typing import Any
 SCHEDULES = ("separate", "coupled")
 STARTS = ("last", "all")
 COMPILE_MODES = ("auto", "on", "off")
+GRAPH_MODES = ("auto", "on", "off")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -141,6 +142,9 @@ class TrainConfig:
     on this CPU compiling costs more than it saves, see README's benchmarks)."""
     precision: str = "auto"
     """``bf16`` autocast of network layers, ``fp32``, or ``auto`` (bf16 on CUDA only)."""
+    cuda_graphs: str = "auto"
+    """Replay each update step (WM, starts, imagination, AC) as one CUDA graph: ``on``,
+    ``off``, or ``auto`` (on with CUDA; there is nothing to capture on a CPU)."""
 
     def updates_per_iteration(self) -> float:
         """Gradient updates per iteration: ``train_ratio * collect_every / (B * T)``."""
@@ -276,6 +280,12 @@ def validate(config: Config) -> None:
         raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}, got '{t.compile}'")
     if t.precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{t.precision}'")
+    if t.cuda_graphs not in GRAPH_MODES:
+        raise ConfigError(
+            f"cuda_graphs must be one of {', '.join(GRAPH_MODES)}, got '{t.cuda_graphs}'"
+        )
+    if t.cuda_graphs == "on" and t.device == "cpu":
+        raise ConfigError("train.cuda_graphs=on needs a CUDA device, got train.device=cpu")
     if t.starts not in STARTS:
         raise ConfigError(f"starts must be one of {', '.join(STARTS)}, got '{t.starts}'")
     positive = {

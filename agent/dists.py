@@ -38,8 +38,12 @@ def sample_onehot(probs: torch.Tensor, generator: torch.Generator | None) -> tor
     The forward value is the one-hot sample; the backward pass sees ``probs`` (Bengio et
     al. 2013), which is how the RSSM's latents and the actor pass gradients.
     """
-    flat = probs.reshape(-1, probs.shape[-1])
-    index = torch.multinomial(flat.detach(), 1, generator=generator)  # (M, 1)
+    flat = probs.detach().reshape(-1, probs.shape[-1])
+    # Exponential race (the Gumbel-max trick with exp applied): argmax of p / q, q ~ Exp(1).
+    # It is what torch.multinomial does for one sample, same draws from the same generator,
+    # minus multinomial's validity check, a host-device sync per call (62 per update).
+    race = torch.empty_like(flat).exponential_(1.0, generator=generator)
+    index = (flat / race).argmax(-1, keepdim=True)  # (M, 1)
     onehot = torch.zeros_like(flat).scatter_(-1, index, 1.0).reshape(probs.shape)
     # (probs - probs.detach()) is exactly 0 forward, so the value stays an exact one-hot.
     return onehot + (probs - probs.detach())

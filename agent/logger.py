@@ -43,56 +43,84 @@ class MemoryLogger:
 
 
 class MetricMeans:
-    """Accumulates metric tensors between flushes and averages them.
+    """Accumulates metrics between flushes and averages them.
 
-    Values stay on the device until :meth:`flush`, which fetches them all at once: one
-    host-device transfer per flush instead of one ``.item()`` per metric per update.
+    Each :meth:`add` stacks its tensor values into one new device tensor (a single kernel,
+    and a copy, so a CUDA graph may overwrite the originals at its next replay); values stay
+    on the device until :meth:`flush`, which fetches every mean in one transfer instead of
+    one ``.item()`` per metric per update. Plain numbers are averaged on the host.
     """
 
     def __init__(self) -> None:
-        self._values: dict[str, list[torch.Tensor | float]] = defaultdict(list)
+        self._rows: dict[tuple[str, ...], list[torch.Tensor]] = defaultdict(list)
+        self._numbers: dict[str, list[float]] = defaultdict(list)
 
     def add(self, metrics: Mapping[str, torch.Tensor | float]) -> None:
+        names = tuple(name for name, value in metrics.items() if torch.is_tensor(value))
+        if names:
+            row = torch.stack([metrics[name].detach().float() for name in names])
+            self._rows[names].append(row)
         for name, value in metrics.items():
-            self._values[name].append(value.detach() if torch.is_tensor(value) else value)
+            if not torch.is_tensor(value):
+                self._numbers[name].append(float(value))
 
     def flush(self) -> dict[str, float]:
         """Means of everything added since the last flush; then start afresh."""
-        names = list(self._values)
-        if not names:
-            return {}
-        means = [
-            torch.stack([torch.as_tensor(v, dtype=torch.float32).cpu() for v in values]).mean()
-            for values in self._values.values()
-        ]
-        self._values.clear()
-        return dict(zip(names, torch.stack(means).tolist(), strict=True))
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        if self._rows:
+            groups = list(self._rows.items())
+            totals = torch.cat([torch.stack(rows).sum(0).cpu() for _, rows in groups]).tolist()
+            flat_names = [name for names, rows in groups for name in names]
+            flat_counts = [len(rows) for names, rows in groups for _ in names]
+            for name, total, count in zip(flat_names, totals, flat_counts, strict=True):
+                sums[name] += total
+                counts[name] += count
+        for name, values in self._numbers.items():
+            sums[name] += sum(values)
+            counts[name] += len(values)
+        self._rows.clear()
+        self._numbers.clear()
+        return {name: sums[name] / counts[name] for name in sums}
 
 
 class PhaseTimer:
     """Wall-clock seconds per named phase, summed until :meth:`flush`.
 
-    On CUDA each phase boundary synchronises, so that a phase is charged for the kernels it
-    launched rather than the next phase waiting for them.
+    On CUDA a phase is timed by events recorded on the stream at its start and end, so that
+    it is charged for the kernels it launched without a synchronisation at each boundary
+    (which would stop the host from queueing work ahead); :meth:`flush` synchronises once.
     """
 
     def __init__(self, device: torch.device):
-        self._sync = device.type == "cuda"
+        self._cuda = device.type == "cuda"
         self.seconds: dict[str, float] = defaultdict(float)
+        self._events: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        if self._sync:
-            torch.cuda.synchronize()
+        if self._cuda:
+            start_event = torch.cuda.Event(enable_timing=True)
+            end_event = torch.cuda.Event(enable_timing=True)
+            start_event.record()
+            try:
+                yield
+            finally:
+                end_event.record()
+                self._events.append((name, start_event, end_event))
+            return
         start = time.perf_counter()
         try:
             yield
         finally:
-            if self._sync:
-                torch.cuda.synchronize()
             self.seconds[name] += time.perf_counter() - start
 
     def flush(self) -> dict[str, float]:
+        if self._events:
+            torch.cuda.synchronize()
+            for name, start_event, end_event in self._events:
+                self.seconds[name] += start_event.elapsed_time(end_event) / 1000.0
+            self._events.clear()
         out = dict(self.seconds)
         self.seconds.clear()
         return out

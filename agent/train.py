@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides["train.steps"] = args.steps
         overrides.update(parse_overrides(args.set))
         config = make_config(args.env, args.preset, overrides)
-        if config.train.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but CUDA is not available")
+        wants_cuda = config.train.device.startswith("cuda") or config.train.cuda_graphs == "on"
+        if wants_cuda and not torch.cuda.is_available():
+            raise ConfigError("CUDA was asked for (--device or cuda_graphs) but is not available")
     except ConfigError as error:
         parser.error(str(error))  # one line, exit code 2
 

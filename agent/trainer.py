@@ -22,9 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from agent.acceleration import autocast, compile_steps, use_bf16, use_compile
+from agent.acceleration import (
+    autocast,
+    compile_steps,
+    maybe_graphed,
+    use_bf16,
+    use_compile,
+    use_graphs,
+)
 from agent.actor_critic import ActorCritic
-from agent.config import Config, to_dict
+from agent.config import Config, ConfigError, to_dict
 from agent.diversity import imagined_dispersion, start_diversity
 from agent.envs import make_env, observation_shapes
 from agent.logger import Logger, MetricMeans, NullLogger, PhaseTimer
@@ -34,7 +41,11 @@ from agent.world_model import WorldModel, features
 PosteriorStates = dict[str, Any]
 """``{"h": (B, T, D), "z": (B, T, S, K), "cont": (B, T), "reward": (B, T), "is_first":
 (B, T), "observations": (B, T, ...), "uid": (B, T), "env_step": (B, T)}``: detached
-posteriors of one replay batch, with the replay identity (numpy) of every position."""
+posteriors of one replay batch, with the replay identity (numpy) of every position. With
+CUDA graphs, ``h`` and ``z`` are valid until the next update of the same kind."""
+
+BATCH_KEYS = ("action", "reward", "is_first", "is_terminal")
+"""Replay fields a batch carries to the device, besides the observation."""
 
 
 def _separate(trainer: Trainer, num_updates: int) -> None:
@@ -131,17 +142,28 @@ class Trainer:
         if use_compile(config.train.compile, self.device):
             compile_steps(self.world_model, self.actor_critic)
         self.bf16 = use_bf16(config.train.precision, self.device)
+        self.graphs = use_graphs(config.train.cuda_graphs, self.device)
+        if config.train.cuda_graphs == "on" and not self.graphs:
+            raise ConfigError(f"train.cuda_graphs=on needs a CUDA device, got {self.device}")
         wm, ac = config.wm, config.ac
-        # Fused Adam: one kernel per step for all parameters (same update as the loop).
+        # Fused Adam: one kernel per step for all parameters (same update as the loop);
+        # capturable keeps its step count on the device, where a CUDA graph can advance it.
+        adam = {"fused": True, "capturable": self.graphs}
         self.wm_optimizer = torch.optim.Adam(
-            self.world_model.parameters(), lr=wm.lr, eps=wm.eps, fused=True
+            self.world_model.parameters(), lr=wm.lr, eps=wm.eps, **adam
         )
         self.actor_optimizer = torch.optim.Adam(
-            self.actor_critic.actor.parameters(), lr=ac.actor_lr, eps=ac.eps, fused=True
+            self.actor_critic.actor.parameters(), lr=ac.actor_lr, eps=ac.eps, **adam
         )
         self.critic_optimizer = torch.optim.Adam(
-            self.actor_critic.critic.parameters(), lr=ac.critic_lr, eps=ac.eps, fused=True
+            self.actor_critic.critic.parameters(), lr=ac.critic_lr, eps=ac.eps, **adam
         )
+        # The update steps, each one CUDA graph when graphs are on (see GraphedStep).
+        graphed = {"enabled": self.graphs, "generator": self.generator}
+        self._world_model_step = maybe_graphed(self._world_model_update, **graphed)
+        self._observe_step = maybe_graphed(self._observe, **graphed)
+        self._imagine_step = maybe_graphed(self._imagine, **graphed)
+        self._actor_critic_step = maybe_graphed(self._actor_critic_update, **graphed)
 
         self.env_steps = 0
         self.wm_updates = 0
@@ -247,18 +269,28 @@ class Trainer:
 
     # --- learning ----------------------------------------------------------------------
 
-    def _sample_batch(self) -> dict[str, Any]:
+    def _autocast(self):
+        return autocast(self.device, self.bf16, cache=not self.graphs)
+
+    def _sample_batch(self) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
+        """A replay batch ``(B, T)``: its tensors on the device, and the replay identity
+        (``uid``, ``env_step``) of every position as numpy arrays."""
         t = self.config.train
         arrays = self.replay.sample(t.batch_size, t.seq_len)
-        batch = {
-            key: torch.as_tensor(arrays[key], device=self.device)
-            for key in (self.obs_key, "action", "reward", "is_first", "is_terminal")
-        }
-        batch["uid"], batch["env_step"] = arrays["uid"], arrays["env_step"]
-        return batch
+        batch = {key: self._upload(arrays[key]) for key in (self.obs_key, *BATCH_KEYS)}
+        return batch, {"uid": arrays["uid"], "env_step": arrays["env_step"]}
+
+    def _upload(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":  # from pinned memory the copy does not stall the host
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
 
     def _posterior_states(
-        self, batch: dict[str, Any], posterior: dict[str, torch.Tensor]
+        self,
+        batch: dict[str, torch.Tensor],
+        ids: dict[str, np.ndarray],
+        posterior: dict[str, torch.Tensor],
     ) -> PosteriorStates:
         return {
             "h": posterior["h"].detach(),  # (B, T, D)
@@ -267,9 +299,77 @@ class Trainer:
             "reward": batch["reward"],
             "is_first": batch["is_first"],
             "observations": batch[self.obs_key],
-            "uid": batch["uid"],
-            "env_step": batch["env_step"],
+            **ids,
         }
+
+    # The four update steps work on device tensors alone, so that each can be one CUDA graph.
+
+    def _world_model_update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """One WM update on ``batch``; returns its posteriors ``h (B, T, D)``, ``z (B, T, S,
+        K)`` detached, and its metrics."""
+        wm = self.world_model
+        with self._autocast():
+            loss, metrics, posterior = wm.compute_loss(batch, self.generator)
+        self.wm_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm/wm"] = nn.utils.clip_grad_norm_(
+            wm.parameters(), self.config.wm.grad_clip
+        )
+        self.wm_optimizer.step()
+        return {"h": posterior["h"].detach(), "z": posterior["z"].detach(), "metrics": metrics}
+
+    @torch.no_grad()
+    def _observe(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The posterior filter over ``batch`` without gradients: ``h``, ``z`` ``(B, T, ...)``."""
+        with self._autocast():
+            posterior = self.world_model.observe(batch, self.generator)
+        return {"h": posterior["h"], "z": posterior["z"]}
+
+    @torch.no_grad()
+    def _imagine(self, start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Trajectories under the actor from ``start`` (``h (N, D)``, ``z (N, S, K)``,
+        ``cont (N,)``): ``feat (N, H+1, F)``, ``action (N, H, A)``, predicted ``reward (N,
+        H)``, ``cont (N, H+1)`` (the start's own flag first) and ``h (N, H+1, D)``."""
+        wm, ac = self.world_model, self.actor_critic
+        with self._autocast():
+            trajectory = wm.rssm.imagine(
+                start["h"],
+                start["z"],
+                lambda feat: ac.act(feat, self.generator),
+                self.config.ac.horizon,
+                self.generator,
+            )
+            feat = features(trajectory["h"], trajectory["z"])  # (N, H+1, F)
+            reward = wm.reward(feat[:, 1:])  # (N, H)
+            cont = torch.cat([start["cont"][:, None], wm.cont(feat[:, 1:])], 1)  # (N, H+1)
+        action = trajectory["action"]
+        return {
+            "feat": feat,
+            "action": action,
+            "reward": reward,
+            "cont": cont,
+            "h": trajectory["h"],
+        }
+
+    def _actor_critic_update(
+        self, imagined: dict[str, torch.Tensor], replay: dict[str, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor]:
+        """One actor and critic update on an imagined trajectory (see :meth:`_imagine`) and,
+        with ``ac.replay_critic``, the replayed sequences behind it; returns its metrics."""
+        ac, clip = self.actor_critic, self.config.ac.grad_clip
+        with self._autocast():
+            loss, metrics = ac.compute_loss(
+                imagined["feat"], imagined["action"], imagined["reward"], imagined["cont"], replay
+            )
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm/actor"] = nn.utils.clip_grad_norm_(ac.actor.parameters(), clip)
+        metrics["grad_norm/critic"] = nn.utils.clip_grad_norm_(ac.critic.parameters(), clip)
+        self.actor_optimizer.step()
+        self.critic_optimizer.step()
+        ac.update_slow_critic()
+        return metrics
 
     def train_world_model(self, num_updates: int = 1) -> PosteriorStates:
         """``num_updates`` WM updates, each on a fresh replay batch ``(B, T)``.
@@ -279,30 +379,20 @@ class Trainer:
         """
         if num_updates < 1:
             raise ValueError(f"num_updates must be at least 1, got {num_updates}")
-        wm = self.world_model
         for _ in range(num_updates):
             with self.timer.phase("wm"):
-                batch = self._sample_batch()
-                with autocast(self.device, self.bf16):
-                    loss, metrics, posterior = wm.compute_loss(batch, self.generator)
-                self.wm_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(wm.parameters(), self.config.wm.grad_clip)
-                self.wm_optimizer.step()
-            metrics["grad_norm/wm"] = grad_norm
-            self.metrics.add(metrics)
+                batch, ids = self._sample_batch()
+                out = self._world_model_step(batch)
+            self.metrics.add(out["metrics"])
             self.wm_updates += 1
-        return self._posterior_states(batch, posterior)
+        return self._posterior_states(batch, ids, out)
 
-    @torch.no_grad()
     def sample_starts(self) -> PosteriorStates:
         """A fresh replay batch filtered through the WM without gradients (the separate
         schedule's starts): same structure as :meth:`train_world_model`'s return."""
         with self.timer.phase("starts"):
-            batch = self._sample_batch()
-            with autocast(self.device, self.bf16):
-                posterior = self.world_model.observe(batch, self.generator)
-            return self._posterior_states(batch, posterior)
+            batch, ids = self._sample_batch()
+            return self._posterior_states(batch, ids, self._observe_step(batch))
 
     def train_actor_critic(
         self, posterior_states: PosteriorStates | None = None, num_updates: int = 1
@@ -313,49 +403,24 @@ class Trainer:
         their last step ``(h[:, -1], z[:, -1])`` (or every step with ``starts=all``); given
         ``None``, each update draws its own starts with :meth:`sample_starts`.
         """
-        wm, ac, cfg = self.world_model, self.actor_critic, self.config
+        cfg = self.config
         for _ in range(num_updates):
             states = posterior_states if posterior_states is not None else self.sample_starts()
             assert not states["h"].requires_grad and not states["z"].requires_grad
             start = select_starts(states, cfg.train.starts)
 
-            precision = autocast(self.device, self.bf16)
-            with self.timer.phase("imagine"), torch.no_grad(), precision:
-                trajectory = wm.rssm.imagine(
-                    start["h"],
-                    start["z"],
-                    lambda feat: ac.act(feat, self.generator),
-                    cfg.ac.horizon,
-                    self.generator,
-                )
-                feat = features(trajectory["h"], trajectory["z"])  # (N, H+1, F)
-                reward = wm.reward(feat[:, 1:])  # (N, H)
-                cont = torch.cat([start["cont"][:, None], wm.cont(feat[:, 1:])], 1)  # (N, H+1)
-
+            with self.timer.phase("imagine"):
+                imagined = self._imagine_step({k: start[k] for k in ("h", "z", "cont")})
             with self.timer.phase("ac"):
-                with autocast(self.device, self.bf16):
-                    replay = (
-                        replay_steps(states, cfg.train.starts) if cfg.ac.replay_critic else None
-                    )
-                    loss, metrics = ac.compute_loss(
-                        feat, trajectory["action"], reward, cont, replay
-                    )
-                self.actor_optimizer.zero_grad(set_to_none=True)
-                self.critic_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                clip = cfg.ac.grad_clip
-                metrics["grad_norm/actor"] = nn.utils.clip_grad_norm_(ac.actor.parameters(), clip)
-                metrics["grad_norm/critic"] = nn.utils.clip_grad_norm_(ac.critic.parameters(), clip)
-                self.actor_optimizer.step()
-                self.critic_optimizer.step()
-                ac.update_slow_critic()
+                replay = replay_steps(states, cfg.train.starts) if cfg.ac.replay_critic else None
+                metrics = dict(self._actor_critic_step(imagined, replay))
 
             metrics.update(
                 start_diversity(
                     start["h"], start["z"], start["uid"], start["env_step"], self.env_steps
                 )
             )
-            metrics["diversity/imagined_h_dispersion"] = imagined_dispersion(trajectory["h"])
+            metrics["diversity/imagined_h_dispersion"] = imagined_dispersion(imagined["h"])
             metrics["diversity/num_starts"] = float(start["h"].shape[0])
             self.metrics.add(metrics)
             self.ac_updates += 1
@@ -477,14 +542,26 @@ class Trainer:
         """Restore from :meth:`state_dict`; the open episode restarts (envs are not saved)."""
         self.world_model.load_state_dict(state["world_model"])
         self.actor_critic.load_state_dict(state["actor_critic"])
-        self.wm_optimizer.load_state_dict(state["wm_optimizer"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        for name in ("wm_optimizer", "actor_optimizer", "critic_optimizer"):
+            optimizer = getattr(self, name)
+            optimizer.load_state_dict(state[name])
+            for group in optimizer.param_groups:  # this run's choice, not the checkpoint's
+                group["capturable"] = self.graphs
+        # Graphs captured before hold the replaced optimiser state: capture afresh.
+        for step in (
+            self._world_model_step,
+            self._observe_step,
+            self._imagine_step,
+            self._actor_critic_step,
+        ):
+            if hasattr(step, "reset"):
+                step.reset()
         self.replay.load_state_dict(state["replay"])
         self.np_rng.bit_generator.state = state["np_rng"]
-        self.generator.set_state(state["generator"])
+        # Generator states are CPU byte tensors, wherever torch.load mapped the checkpoint.
+        self.generator.set_state(state["generator"].cpu())
         self.eval_np_rng.bit_generator.state = state["eval_np_rng"]
-        self.eval_generator.set_state(state["eval_generator"])
+        self.eval_generator.set_state(state["eval_generator"].cpu())
         c = state["counters"]
         self.env_steps, self.wm_updates, self.ac_updates = (
             c["env_steps"],

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent.actor_critic import ReturnNormalizer, lambda_return, replay_return
+from agent.actor_critic import ReturnNormalizer, lambda_return, quantiles, replay_return
 from agent.dists import (
     categorical_kl,
     sample_onehot,
@@ -249,7 +249,28 @@ def test_sample_onehot_frequencies_follow_probs_and_generator():
     torch.testing.assert_close(first.mean(0), torch.tensor([0.1, 0.2, 0.7]), atol=0.015, rtol=0)
 
 
+def test_sample_onehot_draws_what_multinomial_draws():
+    """The sync-free sampler is torch.multinomial's own one-sample algorithm: the same
+    categories from the same generator state, which it leaves where multinomial does."""
+    logits = torch.randn(64, 32, 32, generator=torch.Generator().manual_seed(2))
+    probs = unimix_probs(logits, 0.01)
+    ours, theirs = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    for _ in range(3):  # consecutive draws stay in step
+        got = sample_onehot(probs, ours).argmax(-1)  # (64, 32)
+        expected = torch.multinomial(probs.reshape(-1, 32), 1, generator=theirs)
+        assert torch.equal(got, expected.reshape(64, 32))
+    assert torch.equal(ours.get_state(), theirs.get_state())
+
+
 # --- return normalisation (eq. 11) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 2, 15, 100, 15 * 1024])
+def test_quantiles_match_torch_quantile(size):
+    values = torch.randn(size, generator=torch.Generator().manual_seed(size))
+    levels = (0.0, 0.05, 0.5, 0.95, 1.0)
+    expected = torch.quantile(values, torch.tensor(levels))
+    torch.testing.assert_close(torch.stack(quantiles(values, levels)), expected)
 
 
 def test_return_normalizer_tracks_percentile_range():

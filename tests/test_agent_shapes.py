@@ -50,7 +50,7 @@ def test_rssm_observe_and_imagine_shapes(trainer):
     n = sizes(trainer)
     B, T, D, S, K, A, H = (n[k] for k in "BTDSKAH")
     wm = trainer.world_model
-    batch = trainer._sample_batch()
+    batch, _ = trainer._sample_batch()
     with torch.no_grad():
         post = wm.observe(batch, trainer.generator)
     assert post["h"].shape == (B, T, D)
@@ -72,7 +72,7 @@ def test_rssm_observe_and_imagine_shapes(trainer):
 
 def test_world_model_loss_shapes_and_metric_names(trainer):
     n = sizes(trainer)
-    batch = trainer._sample_batch()
+    batch, _ = trainer._sample_batch()
     loss, metrics, posterior = trainer.world_model.compute_loss(batch, trainer.generator)
     assert loss.shape == () and torch.isfinite(loss)
     assert loss.requires_grad

@@ -20,7 +20,7 @@ WALL_CLOCK = ("time/", "speed/")
 
 def test_world_model_loss_falls_on_a_fixed_batch(make_trainer):
     trainer = make_trainer()
-    batch = trainer._sample_batch()
+    batch, _ = trainer._sample_batch()
     wm = trainer.world_model
 
     def evaluate() -> dict[str, float]:
