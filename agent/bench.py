@@ -107,15 +107,15 @@ def time_full_update(configs: dict[str, Config], iterations: int, warmup: int) -
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-# Host-device synchronisations and kernel launches, as the profiler names them.
-SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "aten::_local_scalar_dense")
+# Kernel launches and host-device synchronisations, as the profiler names them on CUDA.
 LAUNCH_EVENTS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
+SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 
 
 def profile_update(config: Config, updates: int, warmup: int, rows: int = 25) -> str:
     """The profiler's table of ``updates`` full updates (see :func:`time_full_update`), ops
-    sorted by their own device time (CPU time on a CPU), then syncs and kernel launches per
-    update: on a GPU these, not arithmetic, bound a Dreamer update's speed."""
+    sorted by their own device time (CPU time on a CPU), then kernel launches, device syncs
+    and scalar reads per update: on a GPU these, not arithmetic, bound a Dreamer update."""
     from torch.profiler import ProfilerActivity, profile
 
     config.train.schedule, config.train.starts = "coupled", "all"
@@ -131,9 +131,14 @@ def profile_update(config: Config, updates: int, warmup: int, rows: int = 25) ->
     sort = "self_device_time_total" if cuda else "self_cpu_time_total"
     lines = [events.table(sort_by=sort, row_limit=rows)]
     counts = {event.key: event.count / updates for event in events}
-    syncs = {k: counts[k] for k in SYNC_EVENTS if k in counts}
     launches = sum(counts.get(k, 0.0) for k in LAUNCH_EVENTS)
-    lines.append(f"per update: {launches:.0f} kernel launches; syncs {syncs or 'none'}")
+    syncs = sum(counts.get(k, 0.0) for k in SYNC_EVENTS)
+    # Scalar reads: .item() of any tensor (on CUDA each read of a device value is a sync).
+    reads = counts.get("aten::_local_scalar_dense", 0.0)
+    lines.append(
+        f"per update: {launches:.0f} kernel launches, {syncs:.0f} device syncs "
+        f"(the bench's timing and metric flush add 3), {reads:.0f} scalar reads"
+    )
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from agent.acceleration import (
+    GraphedStep,
     autocast,
     compile_steps,
     maybe_graphed,
@@ -159,11 +161,10 @@ class Trainer:
             self.actor_critic.critic.parameters(), lr=ac.critic_lr, eps=ac.eps, **adam
         )
         # The update steps, each one CUDA graph when graphs are on (see GraphedStep).
-        graphed = {"enabled": self.graphs, "generator": self.generator}
-        self._world_model_step = maybe_graphed(self._world_model_update, **graphed)
-        self._observe_step = maybe_graphed(self._observe, **graphed)
-        self._imagine_step = maybe_graphed(self._imagine, **graphed)
-        self._actor_critic_step = maybe_graphed(self._actor_critic_update, **graphed)
+        steps = (self._world_model_update, self._observe, self._imagine, self._actor_critic_update)
+        self._steps = tuple(maybe_graphed(step, self.graphs, self.generator) for step in steps)
+        self._world_model_step, self._observe_step, self._imagine_step = self._steps[:3]
+        self._actor_critic_step = self._steps[3]
 
         self.env_steps = 0
         self.wm_updates = 0
@@ -269,7 +270,7 @@ class Trainer:
 
     # --- learning ----------------------------------------------------------------------
 
-    def _autocast(self):
+    def _autocast(self) -> AbstractContextManager:
         return autocast(self.device, self.bf16, cache=not self.graphs)
 
     def _sample_batch(self) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
@@ -548,13 +549,8 @@ class Trainer:
             for group in optimizer.param_groups:  # this run's choice, not the checkpoint's
                 group["capturable"] = self.graphs
         # Graphs captured before hold the replaced optimiser state: capture afresh.
-        for step in (
-            self._world_model_step,
-            self._observe_step,
-            self._imagine_step,
-            self._actor_critic_step,
-        ):
-            if hasattr(step, "reset"):
+        for step in self._steps:
+            if isinstance(step, GraphedStep):
                 step.reset()
         self.replay.load_state_dict(state["replay"])
         self.np_rng.bit_generator.state = state["np_rng"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent.acceleration import use_bf16, use_compile
+from agent.acceleration import use_bf16, use_compile, use_graphs
 from agent.config import ConfigError
 from agent.dists import sample_onehot
 from tests.conftest import tiny_config
@@ -45,9 +45,22 @@ def test_auto_means_cuda_only():
     assert not use_compile("auto", cpu) and use_compile("auto", cuda)
     assert use_compile("on", cpu) and not use_compile("off", cuda)
     assert not use_bf16("auto", cpu) and use_bf16("auto", cuda) and use_bf16("bf16", cpu)
+    assert not use_graphs("auto", cpu) and use_graphs("auto", cuda) and use_graphs("on", cuda)
+    assert not use_graphs("off", cuda)
 
 
-@pytest.mark.parametrize("key", ["train.compile", "train.precision"])
+def test_cuda_graphs_on_a_cpu_is_a_config_error():
+    with pytest.raises(ConfigError, match="cuda_graphs=on needs a CUDA device"):
+        tiny_config(train__cuda_graphs="on")  # TINY runs on the CPU
+
+
+def test_graphs_off_runs_the_plain_steps(make_trainer):
+    trainer = make_trainer(train__cuda_graphs="auto")  # auto on a CPU: nothing to capture
+    assert not trainer.graphs and trainer._world_model_step == trainer._world_model_update
+    assert all(group["capturable"] is False for group in trainer.wm_optimizer.param_groups)
+
+
+@pytest.mark.parametrize("key", ["train.compile", "train.precision", "train.cuda_graphs"])
 def test_unknown_speed_option_is_a_config_error(key):
     with pytest.raises(ConfigError, match=key.split(".")[1]):
         tiny_config(**{key.replace(".", "__"): "fast"})

@@ -201,6 +201,7 @@ def test_cli_trains_and_prints_a_summary(schedule):
         (["--set", "train.batch_size=2.5"], "train.batch_size expects int, got '2.5'"),
         (["--set", "nonsense"], "--set expects KEY=VALUE"),
         (["--steps", "10"], "must exceed prefill + collect_every"),
+        (["--set", "train.cuda_graphs=on"], "cuda_graphs=on needs a CUDA device"),
     ],
 )
 def test_cli_rejects_bad_values_with_one_error_line(args, message):

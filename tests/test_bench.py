@@ -36,3 +36,12 @@ def test_bench_rejects_a_bad_override(capsys: pytest.CaptureFixture[str]) -> Non
         bench.main(["--env", "cartpole", "--preset", "debug", "--set", "train.nonsense=1"])
     assert exit_info.value.code != 0
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_profile_prints_the_op_table_and_counts_per_update(capsys: pytest.CaptureFixture[str]):
+    argv = ["--env", "cartpole", "--preset", "debug", "--profile", "--iterations", "1"]
+    assert bench.main([*argv, "--set", "train.prefill=64"]) == 0
+    out = capsys.readouterr().out
+    assert "Self CPU" in out and "aten::mm" in out  # the profiler's table, sorted by own time
+    # A CPU has no kernel launches or device syncs to count.
+    assert "per update: 0 kernel launches, 0 device syncs" in out
