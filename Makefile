@@ -53,12 +53,13 @@ report: $(STAMP)
 	$(BIN)/python -m reports.build $(if $(EXPERIMENT),--experiment $(EXPERIMENT))
 
 # Benchmarks, not tests. Speed: both schedules side by side (SHAPE=peer-tiny|S: one update;
-# VERSUS="train.compile=off": one update with and without those overrides, side by side).
+# VERSUS="train.compile=off": one update with and without those overrides, side by side;
+# PROFILE=1: the profiler's op table of one update, with its kernel launches and syncs).
 BENCH_ENV    ?= atari_pong
 BENCH_PRESET ?= small
 bench: $(STAMP)
 	$(BIN)/python -m agent.bench --env $(BENCH_ENV) --preset $(BENCH_PRESET) $(if $(SHAPE),--shape $(SHAPE)) \
-		$(foreach v,$(VERSUS),--versus $(v))
+		$(foreach v,$(VERSUS),--versus $(v)) $(if $(PROFILE),--profile)
 
 # Learning: the four arms x 2 seeds, with a table of best/final eval vs random.
 LEARN_ENV ?= cartpole

@@ -70,7 +70,7 @@ class MetricMeans:
         counts: dict[str, int] = defaultdict(int)
         if self._rows:
             groups = list(self._rows.items())
-            totals = torch.cat([torch.stack(rows).sum(0).cpu() for _, rows in groups]).tolist()
+            totals = torch.cat([torch.stack(rows).sum(0) for _, rows in groups]).cpu().tolist()
             flat_names = [name for names, rows in groups for name in names]
             flat_counts = [len(rows) for names, rows in groups for _ in names]
             for name, total, count in zip(flat_names, totals, flat_counts, strict=True):
