@@ -163,8 +163,12 @@ class Trainer:
         # The update steps, each one CUDA graph when graphs are on (see GraphedStep).
         steps = (self._world_model_update, self._observe, self._imagine, self._actor_critic_update)
         self._steps = tuple(maybe_graphed(step, self.graphs, self.generator) for step in steps)
-        self._world_model_step, self._observe_step, self._imagine_step = self._steps[:3]
-        self._actor_critic_step = self._steps[3]
+        (
+            self._world_model_step,
+            self._observe_step,
+            self._imagine_step,
+            self._actor_critic_step,
+        ) = self._steps
 
         self.env_steps = 0
         self.wm_updates = 0
@@ -343,10 +347,9 @@ class Trainer:
             feat = features(trajectory["h"], trajectory["z"])  # (N, H+1, F)
             reward = wm.reward(feat[:, 1:])  # (N, H)
             cont = torch.cat([start["cont"][:, None], wm.cont(feat[:, 1:])], 1)  # (N, H+1)
-        action = trajectory["action"]
         return {
             "feat": feat,
-            "action": action,
+            "action": trajectory["action"],
             "reward": reward,
             "cont": cont,
             "h": trajectory["h"],
