@@ -2,7 +2,7 @@
 CUDA graphs of whole update steps.
 
 Only the deterministic, per-step pieces are compiled (the RSSM transition, the posterior
-step and the actor head), because they run ``T`` or ``H`` times per update as many small
+step and the actor's distribution), because they run ``T`` or ``H`` times per update as many small
 kernels; random draws stay eager, so every sample still comes from the run's seeded
 generator and the compiled path draws exactly the same numbers as the plain one.
 """
@@ -29,7 +29,7 @@ def compile_steps(world_model: WorldModel, actor_critic: ActorCritic) -> None:
     rssm = world_model.rssm
     rssm.img_step = torch.compile(rssm.img_step, dynamic=False)
     rssm.posterior_step = torch.compile(rssm.posterior_step, dynamic=False)
-    actor_critic.action_probs = torch.compile(actor_critic.action_probs, dynamic=False)
+    actor_critic.policy = torch.compile(actor_critic.policy, dynamic=False)
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:

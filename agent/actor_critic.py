@@ -1,6 +1,7 @@
 """Actor-critic learning on imagined trajectories (paper section 3).
 
-Shape symbols: ``N`` imagination starts, ``H`` horizon, ``F`` features, ``A`` actions,
+Shape symbols: ``N`` imagination starts, ``H`` horizon, ``F`` features, ``A`` actions
+(one-hot classes, or the dimensions of a continuous action),
 ``NB`` two-hot bins. A trajectory has ``H + 1`` states (index 0 is the start) and ``H``
 actions; ``reward[:, t]`` and ``cont[:, t]`` belong to the transition into state ``t + 1``.
 """
@@ -14,8 +15,16 @@ import torch
 from torch import nn
 
 from agent.config import Config
-from agent.dists import sample_onehot, twohot_bins, twohot_loss, twohot_mean, unimix_probs
+from agent.dists import twohot_bins, twohot_loss, twohot_mean
 from agent.nets import MLP
+from agent.policy import (
+    ACTION_HEADS,
+    ACTOR_GRADIENTS,
+    ActorGradient,
+    ActorStep,
+    Params,
+    resolve_actor_grad,
+)
 
 
 def lambda_return(
@@ -104,35 +113,61 @@ class ReturnNormalizer(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Categorical actor (REINFORCE) and two-hot critic with a slow EMA critic."""
+    """Actor (categorical or bounded normal, by ``env.actions``), trained by REINFORCE or
+    through the dynamics (by ``ac.actor_grad``), and a two-hot critic with a slow EMA."""
 
     def __init__(self, config: Config, feature_dim: int, num_actions: int):
         super().__init__()
         m, ac = config.model, config.ac
         self.config = config
         self.num_actions = num_actions
-        self.actor = MLP(feature_dim, num_actions, m.units, m.layers)
+        self.head = ACTION_HEADS[config.env.actions](config)
+        self.gradient: ActorGradient = ACTOR_GRADIENTS[
+            resolve_actor_grad(ac.actor_grad, config.env.actions)
+        ]
+        if self.gradient.needs_reparameterised_actions and not self.head.reparameterised:
+            raise ValueError(f"ac.actor_grad={ac.actor_grad} needs continuous actions")
+        self.actor = MLP(feature_dim, self.head.out_dim(num_actions), m.units, m.layers)
         self.critic = MLP(feature_dim, m.bins, m.units, m.layers, zero_out=True)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.return_norm = ReturnNormalizer(ac.return_norm_decay)
         self.register_buffer("bins", twohot_bins(m.bins), persistent=False)
 
+    def policy(self, feat: torch.Tensor) -> Params:
+        """The action distribution's parameters for features ``(..., F)``: ``probs (..., A)``
+        (discrete) or ``mean``, ``std (..., A)`` (continuous)."""
+        return self.head.params(self.actor(feat))
+
     def action_probs(self, feat: torch.Tensor) -> torch.Tensor:
-        """``(..., F) -> (..., A)`` action probabilities with the uniform floor."""
-        return unimix_probs(self.actor(feat), self.config.model.unimix)
+        """``(..., F) -> (..., A)`` action probabilities with the uniform floor (discrete)."""
+        return self.policy(feat)["probs"]
 
     def act(
         self, feat: torch.Tensor, generator: torch.Generator | None, greedy: bool = False
     ) -> torch.Tensor:
-        """One-hot action ``(N, A)`` for features ``(N, F)``: sampled, or the mode if greedy."""
-        probs = self.action_probs(feat)
-        if greedy:
-            return nn.functional.one_hot(probs.argmax(-1), self.num_actions).float()
-        return sample_onehot(probs, generator).detach()
+        """Action ``(N, A)`` for features ``(N, F)``: sampled, or the mode if greedy.
+
+        Discrete actions are one-hot and detached; continuous ones are reparameterised
+        samples, differentiable in the actor's parameters where gradients are on."""
+        params = self.policy(feat)
+        return self.head.mode(params) if greedy else self.head.sample(params, generator)
 
     def value(self, feat: torch.Tensor) -> torch.Tensor:
         """Critic's expected return ``(..., F) -> (...)``."""
         return twohot_mean(self.critic(feat), self.bins)
+
+    def differentiable_returns(
+        self, feat: torch.Tensor, reward: torch.Tensor, cont: torch.Tensor
+    ) -> torch.Tensor:
+        """Lambda-returns ``(N, H)`` of a trajectory (see :meth:`compute_loss` for shapes)
+        as a differentiable function of its states, rewards and continue flags.
+
+        The critic bootstraps with its parameters held fixed (detached copies), so the
+        actor's objective moves the actor alone, never the critic."""
+        fixed = {name: p.detach() for name, p in self.critic.named_parameters()}
+        value = twohot_mean(torch.func.functional_call(self.critic, fixed, (feat,)), self.bins)
+        ac = self.config.ac
+        return lambda_return(reward, cont[:, 1:], value, ac.discount, ac.return_lambda)
 
     def compute_loss(
         self,
@@ -142,39 +177,49 @@ class ActorCritic(nn.Module):
         cont: torch.Tensor,
         replay: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Actor and critic loss on one detached imagined trajectory.
+        """Actor and critic loss on one imagined trajectory.
 
-        ``feat (N, H+1, F)``, one-hot ``action (N, H, A)``; ``reward (N, H)`` and
-        ``cont (N, H + 1)`` where ``cont[:, 0]`` is the start state's own continue flag
-        and ``cont[:, t+1]`` the prediction for state ``t+1``. With ``ac.replay_critic``,
-        ``replay`` holds the replayed sequences the starts came from (see
-        :meth:`replay_critic_loss`). Returns the summed loss and detached metrics.
+        ``feat (N, H+1, F)``, ``action (N, H, A)``; ``reward (N, H)`` and ``cont (N, H + 1)``
+        where ``cont[:, 0]`` is the start state's own continue flag and ``cont[:, t+1]`` the
+        prediction for state ``t+1``. They are detached (imagined without gradients) unless
+        the actor learns through the dynamics; then only the actor's objective reads their
+        gradients: the critic, its targets, the step weights and the actor's own inputs
+        all see them detached. With ``ac.replay_critic``, ``replay`` holds the replayed
+        sequences the starts came from (see :meth:`replay_critic_loss`). Returns the summed
+        loss and detached metrics.
         """
         N, H1, _ = feat.shape
         H = H1 - 1
-        assert not feat.requires_grad, "imagined states must be detached from the world model"
+        assert self.gradient.through_dynamics or not feat.requires_grad, (
+            "imagined states must be detached from the world model"
+        )
         assert action.shape == (N, H, self.num_actions) and reward.shape == (N, H)
         assert cont.shape == (N, H + 1)
         ac = self.config.ac
+        detached = feat.detach()
 
         # One critic pass serves both the bootstrap values (detached) and the critic loss.
-        critic_logits = self.critic(feat)  # (N, H+1, NB)
+        critic_logits = self.critic(detached)  # (N, H+1, NB)
         with torch.no_grad():
             value = twohot_mean(critic_logits.detach(), self.bins)  # (N, H+1)
-            returns = lambda_return(reward, cont[:, 1:], value, ac.discount, ac.return_lambda)
+            returns = lambda_return(
+                reward.detach(), cont[:, 1:].detach(), value, ac.discount, ac.return_lambda
+            )
             # Weight of each step: probability (times discount) of still being in the episode.
-            weight = torch.cumprod(ac.discount * cont, 1)[:, :H] / ac.discount  # (N, H)
+            weight = torch.cumprod(ac.discount * cont.detach(), 1)[:, :H] / ac.discount  # (N, H)
             scale = self.return_norm.update(returns)
             advantage = (returns - value[:, :H]) / scale
             # Contiguous: a strided (N, H, F) view makes every linear layer a batched matmul.
-            states = feat[:, :H].contiguous()  # the H states actions were taken in
+            states = detached[:, :H].contiguous()  # the H states actions were taken in
             slow_value = twohot_mean(self.slow_critic(states), self.bins)
 
-        # Actor: REINFORCE with normalised advantages plus an entropy bonus (eq. 11).
-        probs = self.action_probs(states)  # (N, H, A)
-        log_prob = (action * probs.log()).sum(-1)
-        entropy = -(probs * probs.log()).sum(-1)
-        actor_loss = -(weight * (log_prob * advantage + ac.entropy * entropy)).mean()
+        # Actor: the objective of ac.actor_grad plus an entropy bonus (eq. 11).
+        params = self.policy(states)  # (N, H, A) each
+        log_prob = self.head.log_prob(params, action.detach())
+        entropy = self.head.entropy(params)
+        step = ActorStep(feat, reward, cont, value, scale, log_prob, advantage)
+        objective = self.gradient.objective(self, step)  # (N, H)
+        actor_loss = -(weight * (objective + ac.entropy * entropy)).mean()
 
         # Critic: two-hot regression on lambda-returns, regularised towards the slow critic.
         logits = critic_logits[:, :H]

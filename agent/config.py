@@ -23,6 +23,9 @@ STARTS = ("last", "all")
 COMPILE_MODES = ("auto", "on", "off")
 GRAPH_MODES = ("auto", "on", "off")
 PRECISIONS = ("auto", "fp32", "bf16")
+SUITES = ("gym", "atari", "dmc")
+ACTION_KINDS = ("discrete", "continuous")
+ACTOR_GRADS = ("auto", "reinforce", "dynamics")
 
 
 @dataclass
@@ -30,11 +33,17 @@ class EnvConfig:
     """Which environment and how it is wrapped."""
 
     name: str = "cartpole"
-    """Env preset name (``cartpole``, ``atari_<game>``)."""
+    """Env preset name (``cartpole``, ``pendulum``, ``atari_<game>``, ``dmc_<domain>_<task>``)."""
     suite: str = "gym"
-    """``gym`` (vector observations) or ``atari`` (64x64 RGB through ALE)."""
+    """``gym`` (vector observations), ``atari`` (64x64 RGB through ALE) or ``dmc`` (the
+    DeepMind Control Suite: its state vector, or 64x64 RGB with ``vision``)."""
     id: str = "CartPole-v1"
-    """The gymnasium id made by the suite."""
+    """The gymnasium id made by the suite; for ``dmc``, ``<domain>/<task>``."""
+    actions: str = "discrete"
+    """``discrete`` (one-hot) or ``continuous`` (a Box, normalised to [-1, 1] for the agent);
+    the env made is checked against it."""
+    vision: bool = False
+    """``dmc`` only: observe 64x64 RGB frames from the task's camera instead of its state."""
     size: int = 64
     """Image side in pixels (atari)."""
     action_repeat: int = 1
@@ -105,6 +114,14 @@ class ActorCriticConfig:
     replay_critic: float = 0.0
     """Weight of the critic loss on replayed sequences (the 2024 paper's 0.3; 0, off, is the
     2023 paper). Grounds the critic in real rewards and terminations."""
+    actor_grad: str = "auto"
+    """How the actor's loss reaches it: ``reinforce`` (score function), ``dynamics`` (the
+    lambda-returns backpropagated through the imagined trajectory; continuous actions only)
+    or ``auto`` (the 2023 paper's code: dynamics for continuous, reinforce for discrete)."""
+    min_std: float = 0.1
+    """Smallest std of the continuous policy (the paper's bounded normal)."""
+    max_std: float = 1.0
+    """Largest std of the continuous policy."""
 
 
 @dataclass
@@ -230,6 +247,52 @@ def _atari_preset(game: str) -> dict[str, Any]:
     }
 
 
+# The DeepMind Control Suite tasks of the DreamerV3 paper's proprio and vision benchmarks,
+# as ``<domain>_<task>`` -> (domain, task).
+DMC_TASKS: dict[str, tuple[str, str]] = {
+    "acrobot_swingup": ("acrobot", "swingup"),
+    "ball_in_cup_catch": ("ball_in_cup", "catch"),
+    "cartpole_balance": ("cartpole", "balance"),
+    "cartpole_balance_sparse": ("cartpole", "balance_sparse"),
+    "cartpole_swingup": ("cartpole", "swingup"),
+    "cartpole_swingup_sparse": ("cartpole", "swingup_sparse"),
+    "cheetah_run": ("cheetah", "run"),
+    "finger_spin": ("finger", "spin"),
+    "finger_turn_easy": ("finger", "turn_easy"),
+    "finger_turn_hard": ("finger", "turn_hard"),
+    "hopper_hop": ("hopper", "hop"),
+    "hopper_stand": ("hopper", "stand"),
+    "pendulum_swingup": ("pendulum", "swingup"),
+    "quadruped_run": ("quadruped", "run"),
+    "quadruped_walk": ("quadruped", "walk"),
+    "reacher_easy": ("reacher", "easy"),
+    "reacher_hard": ("reacher", "hard"),
+    "walker_run": ("walker", "run"),
+    "walker_stand": ("walker", "stand"),
+    "walker_walk": ("walker", "walk"),
+}
+
+
+def _dmc_preset(task: str, vision: bool) -> dict[str, Any]:
+    # The paper's DMC settings: action repeat 2, the suite's own 1000-step episodes (500
+    # agent steps), train ratio 512; budgets of 500k (proprio) and 1M (vision) env steps,
+    # that is 250k and 500k agent steps at repeat 2.
+    domain, name = DMC_TASKS[task]
+    return {
+        "env.name": f"dmc_vision_{task}" if vision else f"dmc_{task}",
+        "env.suite": "dmc",
+        "env.id": f"{domain}/{name}",
+        "env.actions": "continuous",
+        "env.vision": vision,
+        "env.size": 64,
+        "env.action_repeat": 2,
+        "train.steps": 500_000 if vision else 250_000,
+        "train.train_ratio": 512.0,
+        "train.eval_every": 10_000,
+        "train.eval_episodes": 10,
+    }
+
+
 ENV_PRESETS: dict[str, dict[str, Any]] = {
     "cartpole": {
         "env.name": "cartpole",
@@ -242,7 +305,23 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         "train.log_every": 250,
         "train.prefill": 500,
     },
+    # Pendulum-v1: swing up and hold; 200-step episodes, reward -16.3..0 per step (random
+    # about -1200, good policies about -150). The cheap continuous check on a CPU.
+    "pendulum": {
+        "env.name": "pendulum",
+        "env.suite": "gym",
+        "env.id": "Pendulum-v1",
+        "env.actions": "continuous",
+        "train.steps": 20_000,
+        "train.train_ratio": 512.0,
+        "train.eval_every": 1000,
+        "train.eval_episodes": 10,
+        "train.log_every": 250,
+        "train.prefill": 1000,
+    },
     **{f"atari_{game}": _atari_preset(game) for game in ATARI_GAMES},
+    **{f"dmc_{task}": _dmc_preset(task, vision=False) for task in DMC_TASKS},
+    **{f"dmc_vision_{task}": _dmc_preset(task, vision=True) for task in DMC_TASKS},
 }
 
 
@@ -259,6 +338,12 @@ def make_config(
     values are converted to the field's type, so CLI strings can be passed as they are.
     Raises :class:`ConfigError` with a one-line message on any unknown name or bad value.
     """
+    if env.startswith("dmc_") and env not in ENV_PRESETS:
+        task = env.removeprefix("dmc_").removeprefix("vision_")
+        raise ConfigError(
+            f"unknown DMC domain or task '{task}' in env '{env}'; known DMC tasks (as "
+            f"dmc_<task> or dmc_vision_<task>): {', '.join(DMC_TASKS)}"
+        )
     if env not in ENV_PRESETS:
         raise ConfigError(f"unknown env '{env}'; known envs: {', '.join(sorted(ENV_PRESETS))}")
     if preset not in SIZE_PRESETS:
@@ -309,8 +394,8 @@ def validate(config: Config) -> None:
         )
     if t.replay_capacity < t.seq_len + t.collect_every:
         raise ConfigError("train.replay_capacity must hold at least one sequence")
-    if config.env.suite not in ("gym", "atari"):
-        raise ConfigError(f"env.suite must be 'gym' or 'atari', got '{config.env.suite}'")
+    if config.env.suite not in SUITES:
+        raise ConfigError(f"env.suite must be one of {', '.join(SUITES)}, got '{config.env.suite}'")
     if config.model.bins < 3 or config.model.bins % 2 == 0:
         raise ConfigError("model.bins must be odd and at least 3 (so that 0 is a bin)")
     expected = set(WorldModelConfig().loss_scales)
@@ -320,6 +405,30 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"train.steps ({t.steps}) must exceed prefill + collect_every "
             f"({t.prefill + t.collect_every}) to run one training iteration"
+        )
+    _validate_actions(config)
+
+
+def _validate_actions(config: Config) -> None:
+    """Action kind, actor gradient and the continuous policy's std bounds."""
+    env, ac = config.env, config.ac
+    if env.actions not in ACTION_KINDS:
+        raise ConfigError(
+            f"env.actions must be one of {', '.join(ACTION_KINDS)}, got '{env.actions}'"
+        )
+    if ac.actor_grad not in ACTOR_GRADS:
+        raise ConfigError(
+            f"ac.actor_grad must be one of {', '.join(ACTOR_GRADS)}, got '{ac.actor_grad}'"
+        )
+    if ac.actor_grad == "dynamics" and env.actions == "discrete":
+        raise ConfigError(
+            f"ac.actor_grad=dynamics needs continuous actions but env '{env.name}' has discrete "
+            "ones; use ac.actor_grad=reinforce or auto"
+        )
+    if not 0 < ac.min_std <= ac.max_std < math.inf:
+        raise ConfigError(
+            f"ac.min_std and ac.max_std must satisfy 0 < min_std <= max_std, got "
+            f"{ac.min_std} and {ac.max_std}"
         )
 
 

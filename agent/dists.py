@@ -6,6 +6,8 @@ Shape symbols: ``B`` batch, ``T`` time, ``S`` latents, ``K`` classes, ``N`` bins
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -87,3 +89,30 @@ def twohot_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) 
 def twohot_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """Expected value ``symexp(E[bin])`` of a two-hot head ``(..., N) -> (...)``."""
     return symexp((torch.softmax(logits, -1) * bins).sum(-1))
+
+
+def bounded_normal(
+    raw: torch.Tensor, min_std: float, max_std: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of DreamerV3's bounded normal policy from raw outputs ``(..., 2A)``.
+
+    The first half through ``tanh`` gives a mean inside [-1, 1], the action range every
+    continuous env is normalised to; the second half through a shifted sigmoid gives a std
+    between ``min_std`` and ``max_std`` (near ``max_std`` at init, so early actions explore).
+    Returns ``mean (..., A)`` and ``std (..., A)``.
+    """
+    mean, std = raw.chunk(2, -1)
+    return torch.tanh(mean), (max_std - min_std) * torch.sigmoid(std + 2.0) + min_std
+
+
+def normal_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Log-density of a diagonal normal at ``x``, summed over the last axis.
+
+    ``x``, ``mean``, ``std`` ``(..., A) -> (...)``."""
+    z = (x - mean) / std
+    return (-0.5 * z.square() - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def normal_entropy(std: torch.Tensor) -> torch.Tensor:
+    """Entropy of a diagonal normal, summed over the last axis: ``(..., A) -> (...)``."""
+    return (torch.log(std) + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)

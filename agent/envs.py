@@ -1,20 +1,25 @@
-"""Environments behind one small interface: dict observations, discrete actions.
+"""Environments behind one small interface: dict observations, discrete or continuous actions.
 
 Every env returned by :func:`make_env` speaks gymnasium's API with
-``obs = {"image": (64, 64, 3) uint8}`` (atari) or ``{"vector": (N,) float32}`` (gym), an
-integer action in ``range(num_actions)``, and keeps termination (the MDP ended: continue 0)
-apart from truncation (a time limit: the value still bootstraps).
+``obs = {"image": (64, 64, 3) uint8}`` (atari, DMC vision) or ``{"vector": (N,) float32}``
+(gym, DMC proprio), and keeps termination (the MDP ended: continue 0) apart from truncation
+(a time limit: the value still bootstraps). Its action space is a ``Discrete`` (an integer
+in ``range(n)``) or a bounded 1-D ``Box``; :func:`action_space` wraps either in the one
+interface the agent uses (:class:`DiscreteActions`, :class:`ContinuousActions`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import cv2
 import gymnasium as gym
 import numpy as np
 
-from agent.config import EnvConfig
+from agent.config import ConfigError, EnvConfig
 
 
 class AtariEnv(gym.Env):
@@ -91,17 +96,194 @@ class VectorEnv(gym.ObservationWrapper):
         return {"vector": np.asarray(observation, np.float32)}
 
 
+class DMCEnv(gym.Env):
+    """A DeepMind Control Suite task (``dm_control``) with gymnasium's API.
+
+    Observations are the task's state arrays flattened and concatenated in the suite's
+    order (``{"vector"}``), or, with ``vision``, ``size x size`` RGB frames from the task's
+    standard camera (``{"image"}``). Actions repeat ``action_repeat`` times, rewards summed.
+    The suite ends every episode after 1000 env steps with discount 1: a truncation.
+    """
+
+    CAMERAS = {"quadruped": 2}
+    """Camera per domain where the standard view is not camera 0 (as in DreamerV3)."""
+
+    GL_PACKAGES = {
+        "egl": "Debian's libegl1 and libegl-mesa0 (Mesa renders on a CPU) or a GPU driver, "
+        "or Debian's libosmesa6 and set MUJOCO_GL=osmesa",
+        "osmesa": "Debian's libosmesa6",
+        "glfw": "a display; headless, set MUJOCO_GL=egl or MUJOCO_GL=osmesa",
+    }
+    """What each of MuJoCo's rendering backends (``MUJOCO_GL``) needs installed."""
+
+    def __init__(self, config: EnvConfig):
+        # Headless rendering: EGL (a GPU, or Mesa on a CPU) unless the user chose (osmesa).
+        # dm_control loads the backend on import, even for state observations.
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        with self._rendering_errors():
+            from dm_control import suite
+
+        domain, task = config.id.split("/")
+        self._env = suite.load(domain, task)
+        self._repeat = config.action_repeat
+        self._size = config.size
+        self._vision = config.vision
+        self._camera = self.CAMERAS.get(domain, 0)
+        spec = self._env.action_spec()
+        self.action_space = gym.spaces.Box(
+            spec.minimum.astype(np.float32), spec.maximum.astype(np.float32), dtype=np.float32
+        )
+        if self._vision:
+            shape = (config.size, config.size, 3)
+            space = {"image": gym.spaces.Box(0, 255, shape, np.uint8)}
+        else:
+            size = sum(int(np.prod(v.shape)) for v in self._env.observation_spec().values())
+            space = {"vector": gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)}
+        self.observation_space = gym.spaces.Dict(space)
+        if self._vision:
+            self._check_rendering()
+
+    def _check_rendering(self) -> None:
+        """Render one frame now, so a missing backend is one clear error at the start."""
+        with self._rendering_errors():
+            self._env.physics.render(self._size, self._size, camera_id=self._camera)
+
+    @classmethod
+    @contextlib.contextmanager
+    def _rendering_errors(cls) -> Iterator[None]:
+        """Turn a failing rendering backend into a one-line :class:`ConfigError` naming
+        what to install."""
+        try:
+            yield
+        except Exception as error:  # the backends fail in many ways (ImportError, GL errors)
+            backend = os.environ["MUJOCO_GL"]
+            needs = cls.GL_PACKAGES.get(backend, cls.GL_PACKAGES["egl"])
+            raise ConfigError(
+                f"MuJoCo cannot render with MUJOCO_GL={backend} ({type(error).__name__}): "
+                f"install {needs}"
+            ) from None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:  # the task draws its initial state from its own generator
+            self._env.task.random.seed(seed)
+        return self._observe(self._env.reset()), {}
+
+    def step(self, action: np.ndarray):
+        total = 0.0
+        for _ in range(self._repeat):
+            time_step = self._env.step(action)
+            total += float(time_step.reward or 0.0)
+            if time_step.last():
+                break
+        terminated = time_step.last() and time_step.discount == 0
+        truncated = time_step.last() and not terminated
+        return self._observe(time_step), total, terminated, truncated, {}
+
+    def _observe(self, time_step: Any) -> dict[str, np.ndarray]:
+        if self._vision:
+            frame = self._env.physics.render(self._size, self._size, camera_id=self._camera)
+            return {"image": np.ascontiguousarray(frame, np.uint8)}
+        parts = [np.asarray(v, np.float32).reshape(-1) for v in time_step.observation.values()]
+        return {"vector": np.concatenate(parts)}
+
+    def close(self) -> None:
+        self._env.close()
+
+
+SUITES = {
+    "atari": AtariEnv,
+    "gym": lambda config: VectorEnv(gym.make(config.id)),
+    "dmc": DMCEnv,
+}
+
+
 def make_env(config: EnvConfig) -> gym.Env:
     """Make the env described by ``config`` (unseeded: seed it with ``reset(seed=...)``)."""
-    if config.suite == "atari":
-        env: gym.Env = AtariEnv(config)
-    else:
-        env = VectorEnv(gym.make(config.id))
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise ValueError(f"{config.id}: only discrete action spaces are supported")
+    env: gym.Env = SUITES[config.suite](config)
+    kind = action_space(env).kind
+    if kind != config.actions:
+        raise ValueError(f"{config.id} has {kind} actions, but env.actions is {config.actions}")
     if config.max_episode_steps:
         env = gym.wrappers.TimeLimit(env, config.max_episode_steps)
     return env
+
+
+class Actions(Protocol):
+    """An env's action space as the agent sees it: vectors of ``size`` numbers.
+
+    Replay stores the ``replay`` form (an index for discrete actions, the normalised vector
+    for continuous ones); :meth:`to_env` turns it into what ``env.step`` takes."""
+
+    kind: str
+    size: int
+    replay_shape: tuple[int, ...]
+
+    def random(self, rng: np.random.Generator) -> Any: ...
+    def from_policy(self, action: np.ndarray) -> Any: ...
+    def to_env(self, action: Any) -> Any: ...
+
+
+class DiscreteActions:
+    """``Discrete(n)``: the agent's one-hot ``(n,)`` vectors, stored as their index."""
+
+    kind = "discrete"
+    replay_shape: tuple[int, ...] = ()
+
+    def __init__(self, space: gym.spaces.Discrete):
+        self.size = int(space.n)
+
+    def random(self, rng: np.random.Generator) -> int:
+        """A uniform-random index."""
+        return int(rng.integers(self.size))
+
+    def from_policy(self, action: np.ndarray) -> int:
+        """The index of a one-hot ``(n,)``."""
+        return int(action.argmax(-1))
+
+    def to_env(self, action: int) -> int:
+        return int(action)
+
+
+class ContinuousActions:
+    """A bounded ``Box`` of shape ``(A,)``: the agent acts in [-1, 1]^A, stored as such;
+    :meth:`to_env` clips to that cube and maps it linearly onto ``[low, high]``."""
+
+    kind = "continuous"
+
+    def __init__(self, space: gym.spaces.Box):
+        low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+        if len(space.shape) != 1 or not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ValueError(f"only bounded 1-D Box action spaces are supported, got {space}")
+        self.size = int(space.shape[0])
+        self.replay_shape = (self.size,)
+        self.low, self.high, self.dtype = low, high, space.dtype
+
+    def random(self, rng: np.random.Generator) -> np.ndarray:
+        """Uniform over [-1, 1]^A, i.e. uniform over the env's own box."""
+        return rng.uniform(-1.0, 1.0, self.size).astype(np.float32)
+
+    def from_policy(self, action: np.ndarray) -> np.ndarray:
+        """The policy's sample ``(A,)`` as it is (unclipped, as the imagination sees it)."""
+        return np.asarray(action, np.float32)
+
+    def to_env(self, action: np.ndarray) -> np.ndarray:
+        unit = (np.clip(action, -1.0, 1.0) + 1.0) / 2.0
+        return (self.low + unit * (self.high - self.low)).astype(self.dtype)
+
+
+ACTION_SPACES: dict[type, Any] = {
+    gym.spaces.Discrete: DiscreteActions,
+    gym.spaces.Box: ContinuousActions,
+}
+
+
+def action_space(env: gym.Env) -> Actions:
+    """The agent's view of ``env.action_space`` (see :class:`Actions`)."""
+    space = env.action_space
+    if type(space) not in ACTION_SPACES:
+        raise ValueError(f"unsupported action space {space}; Discrete and Box are")
+    return ACTION_SPACES[type(space)](space)
 
 
 def observation_shapes(env: gym.Env) -> dict[str, tuple[int, ...]]:
@@ -113,13 +295,14 @@ def random_policy_return(config: EnvConfig, episodes: int, seed: int) -> float:
     """Mean return of uniform-random actions over ``episodes`` episodes: the floor that
     any claim of learning is measured against."""
     env = make_env(config)
+    actions = action_space(env)
     rng = np.random.default_rng(seed)
     returns = []
     for _ in range(episodes):
         env.reset(seed=int(rng.integers(2**31)))
         total, done = 0.0, False
         while not done:
-            _, reward, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+            _, reward, terminated, truncated, _ = env.step(actions.to_env(actions.random(rng)))
             total += float(reward)
             done = terminated or truncated
         returns.append(total)

@@ -3,7 +3,8 @@
 Step ``t`` of the buffer holds what the agent saw on arriving at ``obs[t]``::
 
     obs[t]        the observation
-    action[t]     the action that led to obs[t]        (0 when is_first[t])
+    action[t]     the action that led to obs[t]        (0 when is_first[t]): an index for
+                  discrete actions, the normalised (A,) vector for continuous ones
     reward[t]     the reward received with obs[t]      (0 when is_first[t])
     is_first[t]   obs[t] is the first of an episode    (the RSSM resets its state here)
     is_terminal[t] the episode terminated at obs[t]    (continue target 0; not on truncation)
@@ -23,13 +24,15 @@ import numpy as np
 
 
 class Replay:
-    """Ring buffer of ``capacity`` transitions; observations given by ``obs_shapes``."""
+    """Ring buffer of ``capacity`` transitions; observations given by ``obs_shapes``,
+    actions by ``action_shape`` (``()``: integer indices; ``(A,)``: float32 vectors)."""
 
     def __init__(
         self,
         capacity: int,
         obs_shapes: dict[str, tuple[int, ...]],
         rng: np.random.Generator,
+        action_shape: tuple[int, ...] = (),
     ):
         self.capacity = capacity
         self.rng = rng
@@ -40,7 +43,7 @@ class Replay:
             for key, shape in obs_shapes.items()
         }
         self.data.update(
-            action=np.zeros(capacity, np.int64),
+            action=np.zeros((capacity, *action_shape), np.float32 if action_shape else np.int64),
             reward=np.zeros(capacity, np.float32),
             is_first=np.zeros(capacity, bool),
             is_terminal=np.zeros(capacity, bool),
@@ -56,7 +59,7 @@ class Replay:
     def add(
         self,
         obs: dict[str, np.ndarray],
-        action: int,
+        action: int | np.ndarray,
         reward: float,
         is_first: bool,
         is_terminal: bool,

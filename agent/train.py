@@ -79,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         wants_cuda = config.train.device.startswith("cuda") or config.train.cuda_graphs == "on"
         if wants_cuda and not torch.cuda.is_available():
             raise ConfigError("CUDA was asked for (--device or cuda_graphs) but is not available")
+        logger = ConsoleLogger()
+        trainer = Trainer(config, logger)  # an env that cannot start is a ConfigError too
     except ConfigError as error:
         parser.error(str(error))  # one line, exit code 2
 
-    logger = ConsoleLogger()
-    trainer = Trainer(config, logger)
     t = config.train
     print(
         f"{config.env.name} | preset {config.preset} | schedule {t.schedule} | starts {t.starts} | "

@@ -35,7 +35,7 @@ from agent.acceleration import (
 from agent.actor_critic import ActorCritic
 from agent.config import Config, ConfigError, to_dict
 from agent.diversity import imagined_dispersion, start_diversity
-from agent.envs import make_env, observation_shapes
+from agent.envs import action_space, make_env, observation_shapes
 from agent.logger import Logger, MetricMeans, NullLogger, PhaseTimer
 from agent.replay import Replay
 from agent.world_model import WorldModel, features
@@ -48,6 +48,11 @@ CUDA graphs, ``h`` and ``z`` are valid until the next update of the same kind.""
 
 BATCH_KEYS = ("action", "reward", "is_first", "is_terminal")
 """Replay fields a batch carries to the device, besides the observation."""
+
+
+def _hand_on(start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The imagine step when imagination runs inside the AC step: the starts as they are."""
+    return start
 
 
 def _separate(trainer: Trainer, num_updates: int) -> None:
@@ -125,9 +130,13 @@ class Trainer:
         self.eval_env = make_env(config.env)
         obs_shapes = observation_shapes(self.env)
         (self.obs_key,) = obs_shapes
-        self.num_actions = int(self.env.action_space.n)
+        self.actions = action_space(self.env)
+        self.num_actions = self.actions.size
         self.replay = Replay(
-            config.train.replay_capacity, obs_shapes, np.random.default_rng([seed, 1])
+            config.train.replay_capacity,
+            obs_shapes,
+            np.random.default_rng([seed, 1]),
+            self.actions.replay_shape,
         )
 
         with torch.random.fork_rng(devices=[]):
@@ -160,9 +169,24 @@ class Trainer:
         self.critic_optimizer = torch.optim.Adam(
             self.actor_critic.critic.parameters(), lr=ac.critic_lr, eps=ac.eps, **adam
         )
-        # The update steps, each one CUDA graph when graphs are on (see GraphedStep).
-        steps = (self._world_model_update, self._observe, self._imagine, self._actor_critic_update)
-        self._steps = tuple(maybe_graphed(step, self.graphs, self.generator) for step in steps)
+        # What the actor-critic step updates: with actor gradients through the dynamics its
+        # loss also depends on world-model parameters, which get neither gradient nor update.
+        self._ac_parameters = [*self.actor_critic.actor.parameters()]
+        self._ac_parameters += self.actor_critic.critic.parameters()
+        # The update steps, each one CUDA graph when graphs are on (see GraphedStep). With
+        # actor gradients through the dynamics, imagination belongs to the AC step (its
+        # backward runs through it) and the imagine step hands the starts on unchanged.
+        through_dynamics = self.actor_critic.gradient.through_dynamics
+        imagine, update = (
+            (_hand_on, self._imagine_and_update)
+            if through_dynamics
+            else (self._imagine, self._actor_critic_update)
+        )
+        steps = (self._world_model_update, self._observe, imagine, update)
+        self._steps = tuple(
+            step if step is _hand_on else maybe_graphed(step, self.graphs, self.generator)
+            for step in steps
+        )
         (
             self._world_model_step,
             self._observe_step,
@@ -193,8 +217,9 @@ class Trainer:
         obs: dict[str, np.ndarray],
         is_first: bool,
         generator: torch.Generator,
-    ) -> int:
-        """Filter one observation into ``state`` (updated in place) and sample an action."""
+    ) -> Any:
+        """Filter one observation into ``state`` (updated in place) and sample an action,
+        returned in replay form (see :class:`agent.envs.Actions`)."""
         wm = self.world_model
         x = torch.as_tensor(obs[self.obs_key], device=self.device)[None]
         first = torch.tensor([is_first], device=self.device)
@@ -203,7 +228,7 @@ class Trainer:
         )
         action = self.actor_critic.act(features(out["h"], out["z"]), generator)  # (1, A)
         state.update(h=out["h"], z=out["z"], action=action)
-        return int(action.argmax(-1).item())
+        return self.actions.from_policy(action[0].float().cpu().numpy())
 
     def _new_policy_state(self) -> dict[str, torch.Tensor]:
         h, z = self.world_model.rssm.initial(1, self.device)
@@ -230,10 +255,10 @@ class Trainer:
                 ep = self._episode
                 prefilling = self.env_steps < self.config.train.prefill
                 if prefilling:
-                    action = int(self.np_rng.integers(self.num_actions))
+                    action = self.actions.random(self.np_rng)
                 else:
                     action = self._policy_step(ep["state"], ep["obs"], ep["first"], self.generator)
-                obs, reward, terminated, truncated, _ = self.env.step(action)
+                obs, reward, terminated, truncated, _ = self.env.step(self.actions.to_env(action))
                 self.env_steps += 1
                 self.replay.add(obs, action, float(reward), False, terminated, self.env_steps)
                 # A policy taking over mid-episode starts its filter afresh, as at is_first.
@@ -261,7 +286,9 @@ class Trainer:
             total, length = 0.0, 0
             while not done:
                 action = self._policy_step(state, obs, first, self.eval_generator)
-                obs, reward, terminated, truncated, _ = self.eval_env.step(action)
+                obs, reward, terminated, truncated, _ = self.eval_env.step(
+                    self.actions.to_env(action)
+                )
                 total, length, first = total + float(reward), length + 1, False
                 done = terminated or truncated
             returns.append(total)
@@ -332,33 +359,32 @@ class Trainer:
 
     @torch.no_grad()
     def _imagine(self, start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Trajectories under the actor from ``start`` (``h (N, D)``, ``z (N, S, K)``,
-        ``cont (N,)``): ``feat (N, H+1, F)``, ``action (N, H, A)``, predicted ``reward (N,
-        H)``, ``cont (N, H+1)`` (the start's own flag first) and ``h (N, H+1, D)``."""
-        wm, ac = self.world_model, self.actor_critic
+        """:meth:`_rollout` without gradients (the REINFORCE actor's imagine step)."""
+        return self._rollout(start)
+
+    def _rollout(self, start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`WorldModel.imagine_trajectory` under the actor from ``start``; the actor
+        reads its states detached (gradients reach it only through its actions)."""
+        ac = self.actor_critic
         with self._autocast():
-            trajectory = wm.rssm.imagine(
-                start["h"],
-                start["z"],
-                lambda feat: ac.act(feat, self.generator),
+            return self.world_model.imagine_trajectory(
+                start,
+                lambda feat: ac.act(feat.detach(), self.generator),
                 self.config.ac.horizon,
                 self.generator,
             )
-            feat = features(trajectory["h"], trajectory["z"])  # (N, H+1, F)
-            reward = wm.reward(feat[:, 1:])  # (N, H)
-            cont = torch.cat([start["cont"][:, None], wm.cont(feat[:, 1:])], 1)  # (N, H+1)
-        return {
-            "feat": feat,
-            "action": trajectory["action"],
-            "reward": reward,
-            "cont": cont,
-            "h": trajectory["h"],
-        }
+
+    def _imagine_and_update(
+        self, start: dict[str, torch.Tensor], replay: dict[str, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor]:
+        """The AC step of actor gradients through the dynamics: :meth:`_rollout` from
+        ``start`` with gradients, then :meth:`_actor_critic_update` on it."""
+        return self._actor_critic_update(self._rollout(start), replay)
 
     def _actor_critic_update(
         self, imagined: dict[str, torch.Tensor], replay: dict[str, torch.Tensor] | None
     ) -> dict[str, torch.Tensor]:
-        """One actor and critic update on an imagined trajectory (see :meth:`_imagine`) and,
+        """One actor and critic update on an imagined trajectory (see :meth:`_rollout`) and,
         with ``ac.replay_critic``, the replayed sequences behind it; returns its metrics."""
         ac, clip = self.actor_critic, self.config.ac.grad_clip
         with self._autocast():
@@ -367,7 +393,8 @@ class Trainer:
             )
         self.actor_optimizer.zero_grad(set_to_none=True)
         self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(inputs=self._ac_parameters)
+        metrics["diversity/imagined_h_dispersion"] = imagined_dispersion(imagined["h"].detach())
         metrics["grad_norm/actor"] = nn.utils.clip_grad_norm_(ac.actor.parameters(), clip)
         metrics["grad_norm/critic"] = nn.utils.clip_grad_norm_(ac.critic.parameters(), clip)
         self.actor_optimizer.step()
@@ -424,7 +451,6 @@ class Trainer:
                     start["h"], start["z"], start["uid"], start["env_step"], self.env_steps
                 )
             )
-            metrics["diversity/imagined_h_dispersion"] = imagined_dispersion(imagined["h"])
             metrics["diversity/num_starts"] = float(start["h"].shape[0])
             self.metrics.add(metrics)
             self.ac_updates += 1

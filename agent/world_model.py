@@ -25,7 +25,14 @@ from agent.dists import (
 from agent.nets import MLP, ConvDecoder, ConvEncoder
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
-"""Maps features ``(N, D + S*K)`` to one-hot actions ``(N, A)``."""
+"""Maps features ``(N, D + S*K)`` to actions ``(N, A)`` (one-hot, or continuous vectors)."""
+
+ACTION_INPUTS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "discrete": lambda action, num_actions: F.one_hot(action, num_actions).float(),
+    "continuous": lambda action, num_actions: action.float(),
+}
+"""Replayed actions ``(B, T)`` indices or ``(B, T, A)`` vectors -> RSSM inputs ``(B, T, A)``,
+by ``env.actions``."""
 
 
 class LayerNormGRU(nn.Module):
@@ -142,7 +149,7 @@ class RSSM(nn.Module):
         is_first: torch.Tensor,
         generator: torch.Generator | None,
     ) -> dict[str, torch.Tensor]:
-        """Filter ``embed (B, T, E)`` given one-hot ``action (B, T, A)``, ``is_first (B, T)``.
+        """Filter ``embed (B, T, E)`` given ``action (B, T, A)`` vectors, ``is_first (B, T)``.
 
         Starts from the zero state (every sequence's first step is marked ``is_first``).
         Returns ``h (B, T, D)``, ``z (B, T, S, K)``, ``post`` and ``prior`` ``(B, T, S, K)``.
@@ -179,7 +186,9 @@ class RSSM(nn.Module):
         """Roll the prior forward under ``policy`` from starts ``h (N, D)``, ``z (N, S, K)``.
 
         Returns ``h (N, H+1, D)``, ``z (N, H+1, S, K)`` (index 0 is the start) and the
-        one-hot ``action (N, H, A)`` taken at steps ``0..H-1``.
+        ``action (N, H, A)`` taken at steps ``0..H-1``. Run with gradients enabled, the
+        states are differentiable in the actions (and the latents pass straight-through
+        gradients), which is what actor gradients through the dynamics need.
         """
         N = h.shape[0]
         assert h.shape == (N, self.deter) and z.shape == (N, self.stoch, self.classes)
@@ -246,7 +255,7 @@ class WorldModel(nn.Module):
         the batch's observations through :meth:`inputs`, if the caller has them already."""
         if inputs is None:
             inputs = self.inputs(batch[self.obs_key])
-        action = F.one_hot(batch["action"], self.num_actions).float()  # (B, T, A)
+        action = ACTION_INPUTS[self.config.env.actions](batch["action"], self.num_actions)
         return self.rssm.observe(self.encoder(inputs), action, batch["is_first"], generator)
 
     def reward(self, feat: torch.Tensor) -> torch.Tensor:
@@ -256,6 +265,30 @@ class WorldModel(nn.Module):
     def cont(self, feat: torch.Tensor) -> torch.Tensor:
         """Predicted probability that the episode continues ``(..., F) -> (...)``."""
         return torch.sigmoid(self.cont_head(feat).squeeze(-1))
+
+    def imagine_trajectory(
+        self,
+        start: dict[str, torch.Tensor],
+        policy: Policy,
+        horizon: int,
+        generator: torch.Generator | None,
+    ) -> dict[str, torch.Tensor]:
+        """Trajectories under ``policy`` from ``start`` (``h (N, D)``, ``z (N, S, K)``,
+        ``cont (N,)``): ``feat (N, H+1, F)``, ``action (N, H, A)``, predicted ``reward (N,
+        H)``, ``cont (N, H+1)`` (the start's own flag first) and ``h (N, H+1, D)``.
+
+        With gradients on, everything but the starts is differentiable in the actions."""
+        trajectory = self.rssm.imagine(start["h"], start["z"], policy, horizon, generator)
+        feat = features(trajectory["h"], trajectory["z"])  # (N, H+1, F)
+        reward = self.reward(feat[:, 1:])  # (N, H)
+        cont = torch.cat([start["cont"][:, None], self.cont(feat[:, 1:])], 1)  # (N, H+1)
+        return {
+            "feat": feat,
+            "action": trajectory["action"],
+            "reward": reward,
+            "cont": cont,
+            "h": trajectory["h"],
+        }
 
     def compute_loss(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator | None

@@ -109,7 +109,7 @@ def test_bad_overrides_raise_one_line_config_errors(key, value, message):
         ({"ac.horizon": -1}, "ac.horizon must be positive"),
         ({"model.bins": 64}, "model.bins must be odd"),
         ({"wm.loss_scales": {"decoder": 1.0}}, "wm.loss_scales must have exactly the keys"),
-        ({"env.suite": "dmc"}, "env.suite must be"),
+        ({"env.suite": "procgen"}, "env.suite must be"),
         ({"train.replay_capacity": 8}, "replay_capacity must hold at least one sequence"),
         ({"train.prefill": 0, "train.seq_len": 64}, "must be at least train.seq_len (64)"),
     ],
