@@ -132,11 +132,9 @@ class Trainer:
         (self.obs_key,) = obs_shapes
         self.actions = action_space(self.env)
         self.num_actions = self.actions.size
+        rng = np.random.default_rng([seed, 1])
         self.replay = Replay(
-            config.train.replay_capacity,
-            obs_shapes,
-            np.random.default_rng([seed, 1]),
-            self.actions.replay_shape,
+            config.train.replay_capacity, obs_shapes, rng, self.actions.replay_shape
         )
 
         with torch.random.fork_rng(devices=[]):
@@ -169,19 +167,16 @@ class Trainer:
         self.critic_optimizer = torch.optim.Adam(
             self.actor_critic.critic.parameters(), lr=ac.critic_lr, eps=ac.eps, **adam
         )
-        # What the actor-critic step updates: with actor gradients through the dynamics its
-        # loss also depends on world-model parameters, which get neither gradient nor update.
-        self._ac_parameters = [*self.actor_critic.actor.parameters()]
-        self._ac_parameters += self.actor_critic.critic.parameters()
+        # What the AC step may update: with actor gradients through the dynamics its loss
+        # also depends on world-model parameters, which get neither gradient nor update.
+        actor, critic = self.actor_critic.actor, self.actor_critic.critic
+        self._ac_parameters = [*actor.parameters(), *critic.parameters()]
         # The update steps, each one CUDA graph when graphs are on (see GraphedStep). With
         # actor gradients through the dynamics, imagination belongs to the AC step (its
         # backward runs through it) and the imagine step hands the starts on unchanged.
-        through_dynamics = self.actor_critic.gradient.through_dynamics
-        imagine, update = (
-            (_hand_on, self._imagine_and_update)
-            if through_dynamics
-            else (self._imagine, self._actor_critic_update)
-        )
+        imagine, update = (self._imagine, self._actor_critic_update)
+        if self.actor_critic.gradient.through_dynamics:
+            imagine, update = (_hand_on, self._imagine_and_update)
         steps = (self._world_model_update, self._observe, imagine, update)
         self._steps = tuple(
             step if step is _hand_on else maybe_graphed(step, self.graphs, self.generator)
