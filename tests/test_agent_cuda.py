@@ -17,11 +17,9 @@ from tests.conftest import tiny_config
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def cuda_trainer(graphs: str, **overrides) -> Trainer:
+def cuda_trainer(graphs: str, env: str = "atari_pong", **overrides) -> Trainer:
     values = {"train__device": "cuda", "train__compile": "off", "train__precision": "fp32"}
-    trainer = Trainer(
-        tiny_config("atari_pong", **{**values, "train__cuda_graphs": graphs, **overrides})
-    )
+    trainer = Trainer(tiny_config(env, **{**values, "train__cuda_graphs": graphs, **overrides}))
     trainer.collect(trainer.config.train.prefill)
     return trainer
 
@@ -100,5 +98,41 @@ def test_no_host_sync_in_an_eager_update():
     try:
         trainer.train_actor_critic(trainer.train_world_model(1))
         trainer.train_actor_critic(None)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize(("schedule", "starts"), [("coupled", "all"), ("separate", "last")])
+def test_graphed_dynamics_updates_match_eager_and_leave_the_world_model_alone(schedule, starts):
+    """Actor gradients through the dynamics: imagination is captured inside the AC step's
+    graph. Its replays give the eager losses, and an AC replay leaves every world-model
+    parameter and gradient buffer as it was."""
+    options = {"train__schedule": schedule, "train__starts": starts, "ac__actor_grad": "dynamics"}
+    eager = iterations(cuda_trainer("off", "pendulum", **options), 4)
+    trainer = cuda_trainer("on", "pendulum", **options)
+    graphed = iterations(trainer, 4)
+    assert isinstance(trainer._actor_critic_step, GraphedStep)
+    assert trainer._actor_critic_step.graph is not None
+    for index, (expected, got) in enumerate(zip(eager, graphed, strict=True)):
+        for name, value in expected.items():
+            assert got[name] == pytest.approx(value, rel=1e-3, abs=1e-5), (index, name)
+
+    states = trainer.train_world_model(1)
+    params = {k: v.detach().clone() for k, v in trainer.world_model.named_parameters()}
+    grads = {k: v.grad.clone() for k, v in trainer.world_model.named_parameters()}
+    trainer.train_actor_critic(states if schedule == "coupled" else None)
+    torch.cuda.synchronize()
+    for name, parameter in trainer.world_model.named_parameters():
+        assert torch.equal(parameter, params[name]), name
+        assert torch.equal(parameter.grad, grads[name]), name  # the WM step's own, untouched
+
+
+def test_no_host_sync_in_a_dynamics_update():
+    trainer = cuda_trainer("off", "pendulum", train__starts="all", ac__actor_grad="dynamics")
+    SCHEDULES["coupled"](trainer, 1)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        trainer.train_actor_critic(trainer.train_world_model(1))
     finally:
         torch.cuda.set_sync_debug_mode("default")
