@@ -125,7 +125,7 @@ class ActorCritic(nn.Module):
         self.gradient: ActorGradient = ACTOR_GRADIENTS[
             resolve_actor_grad(ac.actor_grad, config.env.actions)
         ]
-        if self.gradient.needs_reparameterised_actions and not self.head.reparameterised:
+        if self.gradient.through_dynamics and not self.head.reparameterised:
             raise ValueError(f"ac.actor_grad={ac.actor_grad} needs continuous actions")
         self.actor = MLP(feature_dim, self.head.out_dim(num_actions), m.units, m.layers)
         self.critic = MLP(feature_dim, m.bins, m.units, m.layers, zero_out=True)

@@ -165,12 +165,12 @@ class ActorGradient:
 
     objective: Callable[[ReturnsThroughDynamics, ActorStep], torch.Tensor]
     through_dynamics: bool
-    needs_reparameterised_actions: bool
+    """Also: the actions must be reparameterised samples (a gradient path to the actor)."""
 
 
 ACTOR_GRADIENTS: dict[str, ActorGradient] = {
-    "reinforce": ActorGradient(reinforce_objective, False, False),
-    "dynamics": ActorGradient(dynamics_objective, True, True),
+    "reinforce": ActorGradient(reinforce_objective, through_dynamics=False),
+    "dynamics": ActorGradient(dynamics_objective, through_dynamics=True),
 }
 
 AUTO_ACTOR_GRADIENT = {"discrete": "reinforce", "continuous": "dynamics"}
