@@ -105,3 +105,16 @@ def test_a_dmc_proprio_preset_trains_a_few_steps():
     assert "loss/actor" in logger.history and "loss/wm" in logger.history
     for name, values in logger.history.items():
         assert all(math.isfinite(v) for _, v in values), name
+
+
+def test_a_dmc_vision_preset_trains_a_few_steps():
+    # The image path (CNN encoder and decoder) with continuous actions.
+    config = tiny_config("dmc_vision_cartpole_balance", train__steps=64, train__prefill=48)
+    logger = MemoryLogger()
+    trainer = Trainer(config, logger)
+    assert trainer.obs_key == "image" and trainer.actor_critic.gradient.through_dynamics
+    summary = trainer.train()
+    assert summary["wm_updates"] == summary["ac_updates"] == 8
+    assert "loss/decoder" in logger.history and "loss/actor" in logger.history
+    for name, values in logger.history.items():
+        assert all(math.isfinite(v) for _, v in values), name
