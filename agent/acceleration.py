@@ -2,8 +2,8 @@
 CUDA graphs of whole update steps.
 
 Only the deterministic, per-step pieces are compiled (the RSSM transition, the posterior
-step and the actor's distribution), because they run ``T`` or ``H`` times per update as many small
-kernels; random draws stay eager, so every sample still comes from the run's seeded
+step and the actor's distribution), because they run ``T`` or ``H`` times per update as many
+small kernels; random draws stay eager, so every sample still comes from the run's seeded
 generator and the compiled path draws exactly the same numbers as the plain one.
 """
 
