@@ -358,6 +358,48 @@ def power_note(n_per_arm: int, family_size: int = 1, alpha: float = ALPHA) -> st
     )
 
 
+def speed_conditions(scores: pd.DataFrame) -> list[str]:
+    """Warnings, one sentence each, when FINISHED runs did not train under comparable
+    conditions, so that speed ratios may reflect the machine rather than the schedule.
+
+    Flags: runs on different hardware or devices; mean load per core differing by more than
+    ``LOAD_PER_CORE_LIMIT`` between runs; a run whose speed is off its arm's median by more
+    than a factor ``SPEED_SPREAD_LIMIT``. Empty when nothing is flagged.
+    """
+    finished = scores[scores["status"] == "FINISHED"]
+    warnings = []
+    for tag in ("hardware", "device", "gpu"):
+        if tag in finished:
+            seen = sorted({str(value) for value in finished[tag] if str(value)})
+            if len(seen) > 1:
+                warnings.append(
+                    f"Runs trained on different {tag} ({'; '.join(seen)}): speed compares "
+                    "machines as well as schedules."
+                )
+    load = finished["load_per_core"].to_numpy(float) if "load_per_core" in finished else []
+    if np.isfinite(load).sum() >= 2 and np.nanmax(load) - np.nanmin(load) > LOAD_PER_CORE_LIMIT:
+        busiest = finished.iloc[int(np.nanargmax(load))]
+        warnings.append(
+            f"Machine load differed between runs: mean load per core {np.nanmin(load):.2f} to "
+            f"{np.nanmax(load):.2f} (highest: {busiest['run_name']}); speed ratios are distorted."
+        )
+    elif not np.isfinite(load).any():
+        warnings.append("No machine load was recorded for these runs: speed comparability unknown.")
+    for arm, frame in finished.groupby("arm"):
+        speed = frame["updates_per_s"].to_numpy(float)
+        median = np.nanmedian(speed) if np.isfinite(speed).any() else np.nan
+        if not np.isfinite(median) or median <= 0:
+            continue
+        off = frame[(speed > median * SPEED_SPREAD_LIMIT) | (speed < median / SPEED_SPREAD_LIMIT)]
+        for row in off.itertuples():
+            warnings.append(
+                f"{row.run_name} trained at {row.updates_per_s:.3g} updates/s against its arm's "
+                f"median {median:.3g}: an outlier in speed (machine load?), which distorts "
+                f"{arm}'s speed."
+            )
+    return warnings
+
+
 def missing_runs(runs: pd.DataFrame) -> list[str]:
     """Names (``<arm>-seed<k>``) of arm x seed pairs with no run at all, given the seeds seen.
 

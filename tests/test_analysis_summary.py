@@ -98,7 +98,7 @@ def test_no_bootstrap_interval_below_the_minimum_n() -> None:
 def test_power_note_uses_the_holm_first_step_alpha() -> None:
     note = summary.power_note(5, family_size=4)
     d = stats.min_detectable_effect(5, alpha=0.05 / 4)
-    assert f"alpha/4 = 0.0125" in note and f"d >= {d:.2f}" in note and d > 2.64
+    assert "alpha/4 = 0.0125" in note and f"d >= {d:.2f}" in note and d > 2.64
     assert f"d >= {stats.min_detectable_effect(5):.2f} at the last step's alpha 0.05" in note
     assert "smallest possible p at 5 vs 5 runs is 0.00794, below" in note
     assert "at 3 vs 3 runs is 0.1, so it cannot reach even alpha = 0.05" in summary.power_note(3, 8)
