@@ -108,7 +108,8 @@ def phase_seconds(metrics: pd.DataFrame) -> pd.DataFrame:
 
     ``time/<phase>`` is logged as a per-iteration mean over each log interval; weighting each
     interval by its iterations (``progress/iterations``) gives the run's totals, so the
-    phases of a run add up to its training time / iterations exactly.
+    phases of a run add up to its training time / iterations exactly. Runs logged without
+    ``progress/iterations`` weigh every interval equally (a plain mean over log points).
 
     Returns:
         One row per run: ``run_id``, ``arm``, one column per phase in ``TRAINING_PHASES``
@@ -118,8 +119,11 @@ def phase_seconds(metrics: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (run_id, arm), run in metrics.groupby(["run_id", "arm"]):
         counts = run[run["metric"] == ITERATIONS_METRIC].set_index("step")["value"].sort_index()
-        if counts.empty:
-            continue
+        if counts.empty:  # runs logged before progress/iterations: every interval weighs one
+            steps = run.loc[run["metric"].isin(names), "step"].drop_duplicates().sort_values()
+            if steps.empty:
+                continue
+            counts = pd.Series(np.arange(1.0, steps.size + 1), index=steps.to_numpy())
         weights = counts.diff().fillna(counts.iloc[0])  # (n_log_points,) iterations per interval
         row: dict[str, object] = {"run_id": run_id, "arm": arm}
         for name, phase in zip(names, TRAINING_PHASES, strict=True):

@@ -136,3 +136,10 @@ def test_problems_note_lists_missing_arm_seed_pairs() -> None:
     scores = _scores([1, 2, 3], [4, 5])  # coupled has no seed 2
     assert summary.missing_runs(scores) == ["coupled-seed2"]
     assert "1 expected runs are missing: coupled-seed2." in summary.problems_note(scores)
+
+
+def test_phase_seconds_of_runs_without_iteration_counts_is_the_plain_mean() -> None:
+    rows = [("r1", "separate", "time/wm", step, value) for step, value in ((100, 1.0), (200, 3.0))]
+    metrics = pd.DataFrame(rows, columns=["run_id", "arm", "metric", "step", "value"])
+    (row,) = summary.phase_seconds(metrics).to_dict("records")
+    assert row["wm"] == pytest.approx(2.0) and row["total"] == pytest.approx(2.0)
