@@ -340,21 +340,22 @@ def power_note(n_per_arm: int, family_size: int = 1, alpha: float = ALPHA) -> st
     ``alpha``. Cohen's d at 80% power for Welch's test (:func:`stats.min_detectable_effect`)
     at both, and Mann-Whitney's floor: the smallest p it can give at this n.
     """
-    d = stats.min_detectable_effect(n_per_arm, alpha=alpha / max(family_size, 1))
+    family_size = max(family_size, 1)
+    d = stats.min_detectable_effect(n_per_arm, alpha=alpha / family_size)
     if not np.isfinite(d):
         return f"Power: with n = {n_per_arm} seeds per arm no test is possible."
     last = stats.min_detectable_effect(n_per_arm, alpha=alpha)
     floor = stats.smallest_mann_whitney_p(n_per_arm, n_per_arm)
     if floor >= alpha:
         reach = f"so it cannot reach even alpha = {alpha}"
-    elif floor >= alpha / max(family_size, 1):
+    elif floor >= alpha / family_size:
         reach = f"so it cannot reach the first step's alpha/{family_size}"
     else:
         reach = "below the first step's alpha"
     return (
         f"Power: with n = {n_per_arm} seeds per arm (the smallest arm) and {family_size} tests "
         f"in the Holm family, the first Holm step tests at alpha/{family_size} = "
-        f"{alpha / max(family_size, 1):.3g}: there Welch's test detects only effects of Cohen's "
+        f"{alpha / family_size:.3g}: there Welch's test detects only effects of Cohen's "
         f"d >= {d:.2f} with 80% power (d >= {last:.2f} at the last step's alpha {alpha}); "
         "smaller true differences will usually read as 'no significant difference'. "
         f"Mann-Whitney's smallest possible p at {n_per_arm} vs {n_per_arm} runs is "

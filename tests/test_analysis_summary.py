@@ -102,6 +102,7 @@ def test_power_note_uses_the_holm_first_step_alpha() -> None:
     assert f"d >= {stats.min_detectable_effect(5):.2f} at the last step's alpha 0.05" in note
     assert "smallest possible p at 5 vs 5 runs is 0.00794, below" in note
     assert "at 3 vs 3 runs is 0.1, so it cannot reach even alpha = 0.05" in summary.power_note(3, 8)
+    assert "alpha/1 = 0.05" in summary.power_note(3, 0)  # no finite p: a family of one
 
 
 def test_holm_family_counts_the_finite_p_values() -> None:
