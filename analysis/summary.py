@@ -214,9 +214,8 @@ def compare_arms(
             "return_mean": float(mean[0]),
             "return_ci_half": float(mean[0] - low[0]),
             "iqm": stats.iqm(x),
-            "updates_per_s": float(np.nanmean(values(frame, "updates_per_s")))
-            if np.isfinite(values(frame, "updates_per_s")).any()
-            else np.nan,
+            # The same mean the console summary prints (of final/updates_per_s).
+            "updates_per_s": _finite_mean(values(frame, "updates_per_s")),
         }
         y = values(base, "final_return")
         n_ref = int(np.isfinite(y).sum())
@@ -250,6 +249,11 @@ def compare_arms(
         rows.append(row)
     table = pd.DataFrame(rows, columns=None if rows else ["arm", "n"])
     return _add_holm(table)
+
+
+def _finite_mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
 
 
 def _add_holm(table: pd.DataFrame) -> pd.DataFrame:
