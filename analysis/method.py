@@ -120,7 +120,7 @@ def method_lines(data: AblationData, table: pd.DataFrame, phases: pd.DataFrame) 
         "",
         "Definitions:",
         "  final return: mean eval return over the last 10% of a run's training steps; the "
-        f"window holds {window} eval points per run here.",
+        f"window holds {window} eval point{'' if most == 1 else 's'} per run here.",
         "  return AUC: trapezoid area under the eval-return curve over env steps, divided by "
         "the step range (in return units).",
         "  speed: WM updates / training seconds (collect + updates; evaluation and logging "

@@ -240,17 +240,16 @@ def _answer_page(data: AblationData, table: pd.DataFrame, scores: pd.DataFrame) 
     figure.text(0.04, 0.95, f"Ablation report: {data.experiment}", fontsize=16, weight="bold")
     arms = ", ".join(summary.ordered_arms(data.runs["arm"]))
     fewest, most = method.eval_points_in_window(data)
-    figure.text(
-        0.04,
-        0.915,
+    intro = (
         f"Arms: {arms}. Reference arm: {summary.REFERENCE_ARM}. Final return = mean eval return "
-        f"over the last 10% of training steps ({_span(fewest, most)} eval points per run); "
-        "FINISHED runs only. Method, definitions and confounds: page 2.",
-        fontsize=9,
+        f"over the last 10% of training steps ({_span(fewest, most)} eval "
+        f"point{'' if most == 1 else 's'} per run); "
+        "FINISHED runs only. Method, definitions and confounds: page 2."
     )
+    figure.text(0.04, 0.93, textwrap.fill(intro, width=150), fontsize=9, va="top")
     # Tables grow downwards from the axes top; ~0.06 of the page per header, ~0.03 per row.
     height = 0.06 + 0.03 * len(table)
-    top = 0.89
+    top = 0.87
     _draw_table(figure.add_axes((0.03, top - height, 0.94, height)), *_answer_rows(table))
     top -= height + 0.04
     _draw_table(figure.add_axes((0.06, top - height, 0.88, height)), *_secondary_rows(table))
@@ -262,7 +261,7 @@ def _answer_page(data: AblationData, table: pd.DataFrame, scores: pd.DataFrame) 
         ("Verdict: " + summary.verdict(table), 10, "bold"),
         (summary.power_note(n_per_arm, m), 9, "normal"),
         (summary.problems_note(data.runs) or "All runs finished.", 9, "normal"),
-        *[("Speed caution: " + w, 9, "normal") for w in summary.speed_conditions(scores)],
+        *_speed_caution(summary.speed_conditions(scores)),
         (
             "Welch's t-test is the primary test (p in brackets: Holm-adjusted over all arms x "
             "{final return, return AUC, updates/s, h dispersion}; MW* = Welch undefined, exact "
@@ -282,6 +281,14 @@ def _answer_page(data: AblationData, table: pd.DataFrame, scores: pd.DataFrame) 
     ]
     _write_lines(figure, lines, top - height - 0.05)
     return figure
+
+
+def _speed_caution(warnings: list[str]) -> list[tuple[str, float, str]]:
+    """Page 1 carries the first comparability warning and a count; page 3 lists them all."""
+    if not warnings:
+        return []
+    more = f" ({len(warnings) - 1} more on page 3.)" if len(warnings) > 1 else ""
+    return [("Speed caution: " + warnings[0] + more, 9, "bold")]
 
 
 def _method_page(data: AblationData, table: pd.DataFrame, phases: pd.DataFrame) -> Figure:
