@@ -1,7 +1,9 @@
 """What an ablation is: env x arms x seeds, with a preset, a budget and config overrides.
 
-Arms are named bundles of config values; seeds ``0..n-1`` are shared by every arm so that
-runs are paired by seed.
+Arms are named bundles of config values; seeds ``0..n-1`` are shared by every arm, so arms
+start from the same initial weights and prefill. They are *not* paired: the random streams
+diverge from the first updates on (separate draws twice the replay batches), and the
+statistics treat the arms as independent samples.
 """
 
 from __future__ import annotations
@@ -13,13 +15,25 @@ from typing import Any
 
 from agent.config import Config, ConfigError, flatten, make_config
 
-ARMS: dict[str, dict[str, str]] = {
+ARMS: dict[str, dict[str, Any]] = {
     # The seed plan's two arms: both imagine from the last posterior step only.
     "separate": {"train.schedule": "separate", "train.starts": "last"},
     "coupled": {"train.schedule": "coupled", "train.starts": "last"},
     # Every posterior step as a start, as the official DreamerV3 does.
     "separate_all": {"train.schedule": "separate", "train.starts": "all"},
     "coupled_all": {"train.schedule": "coupled", "train.starts": "all"},
+    # Controls: coupled's data, but imagination starts re-filtered through the updated WM,
+    # as fresh as separate's; separates the staleness effect from the data-reuse effect.
+    "coupled_refiltered": {
+        "train.schedule": "coupled",
+        "train.starts": "last",
+        "train.refilter_starts": True,
+    },
+    "coupled_refiltered_all": {
+        "train.schedule": "coupled",
+        "train.starts": "all",
+        "train.refilter_starts": True,
+    },
 }
 
 
@@ -51,8 +65,9 @@ class RunSpec:
 
     def description(self) -> str:
         schedule, starts = ARMS[self.arm]["train.schedule"], ARMS[self.arm]["train.starts"]
+        refilter = ", starts re-filtered" if ARMS[self.arm].get("train.refilter_starts") else ""
         return (
-            f"{schedule} schedule, imagination starts={starts}, seed {self.seed}, "
+            f"{schedule} schedule, imagination starts={starts}{refilter}, seed {self.seed}, "
             f"{self.env} with preset {self.preset} (ablation '{self.ablation}')"
         )
 

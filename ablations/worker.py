@@ -52,6 +52,18 @@ def final_return(client: MlflowClient, run_id: str, total_steps: int) -> float:
     return float(np.mean(late if late else [max(points)[1]]))
 
 
+def machine_conditions() -> dict[str, str]:
+    """Tags saying what else the machine had to do when this run started: CPU count, GPU and
+    the 1-, 5- and 15-minute load averages."""
+    one, five, fifteen = os.getloadavg()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {
+        "cpu_count": str(os.cpu_count() or 0),
+        "gpu": gpu,
+        "load_avg_start": f"{one:.2f} {five:.2f} {fifteen:.2f}",
+    }
+
+
 def run_worker(job: WorkerJob, progress: Any = None) -> None:
     """Train ``job.run`` to its budget; ``progress`` (a queue) receives ``(name, env_steps)``."""
     torch.set_num_threads(job.threads)
@@ -69,6 +81,7 @@ def run_worker(job: WorkerJob, progress: Any = None) -> None:
             "worker_pid": str(os.getpid()),
             "worker_host": socket.gethostname(),
             "hardware": hardware(),
+            **machine_conditions(),
         }
         tags = [RunTag(key, value) for key, value in where.items()]
         retry_locked(client.log_batch, job.run_id, tags=tags)
@@ -78,8 +91,10 @@ def run_worker(job: WorkerJob, progress: Any = None) -> None:
         next_checkpoint = trainer.env_steps + job.checkpoint_every
         last_report = 0.0
         start = time.perf_counter()
+        loads: list[float] = []  # the 1-minute load average, once per iteration
         while not trainer.done:
             trainer.train_iteration()
+            loads.append(os.getloadavg()[0])
             if trainer.env_steps >= next_checkpoint and not trainer.done:
                 # Metrics first, then the checkpoint: a crash in between re-logs at most
                 # this interval's points; the reverse order could lose them.
@@ -100,6 +115,10 @@ def run_worker(job: WorkerJob, progress: Any = None) -> None:
                 "final/updates_per_s": summary["wm_updates"] / max(summary["wall_seconds"], 1e-9),
                 "final/wall_seconds": summary["wall_seconds"],
                 "final/env_steps": summary["env_steps"],
+                # The machine's load while this run trained: runs are comparable in speed
+                # only under similar load (the report flags runs that differ).
+                "system/load_avg_mean": float(np.mean(loads)) if loads else float("nan"),
+                "system/load_avg_max": max(loads, default=float("nan")),
                 # Share of this session's time spent in MLflow calls.
                 "tracking/overhead_fraction": logger.seconds / max(elapsed, 1e-9),
             },

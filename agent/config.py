@@ -134,6 +134,9 @@ class TrainConfig:
     """``separate``: all WM updates then all AC updates; ``coupled``: AC after each WM update."""
     starts: str = "last"
     """Which posterior steps start imagination: ``last`` (B starts) or ``all`` (B*T)."""
+    refilter_starts: bool = False
+    """``coupled`` only: filter the WM batch again through the updated WM before imagining,
+    so starts come from the weights that imagine from them (one more filter pass per update)."""
     train_ratio: float = 1024.0
     """Replayed steps per agent step (DreamerV3's meaning)."""
     batch_size: int = 16
@@ -371,6 +374,11 @@ def validate(config: Config) -> None:
         )
     if t.cuda_graphs == "on" and t.device == "cpu":
         raise ConfigError("train.cuda_graphs=on needs a CUDA device, got train.device=cpu")
+    if t.refilter_starts and t.schedule != "coupled":
+        raise ConfigError(
+            "train.refilter_starts needs train.schedule=coupled (separate already filters "
+            "its starts with the current world model)"
+        )
     if t.starts not in STARTS:
         raise ConfigError(f"starts must be one of {', '.join(STARTS)}, got '{t.starts}'")
     positive = {

@@ -44,3 +44,14 @@ def start_diversity(
 def imagined_dispersion(h: torch.Tensor) -> torch.Tensor:
     """Mean per-dimension std of imagined ``h (N, H+1, D)`` over all states."""
     return h.reshape(-1, h.shape[-1]).float().std(0, correction=0).mean()
+
+
+def start_shift(h_before: torch.Tensor, h_after: torch.Tensor) -> torch.Tensor:
+    """Relative change of the last posterior state when a batch is filtered again after a WM
+    update: ``mean |h_before - h_after| / mean |h_after|`` over ``h (B, T, D)[:, -1]``.
+
+    Latents are drawn afresh in the second filter, so this includes that resampling as well
+    as the update's change of the weights (a device scalar: no host sync).
+    """
+    after = h_after[:, -1].float()  # (B, D)
+    return (h_before[:, -1].float() - after).abs().mean() / after.abs().mean().clamp(min=1e-8)

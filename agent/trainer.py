@@ -6,7 +6,9 @@ by side in :data:`SCHEDULES`; everything else is shared:
     separate  collect; n x (sample batch -> WM update); n x (sample_starts -> imagine -> AC)
     coupled   collect; n x (sample batch -> WM update -> its posteriors -> imagine -> AC)
 
-with ``n = train_ratio * collect_every / (B * T)`` updates per iteration. Shape symbols:
+with ``n = train_ratio * collect_every / (B * T)`` updates per iteration; ``coupled`` with
+``train.refilter_starts`` filters its batch again through the updated WM before imagining
+(a control: coupled's data with posteriors as fresh as separate's). Shape symbols:
 ``B`` batch, ``T`` time, ``N`` starts, ``H`` horizon, ``D`` deter, ``S`` latents, ``K``
 classes, ``A`` actions.
 """
@@ -34,17 +36,17 @@ from agent.acceleration import (
 )
 from agent.actor_critic import ActorCritic
 from agent.config import Config, ConfigError, to_dict
-from agent.diversity import imagined_dispersion, start_diversity
+from agent.diversity import imagined_dispersion, start_diversity, start_shift
 from agent.envs import action_space, make_env, observation_shapes
 from agent.logger import Logger, MetricMeans, NullLogger, PhaseTimer
 from agent.replay import Replay
 from agent.world_model import WorldModel, features
 
 PosteriorStates = dict[str, Any]
-"""``{"h": (B, T, D), "z": (B, T, S, K), "cont": (B, T), "reward": (B, T), "is_first":
-(B, T), "observations": (B, T, ...), "uid": (B, T), "env_step": (B, T)}``: detached
-posteriors of one replay batch, with the replay identity (numpy) of every position. With
-CUDA graphs, ``h`` and ``z`` are valid until the next update of the same kind."""
+"""``{"h": (B, T, D), "z": (B, T, S, K), "cont", "reward", "is_first", "action": (B, T),
+"observations": (B, T, ...), "uid", "env_step": (B, T)}``: detached posteriors of one replay
+batch, with the replay identity (numpy) of every position. With CUDA graphs, ``h`` and ``z``
+are valid until the next update of the same kind."""
 
 BATCH_KEYS = ("action", "reward", "is_first", "is_terminal")
 """Replay fields a batch carries to the device, besides the observation."""
@@ -199,6 +201,7 @@ class Trainer:
         self._next_eval = config.train.eval_every
         self._wall_seconds = 0.0  # training wall-clock, carried across resumes
         self._last_flush = {"time": time.perf_counter(), "wm": 0, "ac": 0, "env": 0, "iter": 0}
+        self._window_seconds = 0.0  # training time since the last flush
         self._episode: dict[str, Any] | None = None  # the collect env's open episode
         self.metrics = MetricMeans()
         self.timer = PhaseTimer(self.device)
@@ -325,6 +328,7 @@ class Trainer:
             "cont": (~batch["is_terminal"]).float(),  # (B, T)
             "reward": batch["reward"],
             "is_first": batch["is_first"],
+            "action": batch["action"],
             "observations": batch[self.obs_key],
             **ids,
         }
@@ -420,6 +424,15 @@ class Trainer:
             batch, ids = self._sample_batch()
             return self._posterior_states(batch, ids, self._observe_step(batch))
 
+    def refilter(self, states: PosteriorStates) -> PosteriorStates:
+        """The batch filtered again through the WM as it is now (after its step): the states
+        with fresh ``h``, ``z``; logs :func:`start_shift` as ``staleness/start_h_shift``."""
+        batch = {"action": states["action"], "is_first": states["is_first"]}
+        with self.timer.phase("refilter"):
+            fresh = self._observe_step({self.obs_key: states["observations"], **batch})
+        self.metrics.add({"staleness/start_h_shift": start_shift(states["h"], fresh["h"])})
+        return {**states, "h": fresh["h"], "z": fresh["z"]}
+
     def train_actor_critic(
         self, posterior_states: PosteriorStates | None = None, num_updates: int = 1
     ) -> None:
@@ -433,6 +446,8 @@ class Trainer:
         for _ in range(num_updates):
             states = posterior_states if posterior_states is not None else self.sample_starts()
             assert not states["h"].requires_grad and not states["z"].requires_grad
+            if cfg.train.refilter_starts and posterior_states is not None:
+                states = self.refilter(states)
             start = select_starts(states, cfg.train.starts)
 
             with self.timer.phase("imagine"):
@@ -469,25 +484,36 @@ class Trainer:
         if num_updates:  # a ratio below one update per iteration trains every few iterations
             SCHEDULES[t.schedule](self, num_updates)
         self.iterations += 1
-        self._wall_seconds += time.perf_counter() - start
+        evaluating = bool(t.eval_every) and (self.env_steps >= self._next_eval or self.done)
+        flushing = self.env_steps >= self._next_log or self.done
+        if (evaluating or flushing) and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # queued updates are training time, not eval's
+        elapsed = time.perf_counter() - start
+        self._wall_seconds += elapsed
+        self._window_seconds += elapsed
 
-        if t.eval_every and (self.env_steps >= self._next_eval or self.done):
+        if evaluating:
             self._next_eval = self.env_steps + t.eval_every
             with self.timer.phase("eval"):
                 self.logger.log_metrics(self.evaluate(t.eval_episodes), self.env_steps)
-        if self.env_steps >= self._next_log or self.done:
+        if flushing:
             self._next_log = self.env_steps + t.log_every
             self.flush_metrics()
 
     def flush_metrics(self) -> dict[str, float]:
-        """Log the means since the last flush, per-phase seconds per iteration and speeds."""
-        now = time.perf_counter()
+        """Log the means since the last flush, per-phase seconds per iteration and speeds.
+        Speeds divide by training time (collect + updates), never by time that includes
+        evaluation; ``time/other`` is training time outside every phase timer, so the training
+        phases add up to it exactly."""
         last = self._last_flush
         iterations = max(self.iterations - last["iter"], 1)
-        seconds = max(now - last["time"], 1e-9)
+        seconds = max(self._window_seconds, 1e-9)
         metrics = self.metrics.flush()
-        for phase, spent in self.timer.flush().items():
+        phases = self.timer.flush()
+        for phase, spent in phases.items():
             metrics[f"time/{phase}"] = spent / iterations
+        timed = sum(spent for phase, spent in phases.items() if phase != "eval")
+        metrics["time/other"] = (self._window_seconds - timed) / iterations
         metrics.update(
             {
                 "speed/updates_per_s": (self.wm_updates - last["wm"]) / seconds,
@@ -496,10 +522,12 @@ class Trainer:
                 "progress/wm_updates": float(self.wm_updates),
                 "progress/ac_updates": float(self.ac_updates),
                 "progress/episodes": float(self.episodes),
+                "progress/iterations": float(self.iterations),
             }
         )
+        self._window_seconds = 0.0
         self._last_flush = {
-            "time": now,
+            "time": time.perf_counter(),
             "wm": self.wm_updates,
             "ac": self.ac_updates,
             "env": self.env_steps,

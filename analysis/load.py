@@ -3,9 +3,10 @@
 The contract (written by ``ablations/``): one experiment per ablation; a parent run tagged
 ``ablation.role=parent``; child runs tagged ``ablation.role=child`` (and ``mlflow.parentRunId``)
 with tags ``arm, schedule, starts, seed, env, preset, git_commit, device, torch_version,
-hardware``; every metric stepped by agent env steps; ``time/total`` is cumulative training
-wall-clock seconds. Curves come from ``get_metric_history`` (``search_runs`` only keeps the
-latest value of each metric).
+hardware`` and the machine's conditions ``cpu_count, gpu, load_avg_start`` (empty for runs
+recorded before them); every metric stepped by agent env steps; ``time/total`` is cumulative
+training seconds (collect + updates, evaluation excluded). Curves come from
+``get_metric_history`` (``search_runs`` only keeps the latest value of each metric).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ RUN_TAGS = (
     "device",
     "torch_version",
     "hardware",
+    "cpu_count",
+    "gpu",
+    "load_avg_start",
 )
 RUNS_COLUMNS = (
     "run_id",

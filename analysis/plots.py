@@ -13,19 +13,39 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from analysis import stats
-from analysis.summary import REFERENCE_ARM, RETURN_METRIC, ordered_arms
+from analysis.summary import (
+    REFERENCE_ARM,
+    RETURN_METRIC,
+    TRAINING_PHASES,
+    ordered_arms,
+    phase_seconds,
+)
 
 # Okabe-Ito colour-blind-safe palette; line styles keep arms apart when printed grey.
 ARM_COLORS = {
     "separate": "#0072B2",
     "coupled": "#D55E00",
+    "coupled_refiltered": "#009E73",
     "separate_all": "#56B4E9",
     "coupled_all": "#E69F00",
+    "coupled_refiltered_all": "#CC79A7",
 }
-ARM_LINESTYLES = {"separate": "-", "coupled": "--", "separate_all": "-.", "coupled_all": ":"}
-FALLBACK_COLORS = ("#009E73", "#CC79A7", "#F0E442", "#000000")
-PHASES = ("collect", "wm", "starts", "imagine", "ac")
-PHASE_COLORS = ("#999999", "#0072B2", "#56B4E9", "#E69F00", "#D55E00")
+ARM_LINESTYLES = {
+    "separate": "-",
+    "coupled": "--",
+    "coupled_refiltered": (0, (5, 1, 1, 1)),
+    "separate_all": "-.",
+    "coupled_all": ":",
+    "coupled_refiltered_all": (0, (1, 2)),
+}
+FALLBACK_COLORS = ("#F0E442", "#000000", "#882255", "#44AA99")
+PHASE_COLORS = dict(
+    zip(
+        TRAINING_PHASES,
+        ("#999999", "#0072B2", "#56B4E9", "#009E73", "#E69F00", "#D55E00", "#FFFFFF"),
+        strict=True,
+    )
+)
 DIVERSITY_METRICS = (
     "diversity/distinct_starts",
     "diversity/h_dispersion",
@@ -61,26 +81,49 @@ def _time_unit(seconds: float) -> tuple[float, str]:
     return 1.0, "seconds"
 
 
-def _band(ax, runs: list[tuple[np.ndarray, np.ndarray]], arm: str) -> None:
-    """Thin per-seed lines plus the mean with a 95% t-CI band over the seeds' common range.
+def _band(ax, runs: list[tuple[np.ndarray, np.ndarray]], arm: str) -> int:
+    """Per-seed lines (markers where a run has under two points) and the mean with a 95%
+    t-CI band; returns how many runs had a single point.
 
-    ``runs``: per seed ``(x, y)``, each ``(n_points,)`` sorted by x.
+    ``runs``: per seed ``(x, y)``, each ``(n_points,)`` sorted by x. The mean is drawn where
+    every run has a value (interpolated onto the union of their x); where the runs' ranges
+    do not overlap, it is drawn dashed over the runs present at each x, and says so.
     """
     color, style = arm_color(arm), ARM_LINESTYLES.get(arm, "-")
+    single = 0
     for x, y in runs:
-        ax.plot(x, y, color=color, linewidth=0.6, alpha=0.35, linestyle=style)
-    start = max(x[0] for x, _ in runs)
-    end = min(x[-1] for x, _ in runs)
-    grid = np.unique(np.concatenate([x for x, _ in runs]))
-    grid = grid[(grid >= start) & (grid <= end)]
-    if grid.size == 0:
-        return
-    # Interpolate onto shared x so seeds logged at different steps/clock times can be averaged.
-    values = np.stack([np.interp(grid, x, y) for x, y in runs])  # (n_seeds, n_grid)
-    mean, low, high = stats.mean_ci_t(values)
+        if x.size < 2:
+            single += 1
+        ax.plot(x, y, color=color, linewidth=0.6, alpha=0.5, linestyle=style,
+                marker="o" if x.size < 3 else None, markersize=4)  # fmt: skip
     label = f"{arm} (n={len(runs)})"
-    ax.plot(grid, mean, color=color, linewidth=2.0, linestyle=style, label=label)
-    ax.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
+    grid = np.unique(np.concatenate([x for x, _ in runs]))  # (n_grid,)
+    # Interpolate onto shared x so seeds logged at different steps/clock times can be averaged;
+    # NaN outside a run's own range (no extrapolation).
+    values = np.stack(
+        [np.where((grid >= x[0]) & (grid <= x[-1]), np.interp(grid, x, y), np.nan) for x, y in runs]
+    )  # (n_seeds, n_grid)
+    present = np.isfinite(values).sum(0)
+    mean, low, high = stats.mean_ci_t(values)
+    common = present == len(runs)
+    if common.sum() >= 2:
+        ax.plot(grid[common], mean[common], color=color, linewidth=2.0, linestyle=style,
+                label=label)  # fmt: skip
+        ax.fill_between(grid[common], low[common], high[common], color=color, alpha=0.2,
+                        linewidth=0)  # fmt: skip
+    elif common.sum() == 1:
+        ax.plot(grid[common], mean[common], "D", color=color, markersize=7,
+                markeredgecolor="black", label=f"{label}: mean at the one shared x")  # fmt: skip
+    else:
+        ax.plot(grid, mean, color=color, linewidth=1.5, linestyle=":", marker=".",
+                label=f"{label}: ranges do not overlap, mean of runs present")  # fmt: skip
+    return single
+
+
+def _note_single(ax, single: int) -> None:
+    if single:
+        ax.text(0.01, 0.01, f"{single} run(s) with one logged point (markers)",
+                transform=ax.transAxes, fontsize=7, va="bottom")  # fmt: skip
 
 
 def _curves(metrics: pd.DataFrame, metric: str, x: str) -> dict[str, list]:
@@ -105,8 +148,12 @@ def learning_curves(metrics: pd.DataFrame, x: str = "step", metric: str = RETURN
     scale, unit = 1.0, ""
     if x == "wall_clock" and curves:
         scale, unit = _time_unit(max(c[0][-1] for runs in curves.values() for c in runs))
-    for arm, runs in curves.items():
-        _band(ax, [(cx / scale, cy) for cx, cy in runs], arm)
+    single = sum(
+        _band(ax, [(cx / scale, cy) for cx, cy in runs], arm) for arm, runs in curves.items()
+    )
+    _note_single(ax, single)
+    if not curves:
+        ax.text(0.5, 0.5, f"no {metric} logged", transform=ax.transAxes, ha="center")
     ax.set_xlabel("env steps" if x == "step" else f"training wall-clock ({unit})")
     ax.set_ylabel(metric)
     against = "env steps" if x == "step" else "wall-clock"
@@ -141,32 +188,38 @@ def final_return_distribution(scores: pd.DataFrame) -> Figure:
 
 
 def time_breakdown(metrics: pd.DataFrame) -> Figure:
-    """Stacked bars: mean seconds per training iteration by phase, per arm.
+    """Stacked bars: seconds per training iteration by phase, mean over an arm's runs.
 
-    Per run, each ``time/<phase>`` is averaged over its log points, then averaged over the
-    arm's runs; a phase an arm never logs (``time/starts`` under ``coupled``) counts as 0.
+    Per run, each phase is weighted by the iterations of each log interval
+    (:func:`analysis.summary.phase_seconds`), so a run's phases add up to its training time
+    per iteration; whiskers span the arm's runs' totals (min to max); the label above each
+    bar is the median total. A phase an arm never runs (``starts`` under ``coupled``) is 0.
     """
-    timing = metrics[metrics["metric"].isin([f"time/{phase}" for phase in PHASES])]
-    per_run = timing.groupby(["arm", "run_id", "metric"])["value"].mean()
-    per_arm = per_run.groupby(["arm", "metric"]).mean().unstack("metric")
-    arms = ordered_arms(per_arm.index) if not per_arm.empty else []
-    figure = _figure(6.5, 4.0)
+    phases = phase_seconds(metrics)
+    arms = ordered_arms(phases["arm"]) if not phases.empty else []
+    per_arm = phases.groupby("arm").mean(numeric_only=True).reindex(arms)
+    figure = _figure(7.0, 4.2)
     ax = figure.subplots()
     bottom = np.zeros(len(arms))
-    for phase, color in zip(PHASES, PHASE_COLORS, strict=True):
-        column = f"time/{phase}"
-        if column not in per_arm:
+    for phase in TRAINING_PHASES:
+        if phase not in per_arm:
             continue
-        heights = per_arm[column].reindex(arms).fillna(0.0).to_numpy()
-        ax.bar(arms, heights, bottom=bottom, color=color, label=phase, edgecolor="black",
-               linewidth=0.5)  # fmt: skip
+        heights = per_arm[phase].fillna(0.0).to_numpy()
+        ax.bar(arms, heights, bottom=bottom, color=PHASE_COLORS[phase], label=phase,
+               edgecolor="black", linewidth=0.5)  # fmt: skip
         bottom += heights
-    for index, total in enumerate(bottom):
-        ax.annotate(f"{total:.3g} s", (index, total), ha="center", va="bottom", fontsize=9)
-    ax.set_ylabel("seconds per training iteration")
-    ax.set_title("Where the time goes (mean over seeds)")
+    for index, arm in enumerate(arms):
+        totals = phases.loc[phases["arm"] == arm, "total"].to_numpy(float)
+        ax.plot([index, index], [totals.min(), totals.max()], color="black", linewidth=1.2)
+        ax.annotate(f"median {np.median(totals):.3g} s (n={totals.size})",
+                    (index, max(totals.max(), bottom[index])), xytext=(0, 4),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=8)  # fmt: skip
+    ax.set_ylabel("training seconds per iteration")
+    ax.set_title("Where training time goes (bars: mean over seeds; whiskers: min-max)")
     if arms:
         ax.legend(title="phase", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    else:
+        ax.text(0.5, 0.5, "no timing logged", transform=ax.transAxes, ha="center")
     _style(ax)
     return figure
 
@@ -185,8 +238,8 @@ def diversity_curves(metrics: pd.DataFrame) -> Figure:
     figure = _figure(10.0, 2.8 * rows + 0.6)
     axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
     for ax, name in zip(axes, names, strict=False):
-        for arm, runs in _curves(metrics, name, "step").items():
-            _band(ax, runs, arm)
+        curves = _curves(metrics, name, "step")
+        _note_single(ax, sum(_band(ax, runs, arm) for arm, runs in curves.items()))
         ax.set_title(name.removeprefix("diversity/"), fontsize=10)
         ax.set_xlabel("env steps", fontsize=8)
         ax.tick_params(labelsize=8)
@@ -195,18 +248,22 @@ def diversity_curves(metrics: pd.DataFrame) -> Figure:
         ax.set_visible(False)
     if names:
         handles, labels = axes[0].get_legend_handles_labels()
-        figure.legend(handles, labels, loc="outside lower center", ncols=4, frameon=False)
+        figure.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
+    else:
+        axes[0].set_visible(True)
+        axes[0].text(0.5, 0.5, "no diversity metrics logged", ha="center")
     figure.suptitle("AC start-state diversity over training (mean, 95% CI)")
     return figure
 
 
 def effect_panel(table: pd.DataFrame, reference: str = REFERENCE_ARM) -> Figure:
-    """Per arm vs the reference: P(improvement) and difference of means, both with 95% CIs.
+    """Per arm vs the reference: P(improvement) and difference of means, with 95% CIs where
+    there are enough runs for one (``stats.MIN_BOOTSTRAP_N``); Hedges' g in the arm label.
 
     ``table``: ``analysis.summary.compare_arms`` output.
     """
     others = table[table["arm"] != reference].reset_index(drop=True)
-    figure = _figure(9.0, 1.2 + 0.6 * max(1, len(others)))
+    figure = _figure(9.0, max(4.0, 1.6 + 0.8 * len(others)))
     left, right = figure.subplots(1, 2, sharey=True)
     positions = np.arange(len(others))
     for position, row in zip(positions, others.itertuples(), strict=True):
@@ -215,18 +272,23 @@ def effect_panel(table: pd.DataFrame, reference: str = REFERENCE_ARM) -> Figure:
             (left, row.poi, row.poi_ci_low, row.poi_ci_high),
             (right, row.diff, row.diff_ci_low, row.diff_ci_high),
         ):
-            ax.plot([low, high], [position, position], color=color, linewidth=3, alpha=0.6)
-            ax.plot([value], [position], "o", color=color, markeredgecolor="black")
-        right.annotate(f"g = {row.hedges_g:.2f}", (row.diff, position), xytext=(0, 8),
-                       textcoords="offset points", ha="center", fontsize=8)  # fmt: skip
+            if np.isfinite(low) and np.isfinite(high):
+                ax.plot([low, high], [position, position], color=color, linewidth=3, alpha=0.6)
+            ax.plot([value], [position], "o", color=color, markeredgecolor="black", markersize=8)
     left.axvline(0.5, color="black", linewidth=0.8, linestyle="--")
     right.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
     left.set_xlim(-0.02, 1.02)
-    left.set_yticks(positions, list(others["arm"]))
-    left.set_ylim(-0.6, max(0.6, len(others) - 0.4))
+    labels = [
+        f"{row.arm}\ng = {row.hedges_g:.2f}" if np.isfinite(row.hedges_g) else f"{row.arm}\ng n/a"
+        for row in others.itertuples()
+    ]
+    left.set_yticks(positions, labels)
+    left.set_ylim(-0.8, max(0.8, len(others) - 0.2))
     left.set_xlabel(f"P(arm > {reference}) (bootstrap 95% CI)")
     right.set_xlabel(f"final return: arm - {reference} (bootstrap 95% CI)")
     for ax in (left, right):
         _style(ax)
-    figure.suptitle("Effect sizes versus the reference arm")
+    no_ci = others["ci_note"].astype(str).str.len().gt(0).any() if "ci_note" in others else False
+    suffix = f" (no CI: fewer than {stats.MIN_BOOTSTRAP_N} runs per arm)" if no_ci else ""
+    figure.suptitle("Effect sizes versus the reference arm" + suffix)
     return figure

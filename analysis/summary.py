@@ -11,11 +11,27 @@ import pandas as pd
 from analysis import stats
 
 REFERENCE_ARM = "separate"
-ARM_ORDER = ("separate", "coupled", "separate_all", "coupled_all")
+ARM_ORDER = (
+    "separate",
+    "coupled",
+    "coupled_refiltered",
+    "separate_all",
+    "coupled_all",
+    "coupled_refiltered_all",
+)
 RETURN_METRIC = "eval/return"
-SPEED_METRIC = "speed/updates_per_s"
+TRAINING_SECONDS_METRIC = "time/total"
+UPDATES_METRIC = "progress/wm_updates"
+ITERATIONS_METRIC = "progress/iterations"
 DIVERSITY_METRIC = "diversity/h_dispersion"
+LOAD_METRIC = "system/load_avg_mean"
+TRAINING_PHASES = ("collect", "wm", "starts", "refilter", "imagine", "ac", "other")
+"""The phases of training time (``time/<phase>`` seconds per iteration); they add up to it."""
 ALPHA = 0.05
+SPEED_SPREAD_LIMIT = 1.5
+"""A run whose speed is off its arm's median by more than this factor is flagged."""
+LOAD_PER_CORE_LIMIT = 0.5
+"""Runs whose mean load per core differs by more than this are flagged as not comparable."""
 
 # Per-run score column -> the label used in the Holm family and the report.
 TESTED_SCORES = {
@@ -42,9 +58,12 @@ def per_run_scores(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         ``runs`` columns plus ``final_return`` (mean eval return over the last 10% of the
-        run's steps), ``auc_return`` (normalised area under the eval curve), ``updates_per_s``
-        and ``h_dispersion`` (each the mean of its logged values over training). NaN where a
-        run never logged the metric.
+        run's steps), ``auc_return`` (normalised area under the eval curve),
+        ``train_seconds`` (training time: collect + updates, evaluation excluded),
+        ``updates_per_s`` (WM updates / training seconds, both at the run's last log point:
+        the one definition of speed, the worker's ``final/updates_per_s``), ``h_dispersion``
+        (mean of its logged values) and ``load_per_core`` (mean 1-minute load average over
+        the run / CPU count). NaN where a run never logged the metric.
     """
     scores = runs.copy()
     grouped = {key: frame for key, frame in metrics.groupby(["run_id", "metric"])}
@@ -59,16 +78,93 @@ def per_run_scores(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         values = curve(run_id, metric)[1]
         return float(values.mean()) if values.size else float("nan")
 
+    def last_of(run_id: str, metric: str) -> float:
+        steps, values = curve(run_id, metric)
+        return float(values[np.argmax(steps)]) if values.size else float("nan")
+
+    run_ids = scores["run_id"]
     scores["final_return"] = [
         stats.final_performance(*curve(run_id, RETURN_METRIC), total_steps=final_step)
-        for run_id, final_step in zip(scores["run_id"], scores["final_step"], strict=True)
+        for run_id, final_step in zip(run_ids, scores["final_step"], strict=True)
     ]
     scores["auc_return"] = [
-        stats.normalised_auc(*curve(run_id, RETURN_METRIC)) for run_id in scores["run_id"]
+        stats.normalised_auc(*curve(run_id, RETURN_METRIC)) for run_id in run_ids
     ]
-    scores["updates_per_s"] = [mean_of(run_id, SPEED_METRIC) for run_id in scores["run_id"]]
-    scores["h_dispersion"] = [mean_of(run_id, DIVERSITY_METRIC) for run_id in scores["run_id"]]
+    seconds = np.array([last_of(run_id, TRAINING_SECONDS_METRIC) for run_id in run_ids])
+    updates = np.array([last_of(run_id, UPDATES_METRIC) for run_id in run_ids])
+    scores["train_seconds"] = seconds
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores["updates_per_s"] = np.where(seconds > 0, updates / seconds, np.nan)
+    scores["h_dispersion"] = [mean_of(run_id, DIVERSITY_METRIC) for run_id in run_ids]
+    cpus = pd.to_numeric(scores.get("cpu_count", pd.Series(np.nan, index=scores.index)), "coerce")
+    scores["load_per_core"] = [last_of(run_id, LOAD_METRIC) for run_id in run_ids] / cpus.to_numpy(
+        float
+    )
     return scores
+
+
+def phase_seconds(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Seconds per training iteration of each phase, per run, over the whole run.
+
+    ``time/<phase>`` is logged as a per-iteration mean over each log interval; weighting each
+    interval by its iterations (``progress/iterations``) gives the run's totals, so the
+    phases of a run add up to its training time / iterations exactly. Runs logged without
+    ``progress/iterations`` weigh every interval equally (a plain mean over log points).
+
+    Returns:
+        One row per run: ``run_id``, ``arm``, one column per phase in ``TRAINING_PHASES``
+        that any run logged (0 where a run never ran it), ``total`` and ``iterations``.
+    """
+    names = [f"time/{phase}" for phase in TRAINING_PHASES]
+    rows = []
+    for (run_id, arm), run in metrics.groupby(["run_id", "arm"]):
+        counts = run[run["metric"] == ITERATIONS_METRIC].set_index("step")["value"].sort_index()
+        if counts.empty:  # runs logged before progress/iterations: every interval weighs one
+            steps = run.loc[run["metric"].isin(names), "step"].drop_duplicates().sort_values()
+            if steps.empty:
+                continue
+            counts = pd.Series(np.arange(1.0, steps.size + 1), index=steps.to_numpy())
+        weights = counts.diff().fillna(counts.iloc[0])  # (n_log_points,) iterations per interval
+        row: dict[str, object] = {"run_id": run_id, "arm": arm}
+        for name, phase in zip(names, TRAINING_PHASES, strict=True):
+            per_interval = run[run["metric"] == name].set_index("step")["value"]
+            if not per_interval.empty:
+                total = (per_interval * weights.reindex(per_interval.index).fillna(0.0)).sum()
+                row[phase] = float(total / counts.iloc[-1])
+        row["iterations"] = float(counts.iloc[-1])
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=["run_id", "arm", "total", "iterations"])
+    phases = [phase for phase in TRAINING_PHASES if phase in frame]
+    frame[phases] = frame[phases].fillna(0.0)
+    frame["total"] = frame[phases].sum(axis=1)
+    return frame[["run_id", "arm", *phases, "total", "iterations"]]
+
+
+def phase_summary(phases: pd.DataFrame) -> pd.DataFrame:
+    """Per arm and phase: median, min and max over runs of seconds per iteration.
+
+    ``phases``: :func:`phase_seconds` output. Returns long rows ``arm, phase, n, median,
+    low, high`` (``phase == "total"`` for the sum), arms in report order.
+    """
+    rows = []
+    columns = [c for c in phases.columns if c not in ("run_id", "arm", "iterations")]
+    for arm in ordered_arms(phases["arm"]):
+        frame = phases[phases["arm"] == arm]
+        for phase in columns:
+            values = frame[phase].to_numpy(float)
+            rows.append(
+                {
+                    "arm": arm,
+                    "phase": phase,
+                    "n": values.size,
+                    "median": float(np.median(values)),
+                    "low": float(values.min()),
+                    "high": float(values.max()),
+                }
+            )
+    return pd.DataFrame(rows, columns=["arm", "phase", "n", "median", "low", "high"])
 
 
 def compare_arms(
@@ -81,16 +177,20 @@ def compare_arms(
 
     Args:
         scores: :func:`per_run_scores` output (all statuses; non-FINISHED rows are dropped).
-        rng: drives every bootstrap CI (same seed, same table).
+        rng: drives every bootstrap CI and permutation test (same seed, same table).
         reference: the arm every other arm is compared with.
 
     Returns:
         One row per arm (reference first). ``return_mean`` with a Student-t 95% CI
-        (``return_ci_half``); IQM with a bootstrap CI; versus the reference: difference of
-        means with a bootstrap CI, Welch p for each score in ``TESTED_SCORES`` and its Holm
-        adjustment over that whole family (all arms x scores, ``*_p_holm``), Mann-Whitney p,
-        Hedges' g, P(improvement) with a bootstrap CI, speed and diversity ratios with
-        bootstrap CIs, and a ``note`` for degenerate cases. Reference-row comparisons are NaN.
+        (``return_ci_half``); IQM; mean ``updates_per_s``; versus the reference: difference
+        of means, for each score in ``TESTED_SCORES`` the primary test's p (``*_p``: Welch,
+        or Mann-Whitney where Welch is undefined, ``*_test`` says which, ``*_note`` why) and
+        its Holm adjustment over that whole family (all arms x scores, ``*_p_holm``; the
+        family's size in ``holm_m``), Mann-Whitney p (exact or permutation), Hedges' g,
+        P(improvement), speed and diversity ratios, and a ``note`` for degenerate cases.
+        Bootstrap CIs (difference, IQM, P(improvement), ratios) are NaN below
+        ``stats.MIN_BOOTSTRAP_N`` runs per arm (``ci_note`` says so). Runs share seeds but
+        are not paired: every test treats the arms as independent samples.
     """
     finished = scores[scores["status"] == "FINISHED"]
     by_arm = {arm: frame for arm, frame in finished.groupby("arm")}
@@ -99,45 +199,65 @@ def compare_arms(
     def values(frame: pd.DataFrame, column: str) -> np.ndarray:
         return frame[column].to_numpy(float)
 
+    def interval(enough: bool, function, *args) -> tuple[float, float]:
+        return function(*args, rng, n_resamples) if enough else (np.nan, np.nan)
+
     rows = []
     for arm in ordered_arms(finished["arm"]):
         frame = by_arm[arm]
         x = values(frame, "final_return")
+        n = int(np.isfinite(x).sum())
         mean, low, _ = stats.mean_ci_t(x[:, None])  # (n_runs, 1): one "point"
         row: dict[str, object] = {
             "arm": arm,
-            "n": int(np.isfinite(x).sum()),
+            "n": n,
             "return_mean": float(mean[0]),
             "return_ci_half": float(mean[0] - low[0]),
             "iqm": stats.iqm(x),
+            # The same mean the console summary prints (of final/updates_per_s).
+            "updates_per_s": _finite_mean(values(frame, "updates_per_s")),
         }
-        row["iqm_ci_low"], row["iqm_ci_high"] = stats.iqm_ci(x, rng, n_resamples)
+        y = values(base, "final_return")
+        n_ref = int(np.isfinite(y).sum())
+        enough = min(n, n_ref if arm != reference else n) >= stats.MIN_BOOTSTRAP_N
+        row["ci_note"] = "" if enough else f"not meaningful at n = {min(n, n_ref)}"
+        row["iqm_ci_low"], row["iqm_ci_high"] = interval(
+            n >= stats.MIN_BOOTSTRAP_N, stats.iqm_ci, x
+        )
         if arm != reference:
-            y = values(base, "final_return")
-            row["diff"] = float(np.nanmean(x) - np.nanmean(y)) if y.size else np.nan
-            row["diff_ci_low"], row["diff_ci_high"] = stats.diff_of_means_ci(x, y, rng, n_resamples)
+            row["diff"] = float(np.nanmean(x) - np.nanmean(y)) if n and n_ref else np.nan
+            row["diff_ci_low"], row["diff_ci_high"] = interval(enough, stats.diff_of_means_ci, x, y)
             for column in TESTED_SCORES:
-                row[f"{column}_p"] = stats.welch_p(values(frame, column), values(base, column))
-            row["mw_p"] = stats.mann_whitney_p(x, y)
+                result = stats.primary_test(values(frame, column), values(base, column))
+                row[f"{column}_p"] = result.p
+                row[f"{column}_test"] = result.test
+                row[f"{column}_note"] = result.note
+            row["mw_p"] = stats.mann_whitney_p(x, y, rng)
+            row["mw_min_p"] = stats.smallest_mann_whitney_p(n, n_ref)
             row["hedges_g"] = stats.hedges_g(x, y)
             row["poi"] = stats.probability_of_improvement(x, y)
-            row["poi_ci_low"], row["poi_ci_high"] = stats.probability_of_improvement_ci(
-                x, y, rng, n_resamples
+            row["poi_ci_low"], row["poi_ci_high"] = interval(
+                enough, stats.probability_of_improvement_ci, x, y
             )
             for name, column in (("speed", "updates_per_s"), ("diversity", "h_dispersion")):
                 a, b = values(frame, column), values(base, column)
                 row[f"{name}_ratio"] = stats.ratio_of_means(a, b)
-                row[f"{name}_ci_low"], row[f"{name}_ci_high"] = stats.ratio_of_means_ci(
-                    a, b, rng, n_resamples
+                row[f"{name}_ci_low"], row[f"{name}_ci_high"] = interval(
+                    enough, stats.ratio_of_means_ci, a, b
                 )
-            row["note"] = stats.degenerate_reason(x, y) or ""
+            row["note"] = row["final_return_note"]
         rows.append(row)
     table = pd.DataFrame(rows, columns=None if rows else ["arm", "n"])
     return _add_holm(table)
 
 
+def _finite_mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
 def _add_holm(table: pd.DataFrame) -> pd.DataFrame:
-    """Holm-adjust every Welch p-value in the table as one family (arms x scores)."""
+    """Holm-adjust every primary p-value in the table as one family (arms x scores)."""
     p_columns = [f"{column}_p" for column in TESTED_SCORES if f"{column}_p" in table]
     if not p_columns:
         return table
@@ -145,66 +265,148 @@ def _add_holm(table: pd.DataFrame) -> pd.DataFrame:
     adjusted = stats.holm(family.ravel()).reshape(family.shape)
     for index, column in enumerate(p_columns):
         table[f"{column}_holm"] = adjusted[:, index]
+    table["holm_m"] = int(np.isfinite(family).sum())
     return table
 
 
-def verdict(table: pd.DataFrame, reference: str = REFERENCE_ARM, alpha: float = ALPHA) -> str:
-    """One sentence: final return first, then any other score with Holm-adjusted Welch p < alpha.
+def holm_family_size(table: pd.DataFrame) -> int:
+    """How many finite p-values the verdict's Holm family holds (0 when none)."""
+    return int(table["holm_m"].iloc[0]) if "holm_m" in table and len(table) else 0
 
-    Says "No significant difference" for final return unless its Holm-adjusted p < alpha.
+
+def verdict(table: pd.DataFrame, reference: str = REFERENCE_ARM, alpha: float = ALPHA) -> str:
+    """The answer in sentences: final return first, then return AUC, speed and diversity.
+
+    A difference is called significant only where its Holm-adjusted p < alpha; where no
+    test is defined the sentence says why instead.
     """
     others = table[table["arm"] != reference]
     if others.empty:
         return f"No comparison possible: no arm besides {reference} has finished runs."
+    m = holm_family_size(table)
+    sentences = [_final_return_sentence(others, reference, alpha, m)]
+    for column, label in TESTED_SCORES.items():
+        if column != "final_return":
+            sentences.append(_score_sentence(others, column, label, alpha))
+    return " ".join(sentences)
+
+
+def _final_return_sentence(others: pd.DataFrame, reference: str, alpha: float, m: int) -> str:
     adjusted = others.get("final_return_p_holm")
+    untested = others[adjusted.isna()] if adjusted is not None else others
+    why = "; ".join(f"{row['arm']}: {row['final_return_note']}" for _, row in untested.iterrows())
     if adjusted is None or adjusted.isna().all():
         return (
             f"No significant difference in final return versus {reference} can be claimed: "
-            "too few finished runs for a test (p-values are NaN)."
+            f"no test is defined ({why})."
         )
     significant = others[adjusted < alpha]
     if significant.empty:
         sentence = (
             f"No significant difference in final return between any arm and {reference} "
-            f"(all Holm-adjusted Welch p >= {alpha})"
+            f"(all Holm-adjusted p >= {alpha}, {m} tests in the family)"
         )
     else:
         parts = [
             f"{row.arm} {'above' if row.diff > 0 else 'below'} {reference} by "
-            f"{abs(row.diff):.3g} (Holm-adjusted p = {row.final_return_p_holm:.3g})"
+            f"{abs(row.diff):.3g} ({_test_name(row.final_return_test)} Holm-adjusted p = "
+            f"{row.final_return_p_holm:.3g})"
             for row in significant.itertuples()
         ]
         sentence = "Significant difference in final return: " + "; ".join(parts)
-    extra = _other_significant(others, alpha)
-    return sentence + (f"; other significant differences: {extra}." if extra else ".")
+    return sentence + (f"; not tested: {why}." if why else ".")
 
 
-def _other_significant(others: pd.DataFrame, alpha: float) -> str:
+def _test_name(test: str) -> str:
+    return "Mann-Whitney, as Welch is undefined," if test == "Mann-Whitney" else test
+
+
+def _score_sentence(others: pd.DataFrame, column: str, label: str, alpha: float) -> str:
     # Speed and diversity are reported as ratios, so say them as ratios.
     ratio_of = {"updates_per_s": "speed_ratio", "h_dispersion": "diversity_ratio"}
     parts = []
     for row in others.to_dict("records"):
-        for column, label in TESTED_SCORES.items():
-            p = row.get(f"{column}_p_holm", np.nan)
-            if column == "final_return" or not (np.isfinite(p) and p < alpha):
-                continue
-            if column in ratio_of:
-                parts.append(f"{row['arm']} {label} x{row[ratio_of[column]]:.2f} (p = {p:.2g})")
-            else:
-                parts.append(f"{row['arm']} {label} (p = {p:.2g})")
-    return ", ".join(parts)
+        p = row.get(f"{column}_p_holm", np.nan)
+        size = f"x{row[ratio_of[column]]:.2f} " if column in ratio_of else ""
+        if not np.isfinite(p):
+            parts.append(f"{row['arm']} {size}untested ({row.get(f'{column}_note', '')})")
+        elif p < alpha:
+            parts.append(f"{row['arm']} {size}significant (p = {p:.2g})")
+        else:
+            parts.append(f"{row['arm']} {size}not significant (p = {p:.2g})")
+    return f"{label[0].upper()}{label[1:]}: " + ", ".join(parts) + "."
 
 
-def power_note(n_per_arm: int) -> str:
-    """The smallest effect this design can see, as a sentence."""
-    d = stats.min_detectable_effect(n_per_arm)
+def power_note(n_per_arm: int, family_size: int = 1, alpha: float = ALPHA) -> str:
+    """The smallest effect this design can see, at the alpha its decisions actually use.
+
+    Holm's first step tests the smallest p at ``alpha / family_size``; its last at
+    ``alpha``. Cohen's d at 80% power for Welch's test (:func:`stats.min_detectable_effect`)
+    at both, and Mann-Whitney's floor: the smallest p it can give at this n.
+    """
+    family_size = max(family_size, 1)
+    d = stats.min_detectable_effect(n_per_arm, alpha=alpha / family_size)
     if not np.isfinite(d):
         return f"Power: with n = {n_per_arm} seeds per arm no test is possible."
+    last = stats.min_detectable_effect(n_per_arm, alpha=alpha)
+    floor = stats.smallest_mann_whitney_p(n_per_arm, n_per_arm)
+    if floor >= alpha:
+        reach = f"so it cannot reach even alpha = {alpha}"
+    elif floor >= alpha / family_size:
+        reach = f"so it cannot reach the first step's alpha/{family_size}"
+    else:
+        reach = "below the first step's alpha"
     return (
-        f"Power: with n = {n_per_arm} seeds per arm, only effects of Cohen's d >= {d:.2f} "
-        "are detected with 80% power (alpha 0.05, two-sided); smaller true differences "
-        "will usually read as 'no significant difference'."
+        f"Power: with n = {n_per_arm} seeds per arm (the smallest arm) and {family_size} tests "
+        f"in the Holm family, the first Holm step tests at alpha/{family_size} = "
+        f"{alpha / family_size:.3g}: there Welch's test detects only effects of Cohen's "
+        f"d >= {d:.2f} with 80% power (d >= {last:.2f} at the last step's alpha {alpha}); "
+        "smaller true differences will usually read as 'no significant difference'. "
+        f"Mann-Whitney's smallest possible p at {n_per_arm} vs {n_per_arm} runs is "
+        f"{floor:.3g}, {reach}."
     )
+
+
+def speed_conditions(scores: pd.DataFrame) -> list[str]:
+    """Warnings, one sentence each, when FINISHED runs did not train under comparable
+    conditions, so that speed ratios may reflect the machine rather than the schedule.
+
+    Flags: runs on different hardware or devices; mean load per core differing by more than
+    ``LOAD_PER_CORE_LIMIT`` between runs; a run whose speed is off its arm's median by more
+    than a factor ``SPEED_SPREAD_LIMIT``. Empty when nothing is flagged.
+    """
+    finished = scores[scores["status"] == "FINISHED"]
+    warnings = []
+    for tag in ("hardware", "device", "gpu"):
+        if tag in finished:
+            seen = sorted({str(value) for value in finished[tag] if str(value)})
+            if len(seen) > 1:
+                warnings.append(
+                    f"Runs trained on different {tag} ({'; '.join(seen)}): speed compares "
+                    "machines as well as schedules."
+                )
+    load = finished["load_per_core"].to_numpy(float) if "load_per_core" in finished else []
+    if np.isfinite(load).sum() >= 2 and np.nanmax(load) - np.nanmin(load) > LOAD_PER_CORE_LIMIT:
+        busiest = finished.iloc[int(np.nanargmax(load))]
+        warnings.append(
+            f"Machine load differed between runs: mean load per core {np.nanmin(load):.2f} to "
+            f"{np.nanmax(load):.2f} (highest: {busiest['run_name']}); speed ratios are distorted."
+        )
+    elif not np.isfinite(load).any():
+        warnings.append("No machine load was recorded for these runs: speed comparability unknown.")
+    for arm, frame in finished.groupby("arm"):
+        speed = frame["updates_per_s"].to_numpy(float)
+        median = np.nanmedian(speed) if np.isfinite(speed).any() else np.nan
+        if not np.isfinite(median) or median <= 0:
+            continue
+        off = frame[(speed > median * SPEED_SPREAD_LIMIT) | (speed < median / SPEED_SPREAD_LIMIT)]
+        for row in off.itertuples():
+            warnings.append(
+                f"{row.run_name} trained at {row.updates_per_s:.3g} updates/s against its arm's "
+                f"median {median:.3g}: an outlier in speed (machine load?), which distorts "
+                f"{arm}'s speed."
+            )
+    return warnings
 
 
 def missing_runs(runs: pd.DataFrame) -> list[str]:

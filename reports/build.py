@@ -2,8 +2,10 @@
 
     python -m reports.build --experiment cartpole-ablation [--tracking-uri URI] [--out reports/out]
 
-Page 1 answers the question (one table, a verdict, the power note, missing runs); then the
-figures; then an appendix with every run, the environment and the config. Besides
+Page 1 answers the question (one table, a verdict, the power note, missing runs); page 2 the
+method (arms, definitions, tests, pairing, confounds, setup); page 3 speed (training time per
+phase, median and spread, and whether runs' conditions were comparable); then the figures;
+then an appendix with every run, the environment and the config. Besides
 ``<out>/<experiment>.pdf`` the figures (PNG) and tables (CSV) go to ``<out>/<experiment>/``,
 and all of it is logged as artifacts of the ablation's parent run under ``report/``.
 """
@@ -27,7 +29,7 @@ from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from analysis import plots, summary
+from analysis import method, plots, stats, summary
 from analysis.load import AblationData, AblationDataError, latest_ablation, load_ablation
 from analysis.stats import DEFAULT_RESAMPLES
 
@@ -65,6 +67,7 @@ def build_report(
     table = summary.compare_arms(scores, rng, n_resamples=n_resamples)
 
     finished_metrics = data.finished_metrics
+    phases = summary.phase_seconds(finished_metrics)  # (n_runs, phases): seconds per iteration
     figures = {
         "learning_curves_steps": plots.learning_curves(finished_metrics, x="step"),
         "learning_curves_wall_clock": plots.learning_curves(finished_metrics, x="wall_clock"),
@@ -77,6 +80,7 @@ def build_report(
         "answer": table,
         "runs": scores.drop(columns=["start_time", "end_time"]),
         "config": pd.DataFrame(sorted(data.params.items()), columns=["param", "value"]),
+        "phases": summary.phase_summary(phases),
     }
 
     out_dir = Path(out_dir)
@@ -88,7 +92,12 @@ def build_report(
     for name, frame in tables.items():
         frame.to_csv(files_dir / "tables" / f"{name}.csv", index=False)
 
-    pages = [_answer_page(data, table), *figures.values(), *_appendix_pages(data, scores)]
+    front = [
+        _answer_page(data, table, scores),
+        _method_page(data, table, phases),
+        _speed_page(table, scores, phases),
+    ]
+    pages = [*front, *figures.values(), *_appendix_pages(data, scores)]
     pdf_path = out_dir / f"{_safe_name(experiment)}.pdf"
     _write_pdf_atomically(pdf_path, pages, title=f"Ablation report: {experiment}")
 
@@ -114,6 +123,12 @@ def _format_ci(value: float, low: float, high: float, digits: int = 3) -> str:
     if not (np.isfinite(low) and np.isfinite(high)):
         return f"{value:.{digits}g}"
     return f"{value:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
+def _primary_p(row: dict, column: str) -> str:
+    """``p (Holm-adjusted)``, marked ``MW*`` where Mann-Whitney stood in for Welch."""
+    cell = f"{_format_p(row[f'{column}_p'])} ({_format_p(row[f'{column}_p_holm'])})"
+    return cell + (" MW*" if row.get(f"{column}_test") == "Mann-Whitney" else "")
 
 
 def _answer_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -143,7 +158,7 @@ def _answer_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         else:
             cells += [
                 _format_ci(row["diff"], row["diff_ci_low"], row["diff_ci_high"]),
-                f"{_format_p(row['final_return_p'])} ({_format_p(row['final_return_p_holm'])})",
+                _primary_p(row, "final_return"),
                 _format_p(row["mw_p"]),
                 "n/a" if not np.isfinite(row["hedges_g"]) else f"{row['hedges_g']:.2f}",
                 _format_ci(row["poi"], row["poi_ci_low"], row["poi_ci_high"], digits=2),
@@ -157,24 +172,28 @@ def _answer_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def _secondary_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """IQM and the other members of the Holm family (AUC, speed, diversity Welch tests)."""
+    """IQM, speed, and the other members of the Holm family (AUC, speed, diversity tests)."""
     header = [
         "arm",
         "IQM final return\n[95% CI]",
-        "return AUC Welch p\n(Holm-adj.)",
-        "updates/s Welch p\n(Holm-adj.)",
-        "h dispersion Welch p\n(Holm-adj.)",
+        "updates/s\n(mean of runs)",
+        "return AUC p\n(Holm-adj.)",
+        "updates/s p\n(Holm-adj.)",
+        "h dispersion p\n(Holm-adj.)",
         "note",
     ]
     rows = []
     for row in table.to_dict("records"):
-        cells = [row["arm"], _format_ci(row["iqm"], row["iqm_ci_low"], row["iqm_ci_high"])]
+        cells = [
+            row["arm"],
+            _format_ci(row["iqm"], row["iqm_ci_low"], row["iqm_ci_high"]),
+            "n/a" if not np.isfinite(row["updates_per_s"]) else f"{row['updates_per_s']:.3g}",
+        ]
         for column in ("auc_return", "updates_per_s", "h_dispersion"):
-            raw, adjusted = row.get(f"{column}_p", np.nan), row.get(f"{column}_p_holm", np.nan)
             is_reference = row["arm"] == summary.REFERENCE_ARM
-            cells.append("–" if is_reference else f"{_format_p(raw)} ({_format_p(adjusted)})")
+            cells.append("–" if is_reference else _primary_p(row, column))
         note = row.get("note", "")
-        cells.append(note if isinstance(note, str) else "")
+        cells.append(textwrap.shorten(note, 70) if isinstance(note, str) else "")
         rows.append(cells)
     return header, rows
 
@@ -203,43 +222,124 @@ def _draw_table(ax, header: list[str], rows: list[list[str]], font_size: float =
             cell.set_height(cell.get_height() * max(h.count("\n") + 1 for h in header))
 
 
-def _answer_page(data: AblationData, table: pd.DataFrame) -> Figure:
-    figure = Figure(figsize=PAGE_SIZE)
-    figure.text(0.04, 0.95, f"Ablation report: {data.experiment}", fontsize=16, weight="bold")
-    arms = ", ".join(summary.ordered_arms(data.runs["arm"]))
-    figure.text(
-        0.04,
-        0.915,
-        f"Arms: {arms}. Reference arm: {summary.REFERENCE_ARM}. Final return = mean eval return "
-        "over the last 10% of training steps; FINISHED runs only.",
-        fontsize=9,
-    )
-    # Tables grow downwards from the axes top; ~0.06 of the page per header, ~0.03 per row.
-    height = 0.06 + 0.03 * len(table)
-    top = 0.89
-    _draw_table(figure.add_axes((0.03, top - height, 0.94, height)), *_answer_rows(table))
-    top -= height + 0.04
-    _draw_table(figure.add_axes((0.12, top - height, 0.76, height)), *_secondary_rows(table))
+def _span(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low}-{high}"
 
-    n_per_arm = int(table["n"].min()) if not table.empty else 0
-    lines = [
-        ("Verdict: " + summary.verdict(table), 11, "bold"),
-        (summary.power_note(n_per_arm), 9, "normal"),
-        (summary.problems_note(data.runs) or "All runs finished.", 9, "normal"),
-        (
-            "Welch's t-test is the primary test (p in brackets: Holm-adjusted over all arms x "
-            "{final return, return AUC, updates/s, h dispersion}); Mann-Whitney U is a "
-            "robustness check; bootstrap (percentile) CIs are descriptive. Ratios are "
-            f"mean(arm) / mean({summary.REFERENCE_ARM}) of per-run means over training.",
-            8,
-            "normal",
-        ),
-    ]
-    y = top - height - 0.05
+
+def _write_lines(figure: Figure, lines: list[tuple[str, float, str]], y: float) -> float:
+    """Wrapped paragraphs from ``y`` down; returns the y below the last one."""
     for text, size, weight in lines:
         wrapped = textwrap.fill(text, width=int(1300 / size))
         figure.text(0.04, y, wrapped, fontsize=size, weight=weight, va="top")
         y -= 0.018 * size / 9 * (wrapped.count("\n") + 1) + 0.02
+    return y
+
+
+def _answer_page(data: AblationData, table: pd.DataFrame, scores: pd.DataFrame) -> Figure:
+    figure = Figure(figsize=PAGE_SIZE)
+    figure.text(0.04, 0.95, f"Ablation report: {data.experiment}", fontsize=16, weight="bold")
+    arms = ", ".join(summary.ordered_arms(data.runs["arm"]))
+    fewest, most = method.eval_points_in_window(data)
+    intro = (
+        f"Arms: {arms}. Reference arm: {summary.REFERENCE_ARM}. Final return = mean eval return "
+        f"over the last 10% of training steps ({_span(fewest, most)} eval "
+        f"point{'' if most == 1 else 's'} per run); "
+        "FINISHED runs only. Method, definitions and confounds: page 2."
+    )
+    figure.text(0.04, 0.93, textwrap.fill(intro, width=150), fontsize=9, va="top")
+    # Tables grow downwards from the axes top; ~0.06 of the page per header, ~0.03 per row.
+    height = 0.06 + 0.03 * len(table)
+    top = 0.87
+    _draw_table(figure.add_axes((0.03, top - height, 0.94, height)), *_answer_rows(table))
+    top -= height + 0.04
+    _draw_table(figure.add_axes((0.06, top - height, 0.88, height)), *_secondary_rows(table))
+
+    n_per_arm = int(table["n"].min()) if not table.empty else 0
+    m = summary.holm_family_size(table)
+    small = [note for note in table.get("ci_note", pd.Series(dtype=str)) if note]
+    lines = [
+        ("Verdict: " + summary.verdict(table), 10, "bold"),
+        (summary.power_note(n_per_arm, m), 9, "normal"),
+        (summary.problems_note(data.runs) or "All runs finished.", 9, "normal"),
+        *_speed_caution(summary.speed_conditions(scores)),
+        (
+            "Welch's t-test is the primary test (p in brackets: Holm-adjusted over all arms x "
+            "{final return, return AUC, updates/s, h dispersion}; MW* = Welch undefined, exact "
+            "Mann-Whitney p used); Mann-Whitney U (exact, or permutation with ties) is a "
+            "robustness check; bootstrap (percentile) CIs are descriptive"
+            + (
+                f" and not shown below {stats.MIN_BOOTSTRAP_N} runs per arm ({small[0]})"
+                if small
+                else ""
+            )
+            + ". Arms share seeds but are not paired: all tests treat them as independent. "
+            "Speed = WM updates / training seconds (evaluation excluded); ratios are "
+            f"mean(arm) / mean({summary.REFERENCE_ARM}) of per-run values.",
+            8,
+            "normal",
+        ),
+    ]
+    _write_lines(figure, lines, top - height - 0.05)
+    return figure
+
+
+def _speed_caution(warnings: list[str]) -> list[tuple[str, float, str]]:
+    """Page 1 carries the first comparability warning and a count; page 3 lists them all."""
+    if not warnings:
+        return []
+    more = f" ({len(warnings) - 1} more on page 3.)" if len(warnings) > 1 else ""
+    return [("Speed caution: " + warnings[0] + more, 9, "bold")]
+
+
+def _method_page(data: AblationData, table: pd.DataFrame, phases: pd.DataFrame) -> Figure:
+    figure = _text_page("Method: what was compared and how")
+    y = 0.90
+    for line in method.method_lines(data, table, phases):
+        heading = line.endswith(":") and not line.startswith(" ")
+        wrapped = textwrap.fill(line, width=150, subsequent_indent="      ")
+        figure.text(0.04, y, wrapped, fontsize=8.5 if heading else 7.5,
+                    weight="bold" if heading else "normal", va="top")  # fmt: skip
+        y -= 0.021 * (wrapped.count("\n") + 1) + (0.0 if line else -0.008)
+    return figure
+
+
+def _speed_page(table: pd.DataFrame, scores: pd.DataFrame, phases: pd.DataFrame) -> Figure:
+    figure = _text_page("Speed: training time per iteration by phase (median [min, max] over runs)")
+    per_phase = summary.phase_summary(phases)
+    names = [c for c in phases.columns if c not in ("run_id", "arm", "iterations")]
+    header = ["arm", "runs", "updates/s\nmedian [min, max]", *names]
+    rows = []
+    finished = scores[scores["status"] == "FINISHED"]
+    for arm in summary.ordered_arms(per_phase["arm"]) if not per_phase.empty else []:
+        speed = finished.loc[finished["arm"] == arm, "updates_per_s"].to_numpy(float)
+        speed = speed[np.isfinite(speed)]
+        cells = [arm, str(speed.size)]
+        cells.append(
+            f"{np.median(speed):.3g} [{speed.min():.3g}, {speed.max():.3g}]"
+            if speed.size
+            else "n/a"
+        )
+        for name in names:
+            row = per_phase[(per_phase["arm"] == arm) & (per_phase["phase"] == name)].iloc[0]
+            cells.append(f"{row['median']:.3g}\n[{row['low']:.3g}, {row['high']:.3g}]")
+        rows.append(cells)
+    height = 0.08 + 0.05 * len(rows)
+    _draw_table(figure.add_axes((0.03, 0.88 - height, 0.94, height)), header, rows, font_size=7)
+    warnings = summary.speed_conditions(scores)
+    lines = [
+        (
+            "Seconds per training iteration; training time = collect + updates (evaluation and "
+            "logging excluded); 'other' is training time outside the phase timers, so each "
+            "run's phases add up to its training time. Speed = WM updates / training seconds "
+            "per run, the same number the console summary averages per arm and page 1's speed "
+            "ratio divides.",
+            8,
+            "normal",
+        ),
+        *[("Caution: " + w, 9, "bold") for w in warnings],
+        ("Runs trained under comparable conditions." if not warnings else "", 9, "normal"),
+    ]
+    _write_lines(figure, lines, 0.88 - height - 0.05)
     return figure
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
@@ -38,8 +40,66 @@ def test_tests_match_scipy() -> None:
     x, y = rng.normal(1.0, 1.0, 5), rng.normal(0.0, 2.0, 6)
     expected = scipy_stats.ttest_ind(x, y, equal_var=False).pvalue
     assert stats.welch_p(x, y) == pytest.approx(expected)
-    expected = scipy_stats.mannwhitneyu(x, y, alternative="two-sided").pvalue
+    expected = scipy_stats.mannwhitneyu(x, y, alternative="two-sided", method="exact").pvalue
     assert stats.mann_whitney_p(x, y) == pytest.approx(expected)
+
+
+def _brute_force_mann_whitney_p(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sided p over every split of the pooled values into groups of len(x) and len(y):
+    the share of splits whose U is at least as far from n1 n2 / 2 as the observed one."""
+    pooled = np.concatenate([x, y])
+
+    def u(first: np.ndarray, second: np.ndarray) -> float:
+        return float(
+            np.sum((first[:, None] > second[None]) + 0.5 * (first[:, None] == second[None]))
+        )
+
+    centre = x.size * y.size / 2
+    observed = abs(u(x, y) - centre)
+    extreme = total = 0
+    for chosen in itertools.combinations(range(pooled.size), x.size):
+        mask = np.zeros(pooled.size, bool)
+        mask[list(chosen)] = True
+        total += 1
+        extreme += abs(u(pooled[mask], pooled[~mask]) - centre) >= observed - 1e-9
+    return extreme / total
+
+
+MANN_WHITNEY_CASES = {
+    "separation, ceiling ties": (np.full(5, 500.0), np.array([300.0, 310, 320, 330, 340])),
+    "ties across arms": (
+        np.array([500.0, 500, 500, 420, 380]),
+        np.array([500.0, 410, 320, 300, 380]),
+    ),
+    "no ties": (np.array([1.0, 2.5, 3.1, 7.0]), np.array([0.5, 2.0, 2.9])),
+    "both constant": (np.full(5, 500.0), np.full(5, 312.0)),
+    "n = 2": (np.array([500.0, 500.0]), np.array([200.0, 300.0])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MANN_WHITNEY_CASES))
+def test_mann_whitney_p_is_exact_against_every_split(name: str) -> None:
+    x, y = MANN_WHITNEY_CASES[name]
+    assert stats.mann_whitney_p(x, y) == pytest.approx(_brute_force_mann_whitney_p(x, y))
+
+
+def test_mann_whitney_complete_separation_at_n5_is_exact_not_asymptotic() -> None:
+    x, y = MANN_WHITNEY_CASES["separation, ceiling ties"]
+    assert stats.mann_whitney_p(x, y) == pytest.approx(2 / 252)  # 0.0079, not 0.004
+    assert stats.smallest_mann_whitney_p(5, 5) == pytest.approx(2 / 252)
+    assert stats.smallest_mann_whitney_p(3, 3) == pytest.approx(0.1)
+    assert stats.smallest_mann_whitney_p(2, 2) == pytest.approx(1 / 3)
+
+
+def test_mann_whitney_beyond_exhaustive_is_a_seeded_permutation_test() -> None:
+    rng = np.random.default_rng(3)
+    x = np.round(rng.normal(1.0, 1.0, 8))  # rounded: ties; comb(16, 8) = 12,870 splits
+    y = np.round(rng.normal(0.0, 1.0, 8))
+    first = stats.mann_whitney_p(x, y, np.random.default_rng(1), n_resamples=5_000)
+    assert first == stats.mann_whitney_p(x, y, np.random.default_rng(1), n_resamples=5_000)
+    assert first != stats.mann_whitney_p(x, y, np.random.default_rng(2), n_resamples=5_000)
+    # 5,000 random splits: within 0.025 of the exact permutation p (SE <= 0.0071).
+    assert first == pytest.approx(_brute_force_mann_whitney_p(x, y), abs=0.025)
 
 
 def test_hedges_g_by_hand() -> None:
@@ -70,8 +130,28 @@ def test_holm_by_hand() -> None:
 
 
 @pytest.mark.parametrize(("n", "expected"), [(3, 3.07), (5, 2.02), (10, 1.32), (20, 0.91)])
-def test_min_detectable_effect_matches_facts(n: int, expected: float) -> None:
-    assert stats.min_detectable_effect(n) == pytest.approx(expected, abs=0.02)
+def test_student_min_detectable_effect_matches_facts(n: int, expected: float) -> None:
+    assert stats.min_detectable_effect(n, welch=False) == pytest.approx(expected, abs=0.02)
+
+
+@pytest.mark.parametrize(("m", "expected"), [(2, 2.33), (4, 2.64), (12, 3.17)])
+def test_student_min_detectable_effect_at_holm_first_step_alphas(m: int, expected: float) -> None:
+    assert stats.min_detectable_effect(5, alpha=0.05 / m, welch=False) == pytest.approx(
+        expected, abs=0.01
+    )
+
+
+@pytest.mark.parametrize(("n", "m"), [(3, 1), (5, 4), (5, 8), (10, 2)])
+def test_welch_min_detectable_effect_has_its_power_in_a_simulation(n: int, m: int) -> None:
+    # At the computed d, a seeded simulation of Welch's test at alpha / m rejects 80% of the
+    # time (40,000 draws: standard error 0.002). Student's df would overstate Welch's power.
+    alpha = 0.05 / m
+    d = stats.min_detectable_effect(n, alpha=alpha)
+    rng = np.random.default_rng(n * 100 + m)
+    x, y = rng.normal(d, 1.0, (40_000, n)), rng.normal(0.0, 1.0, (40_000, n))
+    power = np.mean(scipy_stats.ttest_ind(x, y, axis=1, equal_var=False).pvalue < alpha)
+    assert power == pytest.approx(0.8, abs=0.008)
+    assert d > stats.min_detectable_effect(n, alpha=alpha, welch=False)
 
 
 def test_ratio_of_means() -> None:
@@ -124,6 +204,35 @@ def test_degenerate_inputs_give_nan_not_errors() -> None:
     assert np.isnan(stats.welch_p(constant, constant))
     assert np.isnan(stats.mann_whitney_p(constant, constant))
     assert np.isnan(stats.hedges_g(constant, constant))
-    assert stats.degenerate_reason(constant, constant) == "zero variance in both arms"
+    assert "every run of both arms scored 5" in stats.degenerate_reason(constant, constant)
     assert stats.degenerate_reason(three, three + 1) is None
     assert np.isnan(stats.min_detectable_effect(1))
+
+
+def test_primary_test_says_what_stands_in_for_an_undefined_welch() -> None:
+    ceiling, other = np.full(5, 500.0), np.full(5, 312.0)
+    # scipy answers t = inf, p = 0 here: a claim no test supports with 5 runs per arm.
+    result = stats.primary_test(ceiling, other)
+    assert result.test == "Mann-Whitney" and result.p == pytest.approx(2 / 252)
+    assert "Welch's t is undefined" in result.note and "500 vs 312" in result.note
+    same = stats.primary_test(ceiling, ceiling)
+    assert same.test == "none" and np.isnan(same.p) and "no difference" in same.note
+    few = stats.primary_test(np.array([1.0]), other)
+    assert few.test == "none" and "too few runs" in few.note
+    x, y = np.array([1.0, 2.0, 4.0]), np.array([0.0, 0.5, 0.7])
+    normal = stats.primary_test(x, y)
+    assert normal == stats.TestResult(stats.welch_p(x, y), "Welch", "")
+    # One constant arm is no obstacle to Welch (the other arm's variance is the SE).
+    assert stats.primary_test(ceiling, y).test == "Welch"
+
+
+def test_percentile_bootstrap_below_the_minimum_n_under_covers() -> None:
+    # Why no bootstrap CI is printed below MIN_BOOTSTRAP_N: at n = 3 per arm, under no
+    # difference, the 95% CI of the difference excludes 0 far more often than 5%.
+    rng = np.random.default_rng(11)
+    n = stats.MIN_BOOTSTRAP_N - 2
+    excluded = 0
+    for _ in range(300):
+        low, high = stats.diff_of_means_ci(rng.normal(size=n), rng.normal(size=n), rng, 400)
+        excluded += not (low <= 0 <= high)
+    assert excluded / 300 > 0.12

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import summary
+from analysis import stats, summary
 
 
 def _scores(separate: list[float], coupled: list[float], failed: int = 0) -> pd.DataFrame:
@@ -44,12 +44,86 @@ def test_verdict_says_no_significant_difference_unless_holm_p_is_small() -> None
     assert summary.verdict(far).startswith("Significant difference in final return: coupled")
 
 
+def test_verdict_covers_speed_and_diversity_too() -> None:
+    table = summary.compare_arms(_scores([10, 12, 14], [11, 13, 15]), np.random.default_rng(0))
+    text = summary.verdict(table)
+    coupled = table.set_index("arm").loc["coupled"]
+    assert f"Updates/s: coupled x{coupled['speed_ratio']:.2f} " in text
+    assert f"p = {coupled['updates_per_s_p_holm']:.2g}" in text
+    assert "H dispersion: coupled x1.00 not significant" in text
+    assert "Return AUC: coupled" in text
+
+
+def test_zero_variance_at_a_ceiling_is_compared_by_mann_whitney_and_said_so() -> None:
+    # A CartPole ceiling (500 in every run) against another constant: Welch is 0/0, but
+    # complete separation of 5 vs 5 runs is Mann-Whitney's exact p = 2/252.
+    table = summary.compare_arms(_scores([312.0] * 5, [500.0] * 5), np.random.default_rng(0))
+    coupled = table.set_index("arm").loc["coupled"]
+    assert coupled["final_return_test"] == "Mann-Whitney"
+    assert coupled["final_return_p"] == pytest.approx(2 / 252)
+    assert coupled["mw_p"] == pytest.approx(2 / 252)
+    assert "Welch's t is undefined" in coupled["note"]
+    text = summary.verdict(table)
+    assert text.startswith("Significant difference in final return: coupled above separate")
+    assert "Mann-Whitney, as Welch is undefined" in text and "too few" not in text
+    # Equal constants: no difference, and the verdict says why no test was run.
+    same = summary.compare_arms(_scores([500.0] * 3, [500.0] * 3), np.random.default_rng(0))
+    assert "every run of both arms scored 500" in summary.verdict(same)
+
+
 def test_single_seed_arms_do_not_crash() -> None:
     table = summary.compare_arms(_scores([10.0], [11.0]), np.random.default_rng(0))
     coupled = table.set_index("arm").loc["coupled"]
     assert np.isnan(coupled["final_return_p"]) and "too few runs" in coupled["note"]
-    assert "p-values are NaN" in summary.verdict(table)
+    assert "no test is defined (coupled: too few runs" in summary.verdict(table)
     assert "no test is possible" in summary.power_note(1)
+
+
+def test_no_bootstrap_interval_below_the_minimum_n() -> None:
+    # n = 2: P(improvement) is 1 with complete separation, but a CI "[1, 1]" would claim
+    # certainty the data cannot give.
+    table = summary.compare_arms(_scores([10.0, 11.0], [20.0, 21.0]), np.random.default_rng(0))
+    coupled = table.set_index("arm").loc["coupled"]
+    assert coupled["poi"] == 1.0
+    for column in ("poi_ci_low", "diff_ci_low", "speed_ci_low", "diversity_ci_low", "iqm_ci_low"):
+        assert np.isnan(coupled[column]), column
+    assert coupled["ci_note"] == "not meaningful at n = 2"
+    assert coupled["mw_min_p"] == pytest.approx(1 / 3)
+    five = summary.compare_arms(
+        _scores(list(range(5)), list(range(2, 7))), np.random.default_rng(0)
+    )
+    assert np.isfinite(five.set_index("arm").loc["coupled", "diff_ci_low"])
+
+
+def test_power_note_uses_the_holm_first_step_alpha() -> None:
+    note = summary.power_note(5, family_size=4)
+    d = stats.min_detectable_effect(5, alpha=0.05 / 4)
+    assert "alpha/4 = 0.0125" in note and f"d >= {d:.2f}" in note and d > 2.64
+    assert f"d >= {stats.min_detectable_effect(5):.2f} at the last step's alpha 0.05" in note
+    assert "smallest possible p at 5 vs 5 runs is 0.00794, below" in note
+    assert "at 3 vs 3 runs is 0.1, so it cannot reach even alpha = 0.05" in summary.power_note(3, 8)
+    assert "alpha/1 = 0.05" in summary.power_note(3, 0)  # no finite p: a family of one
+
+
+def test_holm_family_counts_the_finite_p_values() -> None:
+    table = summary.compare_arms(_scores([10, 12, 14], [11, 13, 15]), np.random.default_rng(0))
+    assert summary.holm_family_size(table) == 4  # one arm x four scores
+
+
+def test_phase_seconds_weights_each_interval_by_its_iterations() -> None:
+    # Two log points: 10 iterations at (wm 1.0, other 0.1) s each, then 30 at (wm 2.0, other 0).
+    rows = []
+    for step, iterations, wm, other in ((100, 10, 1.0, 0.1), (400, 40, 2.0, 0.0)):
+        rows += [
+            ("r1", "coupled", "time/wm", step, wm),
+            ("r1", "coupled", "time/other", step, other),
+            ("r1", "coupled", "progress/iterations", step, iterations),
+        ]
+    metrics = pd.DataFrame(rows, columns=["run_id", "arm", "metric", "step", "value"])
+    (row,) = summary.phase_seconds(metrics).to_dict("records")
+    assert row["wm"] == pytest.approx((10 * 1.0 + 30 * 2.0) / 40)
+    assert row["other"] == pytest.approx(1.0 / 40)
+    assert row["total"] == pytest.approx(71.0 / 40) and row["iterations"] == 40
 
 
 def test_problems_note_lists_failed_runs() -> None:
@@ -63,3 +137,10 @@ def test_problems_note_lists_missing_arm_seed_pairs() -> None:
     scores = _scores([1, 2, 3], [4, 5])  # coupled has no seed 2
     assert summary.missing_runs(scores) == ["coupled-seed2"]
     assert "1 expected runs are missing: coupled-seed2." in summary.problems_note(scores)
+
+
+def test_phase_seconds_of_runs_without_iteration_counts_is_the_plain_mean() -> None:
+    rows = [("r1", "separate", "time/wm", step, value) for step, value in ((100, 1.0), (200, 3.0))]
+    metrics = pd.DataFrame(rows, columns=["run_id", "arm", "metric", "step", "value"])
+    (row,) = summary.phase_seconds(metrics).to_dict("records")
+    assert row["wm"] == pytest.approx(2.0) and row["total"] == pytest.approx(2.0)

@@ -14,6 +14,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from pypdf import PdfReader
 
+from analysis import stats
 from analysis.load import AblationDataError, latest_ablation, load_ablation
 from reports.build import build_report
 
@@ -48,10 +49,13 @@ def _log_run(
         "device": "cpu",
         "torch_version": "2.13.0",
         "hardware": "test-cpu x2",
+        "cpu_count": "2",
+        "gpu": "none",
     }
     run = client.create_run(experiment_id, run_name=f"{arm}-seed{seed}", tags=tags)
     run_id = run.info.run_id
     params = {"train.steps": "1000", "train.batch_size": "16", "train.schedule": schedule}
+    params |= {"train.seq_len": "64", "train.train_ratio": "512", "train.collect_every": "16"}
     # Coupled skips the starts phase and so runs faster; returns overlap between arms (the
     # per-seed offsets interleave), so the verdict must be "no significant difference".
     phases = {"collect": 0.05, "wm": 0.4, "imagine": 0.1, "ac": 0.2}
@@ -60,15 +64,18 @@ def _log_run(
     per_iteration = sum(phases.values())
     now = int(time.time() * 1000)
     metrics = []
-    for step in map(int, STEPS):
+    for index, step in enumerate(map(int, STEPS)):
         if step > last_step:
             break
         values = {
+            "progress/iterations": 10.0 * index,
+            "progress/wm_updates": 10.0 * index,
+            "time/other": 0.01,
             "eval/return": 300 * (1 - np.exp(-step / 300)) + return_offset + rng.normal(0, 5),
             "eval/return_std": 20.0,
             "episode/return": 250 * (1 - np.exp(-step / 300)),
             "episode/length": 100.0,
-            "time/total": step * per_iteration * (1 + 0.05 * rng.random()),
+            "time/total": 10 * index * (per_iteration + 0.01),
             "speed/updates_per_s": 1 / per_iteration * (1 + 0.05 * rng.normal()),
             "speed/env_steps_per_s": 2.5,
             "diversity/h_dispersion": (1.0 if schedule == "separate" else 0.7)
@@ -81,6 +88,7 @@ def _log_run(
             {f"time/{phase}": sec * (1 + 0.1 * rng.random()) for phase, sec in phases.items()}
         )
         metrics += [Metric(key, float(value), now, step) for key, value in values.items()]
+    metrics.append(Metric("system/load_avg_mean", 1.0 + 0.1 * rng.random(), now, last_step))
     client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
     client.set_terminated(run_id, status=status)
     return run_id
@@ -166,11 +174,42 @@ def test_pdf_answers_the_question_and_lists_runs(ablation: dict) -> None:
     ):
         assert header in text, header
     assert "No significant difference in final return" in text
-    assert "Cohen's d >= 3.07" in text  # power note for 3 seeds per arm (FACTS.md)
+    # Power at the first Holm step: one arm x four scores, Welch's test, 3 seeds per arm.
+    d = stats.min_detectable_effect(3, alpha=0.05 / 4)
+    assert "first Holm step tests at alpha/4 = 0.0125: there Welch's test detects only" in text
+    assert f"Cohen's d >= {d:.2f}" in text
+    assert "smallest possible p at 3 vs 3 runs is 0.1, so it cannot reach even alpha" in text
+    assert "Updates/s: coupled x" in text and "H dispersion: coupled x" in text
+    assert "not shown below 5 runs per arm (not meaningful at n = 3)" in text
+    assert "not paired" in text
     assert "1 of 7 runs did not finish" in text and FAILED_RUN in text
     assert "Appendix A: every run" in text and "Appendix B: environment and config" in text
     assert "train.batch_size = 16" in text and "torch_version: 2.13.0" in text
     assert not list(pdf.parent.glob("*.tmp"))  # the atomic write left no temp file
+
+
+def test_method_and_speed_pages_follow_page_one(ablation: dict) -> None:
+    pages = [re.sub(r"\s+", " ", page.extract_text()) for page in PdfReader(ablation["pdf"]).pages]
+    method, speed = pages[1], pages[2]
+    assert method.startswith("Method: what was compared and how")
+    for arm in ("separate:", "coupled:"):
+        assert arm in method
+    # 11 eval points at steps 0..1000: the window (steps >= 900) holds 2 of them.
+    assert "the window holds 2 eval points per run here" in method
+    assert "Holm over that whole family (4 tests here)" in method
+    assert "They are not paired" in method
+    assert "before its optimiser step" in method
+    # n = 512 * 16 / (16 * 64) = 8 updates per iteration: 3.5 WM updates behind on average.
+    assert "with n = 8 updates per iteration, 3.5 WM updates fewer on average" in method
+    assert "commit: abc1234" in method and "CPUs: 2" in method
+    assert "Speed: training time per iteration by phase" in speed
+    assert "Runs trained under comparable conditions." in speed
+    data = load_ablation(EXPERIMENT, ablation["uri"])
+    runs = data.finished_runs.set_index("run_name")
+    # Speed per run = WM updates / training seconds at the end: separate-seed0 = 100 / 100 * 0.91.
+    expected = 100 / (100 * (0.05 + 0.4 + 0.1 + 0.2 + 0.15 + 0.01))
+    assert runs.loc["separate-seed0", "run_id"]
+    assert f"{expected:.3g} [{expected:.3g}, {expected:.3g}]" in speed
 
 
 def test_report_is_logged_to_the_parent_run(ablation: dict) -> None:
