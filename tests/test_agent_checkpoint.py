@@ -10,7 +10,6 @@ import torch
 from agent import Trainer
 from agent.checkpoint import env_state_saved
 from agent.logger import MemoryLogger
-
 from tests.conftest import tiny_config
 
 WALL_CLOCK = ("time/", "speed/")
@@ -31,6 +30,12 @@ def _values(logger: MemoryLogger) -> dict[str, list[tuple[int, float]]]:
     return {k: v for k, v in logger.history.items() if not k.startswith(WALL_CLOCK)}
 
 
+def _mid_episode_and_interval(trainer: Trainer) -> bool:
+    """Past the prefill, inside an episode, with updates not yet flushed to the logger."""
+    open_episode = trainer._episode is not None and trainer._episode["length"] >= 2
+    return trainer.env_steps >= 260 and open_episode and bool(trainer.metrics._rows)
+
+
 def test_resume_mid_episode_logs_bitwise_what_the_uninterrupted_run_logs(tmp_path: Path) -> None:
     whole_log = MemoryLogger()
     whole = Trainer(_config(), whole_log)
@@ -38,12 +43,7 @@ def test_resume_mid_episode_logs_bitwise_what_the_uninterrupted_run_logs(tmp_pat
 
     first_log = MemoryLogger()
     first = Trainer(_config(), first_log)
-    # Stop past the prefill, inside an episode, with updates not yet flushed to the logger.
-    def mid_episode_and_interval() -> bool:
-        open_episode = first._episode is not None and first._episode["length"] >= 2
-        return first.env_steps >= 260 and open_episode and bool(first.metrics._rows)
-
-    while not mid_episode_and_interval():
+    while not _mid_episode_and_interval(first):
         first.train_iteration()
     assert not first.done
     stopped_at = first.env_steps
