@@ -124,7 +124,12 @@ def save(trainer: Any, path: str) -> None:
     write removes its temporary file."""
     tmp = f"{path}.tmp"
     try:
-        torch.save({"state": state_dict(trainer), "config": to_dict(trainer.config)}, tmp)
+        # Through a Python file, so that a full disk raises OSError(ENOSPC), not torch's
+        # errno-less RuntimeError; synced, so that a renamed file is a complete one.
+        with open(tmp, "wb") as f:
+            torch.save({"state": state_dict(trainer), "config": to_dict(trainer.config)}, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.lexists(tmp):

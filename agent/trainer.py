@@ -97,6 +97,21 @@ def replay_steps(states: PosteriorStates, starts: str) -> dict[str, torch.Tensor
     }
 
 
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite: the weights are garbage from here on."""
+
+
+def stop_if_not_finite(metrics: dict[str, float], env_steps: int) -> None:
+    """Raise :class:`NonFiniteLossError` naming every non-finite ``loss/*`` mean of a flush
+    (checked once per flush, where the means reach the host anyway)."""
+    bad = sorted(k for k, v in metrics.items() if k.startswith("loss/") and not np.isfinite(v))
+    if bad:
+        raise NonFiniteLossError(
+            f"{', '.join(bad)} became non-finite by step {env_steps}; lower the learning "
+            "rates or check the overrides"
+        )
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; anything else as given."""
     if name == "auto":
@@ -455,7 +470,7 @@ class Trainer:
                 self.logger.log_metrics(self.evaluate(t.eval_episodes), self.env_steps)
         if self.env_steps >= self._next_log or self.done:
             self._next_log = self.env_steps + t.log_every
-            self.flush_metrics()
+            stop_if_not_finite(self.flush_metrics(), self.env_steps)
 
     def flush_metrics(self) -> dict[str, float]:
         """Log the means since the last flush, per-phase seconds per iteration and speeds."""

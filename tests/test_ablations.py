@@ -163,10 +163,10 @@ def test_killed_run_resumes_from_checkpoint_in_same_mlflow_run(tmp_path: Path) -
     process = start_cli(tmp_path, *args)
     checkpoints = tmp_path / "checkpoints"
     deadline = time.time() + 300
-    while time.time() < deadline and not (checkpoints.exists() and any(checkpoints.glob("*.pt"))):
+    while time.time() < deadline and not (checkpoints.exists() and any(checkpoints.rglob("*.pt"))):
         assert process.poll() is None, "the run ended before its first checkpoint"
         time.sleep(0.2)
-    assert any(checkpoints.glob("*.pt")), "no checkpoint was written"
+    assert any(checkpoints.rglob("*.pt")), "no checkpoint was written"
     os.killpg(process.pid, signal.SIGKILL)  # the driver and its worker, like a lost machine
     process.wait()
 
