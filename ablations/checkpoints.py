@@ -114,7 +114,9 @@ def _load_first_good(trainer: Trainer, paths: Iterator[tuple[str, str]]) -> bool
             print(f"resumed from {label}; skipped {'; '.join(problems)}", file=sys.stderr)
         return True
     if problems:
-        raise CheckpointError(f"no usable checkpoint: {'; '.join(problems)}")
+        raise CheckpointError(
+            f"no usable checkpoint: {'; '.join(problems)} (delete them to start the run over)"
+        )
     return False
 
 

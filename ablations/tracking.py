@@ -348,10 +348,17 @@ class AblationStore:
         one that is gone) become KILLED, as does the parent unless another command still
         trains some of its runs. A rerun resumes them."""
         for name, run in self.children().items():
-            if run.info.status in ("SCHEDULED", "RUNNING") and not self.held_elsewhere(
-                run.info.run_id, name
-            ):
-                retry_locked(self.client.set_terminated, run.info.run_id, "KILLED")
+            if run.info.status not in ("SCHEDULED", "RUNNING"):
+                continue
+            lease = read_lease(self.client, self.parent_id, run.info.run_id, name)
+            if lease is not None and lease.alive() and lease.command != COMMAND_ID:
+                continue  # another command's run
+            retry_locked(self.client.set_terminated, run.info.run_id, "KILLED")
+            if lease is not None and lease.command == COMMAND_ID:
+                # Its worker is stopped: a rerun need not wait for the lease to go stale
+                # (a worker on another machine leaves no process here to look for).
+                release = str(lease.generation)
+                retry_locked(self.client.set_tag, run.info.run_id, "lease.released", release)
         status = self._parent_status()
         retry_locked(
             self.client.set_terminated,
