@@ -43,7 +43,6 @@ from ablations.tracking import (
     MlflowLogger,
     hardware,
     lease_stale_seconds,
-    log_metrics_batched,
     retry_locked,
 )
 from agent.config import to_dict
@@ -155,9 +154,8 @@ def _train(
     logger.flush()
     elapsed = time.perf_counter() - start
     summary = trainer.summary()
-    log_metrics_batched(
-        client,
-        job.run_id,
+    # Through the logger: a rerun after a crash right here does not log them twice.
+    logger.log_metrics(
         {
             "final/eval_return": final_return(client, job.run_id, config.train.steps),
             "final/updates_per_s": summary["wm_updates"] / max(summary["wall_seconds"], 1e-9),
@@ -166,8 +164,9 @@ def _train(
             # Share of this session's time spent in MLflow calls.
             "tracking/overhead_fraction": logger.seconds / max(elapsed, 1e-9),
         },
-        step=trainer.env_steps,
+        trainer.env_steps,
     )
+    logger.flush()
     _log_final_artifacts(client, job.run_id, trainer)
     if "error" in retry_locked(client.get_run, job.run_id).data.tags:
         retry_locked(client.delete_tag, job.run_id, "error")  # an earlier attempt's
