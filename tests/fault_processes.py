@@ -51,3 +51,17 @@ def open_ablation(uri: str, go: Any, out: Any) -> None:
         out.put(("opened", (store.parent_id, ids)))
     except Exception as error:  # noqa: BLE001 - the test shows it
         out.put(("error", f"{type(error).__name__}: {error}"))
+
+
+def train_run(job: Any, out: Any) -> None:
+    """Train a run (:func:`~ablations.worker.run_worker`); report how it ended."""
+    import torch
+
+    from ablations.worker import run_worker
+
+    torch.set_num_threads(1)
+    try:
+        run_worker(job)
+        out.put("finished")
+    except LeaseLostError:
+        out.put("lost")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_processes import claim_and_hold, open_ablation
+from fault_processes import claim_and_hold, open_ablation, train_run
 from mlflow.tracking import MlflowClient
 from test_ablations import TINY, _alive, _cli_env, _run_processes, children, run_cli
 
@@ -87,7 +87,9 @@ def test_two_commands_creating_one_store_at_once_make_one_ablation(tmp_path: Pat
     assert len(client.search_runs([client.get_experiment_by_name("race").experiment_id])) == 3
 
 
-def _tiny_job(uri: str, tmp_path: Path, name: str) -> tuple[WorkerJob, AblationStore]:
+def _tiny_job(
+    uri: str, tmp_path: Path, name: str, steps: int = 500
+) -> tuple[WorkerJob, AblationStore]:
     overrides = {
         "train.prefill": 200,
         "train.train_ratio": 16,
@@ -96,7 +98,7 @@ def _tiny_job(uri: str, tmp_path: Path, name: str) -> tuple[WorkerJob, AblationS
         "train.log_every": 50,
         "train.device": "cpu",
     }
-    spec = AblationSpec("cartpole", 1, ("coupled",), "debug", 500, overrides, name)
+    spec = AblationSpec("cartpole", 1, ("coupled",), "debug", steps, overrides, name)
     store = AblationStore(uri, spec)
     (run,) = spec.runs()
     run_id, _ = store.child_for(run, "cpu")
@@ -124,8 +126,9 @@ class FailingSecondSave(LocalCheckpoints):
 
 
 def test_a_failed_save_never_puts_a_step_twice_and_the_finished_run_drops_its_error(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("ABLATION_LEASE_STALE_S", "2")  # a heartbeat every half second
     uri = f"sqlite:///{tmp_path}/store.db"
     job, _ = _tiny_job(uri, tmp_path, "save-fails")
     failing = dataclasses.replace(job, checkpoints=FailingSecondSave(job.checkpoints.folder))
@@ -137,15 +140,60 @@ def test_a_failed_save_never_puts_a_step_twice_and_the_finished_run_drops_its_er
     logged_before = max(m.step for m in client.get_metric_history(job.run_id, "loss/wm"))
     assert logged_before > 200  # past the checkpoint the rerun resumes from
 
+    started = time.time()
     run_worker(job)  # the rerun: resumes from the first checkpoint, at ~step 200
     finished = client.get_run(job.run_id)
     assert finished.info.status == "FINISHED"
     assert "error" not in finished.data.tags
+    # The rerun took the failed attempt's released lease, beat while training, released it.
+    tags = finished.data.tags
+    assert tags["lease.generation"] == tags["lease.released"] == "2"
+    assert float(tags["lease.heartbeat"]) > started + 1.0
     assert int(finished.data.tags["resumed_from_step"]) < logged_before
     for key in ("loss/wm", "eval/return", "episode/return", "progress/wm_updates"):
         steps = [m.step for m in client.get_metric_history(job.run_id, key)]
         assert len(steps) == len(set(steps)), key  # no step logged twice
         assert steps and max(steps) >= 400, key
+
+
+def _points(client: MlflowClient, run_id: str) -> dict[str, int]:
+    """Points logged per metric."""
+    keys = client.get_run(run_id).data.metrics
+    return {key: len(client.get_metric_history(run_id, key)) for key in keys}
+
+
+def test_a_trainer_that_comes_back_after_its_run_was_taken_over_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ABLATION_LEASE_STALE_S", "3")
+    uri = f"sqlite:///{tmp_path}/store.db"
+    job, store = _tiny_job(uri, tmp_path, "paused", steps=5000)
+    client = MlflowClient(uri)
+    context = mp.get_context("spawn")
+    out = context.Queue()
+    worker = context.Process(target=train_run, args=(job, out))
+    worker.start()
+    try:
+        folder = Path(job.checkpoints.folder)
+        deadline = time.time() + 300
+        while not (folder.exists() and any(folder.glob("*.pt"))):
+            assert worker.is_alive() and time.time() < deadline
+            time.sleep(0.2)
+        os.kill(worker.pid, signal.SIGSTOP)  # paused (swapped out, a stalled disk...)
+        time.sleep(4.0)  # past the stale time without a heartbeat
+        successor = Lease.claim(client, store.parent_id, job.run_id, job.run.name, "rerun")
+        assert successor.generation == 2
+        logged = _points(client, job.run_id)
+        os.kill(worker.pid, signal.SIGCONT)
+        assert out.get(timeout=120) == "lost"
+        worker.join(timeout=60)
+    finally:
+        if worker.is_alive():
+            worker.kill()
+    after = client.get_run(job.run_id)
+    assert _points(client, job.run_id) == logged  # it wrote nothing more
+    assert after.info.status == "RUNNING"  # and did not mark the successor's run FAILED
+    assert "lease.released" not in after.data.tags
 
 
 def _start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
