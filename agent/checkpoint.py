@@ -10,7 +10,8 @@ values at the same steps (wall-clock timings aside).
 An env that cannot be pickled (ALE's emulator is a C++ object) is saved without its open
 episode: on load that episode is dropped and the next collect starts a new one, so the
 resumed run diverges from the uninterrupted one from there on (still a valid run, but not
-the same one). :func:`env_state_saved` says which case a checkpoint is.
+the same one), and loading such a checkpoint warns. :func:`env_state_saved` says which
+case a checkpoint is.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -71,7 +73,11 @@ def state_dict(trainer: Any) -> dict[str, Any]:
 
 def _episode_state(trainer: Any) -> dict[str, Any]:
     env = _pickled_env(trainer)
-    return {"env": env, "episode": trainer._episode if env is not None else None}
+    return {
+        "env": env,
+        "episode": trainer._episode if env is not None else None,
+        "episode_dropped": env is None and trainer._episode is not None,
+    }
 
 
 def env_state_saved(state: dict[str, Any]) -> bool:
@@ -103,6 +109,13 @@ def load_state_dict(trainer: Any, state: dict[str, Any]) -> None:
     if "metric_means" in state:
         trainer.metrics = state["metric_means"]
     trainer._episode = None
+    if state.get("episode_dropped"):
+        warnings.warn(
+            f"the checkpoint at step {trainer.env_steps} could not hold the env "
+            f"({type(trainer.env.unwrapped).__name__} cannot be pickled): its open episode "
+            "restarts, so this run no longer equals an uninterrupted one",
+            stacklevel=2,
+        )
     if env_state_saved(state):
         trainer.env.close()
         trainer.env = pickle.loads(state["env"])

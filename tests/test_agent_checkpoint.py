@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from agent import Trainer
@@ -70,3 +71,21 @@ def test_resume_mid_episode_logs_bitwise_what_the_uninterrupted_run_logs(tmp_pat
         reference = getattr(whole, module).state_dict()
         for key, value in getattr(second, module).state_dict().items():
             assert torch.equal(value, reference[key]), f"{module}.{key}"
+
+
+def test_an_env_that_cannot_be_saved_restarts_its_episode_on_load_and_says_so(
+    tmp_path: Path,
+) -> None:
+    config = tiny_config("atari_pong", train__prefill=16, train__seq_len=8)
+    trainer = Trainer(config)
+    trainer.collect(5)  # random actions, mid-episode
+    path = str(tmp_path / "atari.pt")
+    trainer.save(path)
+    assert not env_state_saved(trainer.state_dict())  # ALE's emulator does not pickle
+
+    resumed = Trainer(config)
+    with pytest.warns(UserWarning, match="its open episode restarts"):
+        resumed.load(path)
+    assert resumed.env_steps == 5 and resumed._episode is None
+    resumed.collect(1)  # a fresh episode from the saved generator's next seed
+    assert resumed._episode is not None and resumed._episode["length"] == 1
