@@ -4,7 +4,7 @@ Validates everything first (bad input: one line, exit 2, nothing created), creat
 experiment and runs in MLflow, skips FINISHED runs, resumes unfinished ones from their
 checkpoints, runs the rest, then prints a per-arm summary and builds the report.
 Each run has one trainer at a time: a run whose lease another live command holds is left
-to it (see :class:`~ablations.tracking.Lease`). Exit codes: 0 all runs finished, 1 some
+to it (see :class:`~ablations.leases.Lease`). Exit codes: 0 all runs finished, 1 some
 failed (named at the end), 2 bad input, 3 some runs are being trained by another command,
 130 stopped by Ctrl-C, 143 stopped by SIGTERM (either way the run processes are stopped too,
 and what this command created or ran is marked KILLED).
@@ -25,15 +25,14 @@ from mlflow.exceptions import MlflowException
 from ablations.checkpoints import CHECKPOINT_STORES, default_checkpoint_store
 from ablations.estimate import estimate_seconds, format_duration
 from ablations.launchers import FAILED, LAUNCHERS, TAKEN, LauncherError, LaunchPlan, Resources
+from ablations.leases import COMMAND_ID
+from ablations.retries import first_line, retry_locked
 from ablations.spec import ARMS, AblationSpec, RunSpec
 from ablations.tracking import (
-    COMMAND_ID,
     AblationStore,
     TrackingError,
     check_reachable,
-    first_line,
     resolve_tracking_uri,
-    retry_locked,
     store_creation_lock,
 )
 from ablations.worker import WorkerJob

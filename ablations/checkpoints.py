@@ -31,7 +31,7 @@ from mlflow.artifacts import download_artifacts
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
-from ablations.tracking import retry_locked
+from ablations.retries import retry_locked
 
 if TYPE_CHECKING:
     from agent.trainer import Trainer

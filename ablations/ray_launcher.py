@@ -31,7 +31,7 @@ from ablations.launchers import (
     Resources,
     RunsBar,
 )
-from ablations.tracking import LeaseHeldError, LeaseLostError
+from ablations.leases import LeaseHeldError, LeaseLostError
 from ablations.worker import WorkerJob, run_worker
 
 MAX_RETRIES = 3

@@ -1,6 +1,6 @@
 """One (arm, seed) run in its own process: train, checkpoint, log to its MLflow child run.
 
-A run first takes its lease (:class:`~ablations.tracking.Lease`: one trainer per run, even
+A run first takes its lease (:class:`~ablations.leases.Lease`: one trainer per run, even
 with two commands on one experiment) and keeps it alive from a thread; it resumes from its
 checkpoint (a :class:`~ablations.checkpoints.CheckpointStore`) when one exists, records which
 process trains it (tags ``worker_pid``, ``worker_host``), and ends FINISHED (with the final
@@ -35,16 +35,10 @@ from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 
 from ablations.checkpoints import CheckpointStore
+from ablations.leases import Lease, LeaseHeldError, LeaseLostError, lease_stale_seconds
+from ablations.retries import retry_locked
 from ablations.spec import RunSpec
-from ablations.tracking import (
-    Lease,
-    LeaseHeldError,
-    LeaseLostError,
-    MlflowLogger,
-    hardware,
-    lease_stale_seconds,
-    retry_locked,
-)
+from ablations.tracking import MlflowLogger, hardware
 from agent.config import to_dict
 from agent.trainer import Trainer
 
@@ -82,8 +76,8 @@ def final_return(client: MlflowClient, run_id: str, total_steps: int) -> float:
 def run_worker(job: WorkerJob, progress: Any = None) -> None:
     """Train ``job.run`` to its budget; ``progress`` (a queue) receives ``(name, env_steps)``.
 
-    Raises :class:`~ablations.tracking.LeaseHeldError` (nothing written) when another
-    process trains the run, :class:`~ablations.tracking.LeaseLostError` when it was taken
+    Raises :class:`~ablations.leases.LeaseHeldError` (nothing written) when another
+    process trains the run, :class:`~ablations.leases.LeaseLostError` when it was taken
     over meanwhile (nothing more written), and the training error otherwise (the run is then
     marked FAILED).
     """

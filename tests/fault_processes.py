@@ -8,14 +8,9 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from ablations.leases import Lease, LeaseHeldError, LeaseLostError
 from ablations.spec import AblationSpec
-from ablations.tracking import (
-    AblationStore,
-    Lease,
-    LeaseHeldError,
-    LeaseLostError,
-    store_creation_lock,
-)
+from ablations.tracking import AblationStore, store_creation_lock
 
 
 def claim_and_hold(uri: str, parent: str, run: str, command: str, go: Any, out: Any) -> None:

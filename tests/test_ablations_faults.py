@@ -21,8 +21,9 @@ from mlflow.tracking import MlflowClient
 from test_ablations import TINY, _alive, _cli_env, _run_processes, children, run_cli
 
 from ablations.checkpoints import LocalCheckpoints
+from ablations.leases import Lease, LeaseHeldError
 from ablations.spec import AblationSpec
-from ablations.tracking import AblationStore, Lease, LeaseHeldError
+from ablations.tracking import AblationStore
 from ablations.worker import WorkerJob, run_worker
 
 
