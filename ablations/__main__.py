@@ -12,22 +12,22 @@ and what this command created or ran is marked KILLED).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from mlflow.exceptions import MlflowException
 
 from ablations.checkpoints import CHECKPOINT_STORES, default_checkpoint_store
 from ablations.estimate import estimate_seconds, format_duration
-from ablations.launchers import FAILED, LAUNCHERS, TAKEN, LauncherError, LaunchPlan, Resources
+from ablations.launchers import FAILED, LAUNCHERS, TAKEN, LauncherError, Resources
 from ablations.leases import COMMAND_ID
 from ablations.retries import first_line, retry_locked
-from ablations.spec import ARMS, AblationSpec, RunSpec
+from ablations.spec import ARMS, AblationSpec
 from ablations.tracking import (
     AblationStore,
     TrackingError,
@@ -129,6 +129,26 @@ def _gpus(value: str | None) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ablation; Ctrl-C or SIGTERM at any point marks what this command created or
+    ran KILLED (exit 130 or 143)."""
+    created = _Created()
+    with _sigterm_as_interrupt():
+        try:
+            return _main(argv, created)
+        except KeyboardInterrupt as stop:
+            if created.store is not None:
+                _mark_killed_quietly(created.store)
+            print("stopped; rerun the same command to resume unfinished runs", file=sys.stderr)
+            return 143 if isinstance(stop, Terminated) else 130
+
+
+@dataclass
+class _Created:
+    store: AblationStore | None = None
+    """The ablation's store once opened, whose runs an interruption marks KILLED."""
+
+
+def _main(argv: list[str] | None, created: _Created) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -151,82 +171,46 @@ def main(argv: list[str] | None = None) -> int:
         every = positive_int("--checkpoint-every", args.checkpoint_every)
         uri = resolve_tracking_uri(args.tracking_uri)
         check_reachable(uri)
+        checkpoints = CHECKPOINT_STORES[args.checkpoint_store or default_checkpoint_store(uri)]
         # Last, as it may start or join a cluster; still before any run is created.
         plan = LAUNCHERS[args.launcher](resources)
     except (ConfigError, TrackingError, LauncherError) as error:
         parser.error(str(error))
 
     runs = spec.runs()
-    store: AblationStore | None = None
-    # From here on Ctrl-C and SIGTERM mark what this command created or ran as KILLED.
-    with _sigterm_as_interrupt():
-        try:
-            try:
-                with store_creation_lock(uri):
-                    store = AblationStore(uri, spec)
-                    todo, finished, held = _plan_runs(args, store, plan, runs, uri, every)
-            except (ConfigError, TrackingError) as error:
-                parser.error(str(error))
-            except MlflowException as error:  # e.g. a read-only store
-                parser.error(f"cannot use the tracking store at {uri}: {first_line(error)}")
-            return _run(args, spec, store, plan, todo, runs, finished, held, uri)
-        except KeyboardInterrupt as stop:
-            if store is not None:
-                _mark_killed_quietly(store)
-            print("stopped; rerun the same command to resume unfinished runs", file=sys.stderr)
-            return 143 if isinstance(stop, Terminated) else 130
+    try:
+        # Two commands starting at once on one SQLite store take turns here.
+        with store_creation_lock(uri):
+            store = created.store = AblationStore(uri, spec)
+            todo, finished, held = [], 0, []
+            for index, run in enumerate(runs):
+                device = plan.device(index)
+                run_id, status = store.child_for(run, device)
+                if status == "FINISHED":
+                    finished += 1
+                    continue
+                if store.held_elsewhere(run_id, run.name) is not None:
+                    held.append(run.name)  # another live command trains it
+                    continue
+                steps = run.config().train.steps
+                todo.append(
+                    WorkerJob(
+                        run=run,
+                        run_id=run_id,
+                        tracking_uri=uri,
+                        checkpoints=checkpoints(uri, run_id, args.checkpoint_dir),
+                        checkpoint_every=every or max(steps // 10, 1),
+                        device=device,
+                        threads=plan.threads,
+                        parent_id=store.parent_id,
+                        command=COMMAND_ID,
+                    )
+                )
+    except (ConfigError, TrackingError) as error:
+        parser.error(str(error))
+    except MlflowException as error:  # e.g. a read-only store
+        parser.error(f"cannot use the tracking store at {uri}: {first_line(error)}")
 
-
-def _plan_runs(
-    args: argparse.Namespace,
-    store: AblationStore,
-    plan: LaunchPlan,
-    runs: list[RunSpec],
-    uri: str,
-    every: int | None,
-) -> tuple[list[WorkerJob], int, list[str]]:
-    """Create the missing child runs; returns the jobs to run, how many runs are finished,
-    and the names of those another live command is training."""
-    checkpoints = CHECKPOINT_STORES[args.checkpoint_store or default_checkpoint_store(uri)]
-    todo, finished, held = [], 0, []
-    for index, run in enumerate(runs):
-        device = plan.device(index)
-        run_id, status = store.child_for(run, device)
-        if status == "FINISHED":
-            finished += 1
-            continue
-        if store.held_elsewhere(run_id, run.name) is not None:
-            held.append(run.name)
-            continue
-        steps = run.config().train.steps
-        todo.append(
-            WorkerJob(
-                run=run,
-                run_id=run_id,
-                tracking_uri=uri,
-                checkpoints=checkpoints(uri, run_id, args.checkpoint_dir),
-                checkpoint_every=every or max(steps // 10, 1),
-                device=device,
-                threads=plan.threads,
-                parent_id=store.parent_id,
-                command=COMMAND_ID,
-            )
-        )
-    return todo, finished, held
-
-
-def _run(
-    args: argparse.Namespace,
-    spec: AblationSpec,
-    store: AblationStore,
-    plan: LaunchPlan,
-    todo: list[WorkerJob],
-    runs: list[RunSpec],
-    finished: int,
-    held: list[str],
-    uri: str,
-) -> int:
-    """Print the plan, launch the jobs, settle the parent run and report; the exit code."""
     elsewhere = f"{len(held)} being trained by another command, " if held else ""
     print(
         f"ablation '{spec.name}': {len(runs)} runs ({', '.join(spec.arms)} x {spec.seeds} seeds), "
@@ -250,23 +234,18 @@ def _run(
             if outcome == FAILED:
                 _ensure_marked_failed(store, job)
             store.log_parent_summary()
-        except Exception as error:  # noqa: BLE001 - the runs go on; the rerun settles them
-            print(
-                f"{job.run.name}: tracking store error: {_describe(error)}",
-                file=sys.stderr,
-            )
+        except Exception as error:  # noqa: BLE001 - the runs go on; a rerun settles them
+            print(f"{job.run.name}: tracking store error: {_describe(error)}", file=sys.stderr)
 
     results = plan.launch(todo, plan.parallel, on_done, total=len(runs), already_done=finished)
+
     failed = sorted(name for name, outcome in results.items() if outcome == FAILED)
     held += sorted(name for name, outcome in results.items() if outcome == TAKEN)
     try:
         store.settle_parent()
         print_summary(store.log_parent_summary(), spec)
     except Exception as error:  # noqa: BLE001 - every run is safe in the store already
-        print(
-            f"tracking store error at the end: {_describe(error)}",
-            file=sys.stderr,
-        )
+        print(f"tracking store error at the end: {_describe(error)}", file=sys.stderr)
         return 1
     if not args.no_report:
         _build_report(spec.name, uri)
