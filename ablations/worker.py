@@ -57,9 +57,9 @@ class WorkerJob:
     checkpoint_every: int
     device: str
     threads: int
-    parent_id: str = ""
+    parent_id: str
     """The ablation's parent run, which holds the runs' leases."""
-    command: str = ""
+    command: str
     """The id of the command that launched the job (its leases' owner)."""
 
 

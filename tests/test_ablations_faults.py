@@ -422,7 +422,7 @@ def test_a_tracking_server_outage_mid_run_is_ridden_out(tmp_path: Path) -> None:
 
         _wait_for(first_checkpoint, command, tmp_path)
         _stop_server(server)  # the outage: every write of the run meets a closed port
-        time.sleep(12)
+        time.sleep(8)
         server = _start_server(tmp_path, port)
         assert command.wait(timeout=600) == 0, (tmp_path / "err.log").read_text()[-2000:]
         assert "Traceback" not in (tmp_path / "err.log").read_text()
