@@ -3,8 +3,11 @@
 Validates everything first (bad input: one line, exit 2, nothing created), creates the
 experiment and runs in MLflow, skips FINISHED runs, resumes unfinished ones from their
 checkpoints, runs the rest, then prints a per-arm summary and builds the report.
-Exit codes: 0 all runs finished, 1 some failed (named at the end), 2 bad input, 130 stopped
-by Ctrl-C, 143 stopped by SIGTERM (either way the run processes are stopped too).
+Each run has one trainer at a time: a run whose lease another live command holds is left
+to it (see :class:`~ablations.leases.Lease`). Exit codes: 0 all runs finished, 1 some
+failed (named at the end), 2 bad input, 3 some runs are being trained by another command,
+130 stopped by Ctrl-C, 143 stopped by SIGTERM (either way the run processes are stopped too,
+and what this command created or ran is marked KILLED).
 """
 
 from __future__ import annotations
@@ -14,14 +17,24 @@ import math
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
+from mlflow.exceptions import MlflowException
 
 from ablations.checkpoints import CHECKPOINT_STORES, default_checkpoint_store
 from ablations.estimate import estimate_seconds, format_duration
-from ablations.launchers import LAUNCHERS, LauncherError, Resources
+from ablations.launchers import FAILED, LAUNCHERS, TAKEN, LauncherError, Resources
+from ablations.leases import COMMAND_ID
+from ablations.retries import first_line, retry_locked
 from ablations.spec import ARMS, AblationSpec
-from ablations.tracking import AblationStore, TrackingError, check_reachable, resolve_tracking_uri
+from ablations.tracking import (
+    AblationStore,
+    TrackingError,
+    check_reachable,
+    resolve_tracking_uri,
+    store_creation_lock,
+)
 from ablations.worker import WorkerJob
 from agent.cli import ArgumentParser, positive_int
 from agent.config import ENV_PRESETS, SIZE_PRESETS, ConfigError
@@ -75,7 +88,9 @@ def build_parser() -> ArgumentParser:
         "their MLflow runs (default: mlflow for an http(s) tracking server, else local)",
     )
     parser.add_argument(
-        "--checkpoint-dir", default="checkpoints", help="folder of the local checkpoint store"
+        "--checkpoint-dir",
+        default=None,
+        help="folder of the local checkpoint store (default: checkpoints/ next to a SQLite store)",
     )
     parser.add_argument(
         "--checkpoint-every",
@@ -87,6 +102,18 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--no-report", action="store_true", help="skip building the PDF report")
     return parser
+
+
+EXIT_HELD = 3
+MAX_SEEDS = 1000
+"""More seeds than any statistics here need; a typo's billion would exhaust memory."""
+
+
+def _seeds(value: str) -> int:
+    seeds = positive_int("SEEDS", value) or 0
+    if seeds > MAX_SEEDS:
+        raise ConfigError(f"SEEDS must be at most {MAX_SEEDS}, got {value}")
+    return seeds
 
 
 def _gpus(value: str | None) -> float | None:
@@ -102,13 +129,33 @@ def _gpus(value: str | None) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ablation; Ctrl-C or SIGTERM at any point marks what this command created or
+    ran KILLED (exit 130 or 143)."""
+    created = _Created()
+    with _sigterm_as_interrupt():
+        try:
+            return _main(argv, created)
+        except KeyboardInterrupt as stop:
+            if created.store is not None:
+                _mark_killed_quietly(created.store)
+            print("stopped; rerun the same command to resume unfinished runs", file=sys.stderr)
+            return 143 if isinstance(stop, Terminated) else 130
+
+
+@dataclass
+class _Created:
+    store: AblationStore | None = None
+    """The ablation's store once opened, whose runs an interruption marks KILLED."""
+
+
+def _main(argv: list[str] | None, created: _Created) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         preset = args.preset or ("S" if torch.cuda.is_available() else "small")
         spec = AblationSpec(
             env=args.env,
-            seeds=positive_int("SEEDS", args.seeds) or 0,
+            seeds=_seeds(args.seeds),
             arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()),
             preset=preset,
             steps=positive_int("STEPS", args.steps),
@@ -132,32 +179,42 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = spec.runs()
     try:
-        store = AblationStore(uri, spec)
-        todo, finished = [], 0
-        for index, run in enumerate(runs):
-            device = plan.device(index)
-            run_id, status = store.child_for(run, device)
-            if status == "FINISHED":
-                finished += 1
-                continue
-            steps = run.config().train.steps
-            todo.append(
-                WorkerJob(
-                    run=run,
-                    run_id=run_id,
-                    tracking_uri=uri,
-                    checkpoints=checkpoints(uri, run_id, args.checkpoint_dir),
-                    checkpoint_every=every or max(steps // 10, 1),
-                    device=device,
-                    threads=plan.threads,
+        # Two commands starting at once on one SQLite store take turns here.
+        with store_creation_lock(uri):
+            store = created.store = AblationStore(uri, spec)
+            todo, finished, held = [], 0, []
+            for index, run in enumerate(runs):
+                device = plan.device(index)
+                run_id, status = store.child_for(run, device)
+                if status == "FINISHED":
+                    finished += 1
+                    continue
+                if store.held_elsewhere(run_id, run.name) is not None:
+                    held.append(run.name)  # another live command trains it
+                    continue
+                steps = run.config().train.steps
+                todo.append(
+                    WorkerJob(
+                        run=run,
+                        run_id=run_id,
+                        tracking_uri=uri,
+                        checkpoints=checkpoints(uri, run_id, args.checkpoint_dir),
+                        checkpoint_every=every or max(steps // 10, 1),
+                        device=device,
+                        threads=plan.threads,
+                        parent_id=store.parent_id,
+                        command=COMMAND_ID,
+                    )
                 )
-            )
     except (ConfigError, TrackingError) as error:
         parser.error(str(error))
+    except MlflowException as error:  # e.g. a read-only store
+        parser.error(f"cannot use the tracking store at {uri}: {first_line(error)}")
 
+    elsewhere = f"{len(held)} being trained by another command, " if held else ""
     print(
         f"ablation '{spec.name}': {len(runs)} runs ({', '.join(spec.arms)} x {spec.seeds} seeds), "
-        f"{finished} already finished, {len(todo)} to run | preset {spec.preset} | "
+        f"{finished} already finished, {elsewhere}{len(todo)} to run | preset {spec.preset} | "
         f"{min(plan.parallel, max(len(todo), 1))} parallel, {plan.threads} torch threads each "
         f"on {plan.where} | MLflow {uri}"
     )
@@ -172,23 +229,24 @@ def main(argv: list[str] | None = None) -> int:
             if estimate > 86400 and not torch.cuda.is_available():
                 print("that is a GPU job; to try it on this CPU: PRESET=debug STEPS=5000")
 
-    def on_done(job: WorkerJob, succeeded: bool) -> None:
-        if not succeeded:
-            _ensure_marked_failed(store, job)
-        store.log_parent_summary()
+    def on_done(job: WorkerJob, outcome: str) -> None:
+        try:
+            if outcome == FAILED:
+                _ensure_marked_failed(store, job)
+            store.log_parent_summary()
+        except Exception as error:  # noqa: BLE001 - the runs go on; a rerun settles them
+            print(f"{job.run.name}: tracking store error: {_describe(error)}", file=sys.stderr)
 
+    results = plan.launch(todo, plan.parallel, on_done, total=len(runs), already_done=finished)
+
+    failed = sorted(name for name, outcome in results.items() if outcome == FAILED)
+    held += sorted(name for name, outcome in results.items() if outcome == TAKEN)
     try:
-        with _sigterm_as_interrupt():
-            results = plan.launch(
-                todo, plan.parallel, on_done, total=len(runs), already_done=finished
-            )
-    except KeyboardInterrupt as stop:
-        print("stopped; rerun the same command to resume unfinished runs", file=sys.stderr)
-        return 143 if isinstance(stop, Terminated) else 130
-
-    failed = sorted(name for name, ok in results.items() if not ok)
-    store.finish_parent(failed=bool(failed))
-    print_summary(store.log_parent_summary(), spec)
+        store.settle_parent()
+        print_summary(store.log_parent_summary(), spec)
+    except Exception as error:  # noqa: BLE001 - every run is safe in the store already
+        print(f"tracking store error at the end: {_describe(error)}", file=sys.stderr)
+        return 1
     if not args.no_report:
         _build_report(spec.name, uri)
     if failed:
@@ -197,7 +255,28 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if held:
+        print(
+            f"{len(held)} run(s) are trained by another command: {', '.join(held)}; "
+            "rerun once it ends to see the ablation whole",
+            file=sys.stderr,
+        )
+        return EXIT_HELD
     return 0
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {first_line(error)}"
+
+
+def _mark_killed_quietly(store: AblationStore) -> None:
+    try:
+        store.mark_killed()
+    except Exception as error:  # noqa: BLE001 - stopping anyway; a rerun resumes them
+        print(
+            f"could not mark the runs KILLED: {_describe(error)}",
+            file=sys.stderr,
+        )
 
 
 class Terminated(KeyboardInterrupt):
@@ -221,10 +300,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _ensure_marked_failed(store: AblationStore, job: WorkerJob) -> None:
     """A worker that died without recording why (killed, out of memory) is marked here."""
-    run = store.client.get_run(job.run_id)
+    run = retry_locked(store.client.get_run, job.run_id)
     if run.info.status not in ("FAILED", "FINISHED"):
-        store.client.set_tag(job.run_id, "error", "worker process died without reporting an error")
-        store.client.set_terminated(job.run_id, "FAILED")
+        message = "worker process died without reporting an error"
+        retry_locked(store.client.set_tag, job.run_id, "error", message)
+        retry_locked(store.client.set_terminated, job.run_id, "FAILED")
 
 
 def print_summary(summary: dict[str, dict[str, float]], spec: AblationSpec) -> None:

@@ -23,13 +23,17 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ablations.worker import WorkerJob, worker_main
+from ablations.worker import EXIT_TAKEN, WorkerJob, worker_main
 
-OnDone = Callable[[WorkerJob, bool], None]
-"""Called in the driver when a job ends: ``(job, succeeded)``."""
+FINISHED, FAILED, TAKEN = "finished", "failed", "taken"
+"""How a job ended: trained to its budget, failed, or left to another process that holds
+its run's lease."""
 
-Launch = Callable[..., dict[str, bool]]
-"""``(jobs, max_parallel, on_done, total, already_done=0) -> {run name: succeeded}``,
+OnDone = Callable[[WorkerJob, str], None]
+"""Called in the driver when a job ends: ``(job, outcome)``, an outcome above."""
+
+Launch = Callable[..., dict[str, str]]
+"""``(jobs, max_parallel, on_done, total, already_done=0) -> {run name: outcome}``,
 the signature of :func:`run_local`."""
 
 
@@ -125,19 +129,20 @@ def run_local(
     on_done: OnDone,
     total: int,
     already_done: int = 0,
-) -> dict[str, bool]:
-    """Run ``jobs`` in up to ``max_parallel`` spawned processes; returns name -> succeeded.
+) -> dict[str, str]:
+    """Run ``jobs`` in up to ``max_parallel`` spawned processes; returns name -> outcome.
 
     One progress bar counts finished runs (``total`` including ``already_done``); its
     postfix shows the env steps of the runs in flight. Ctrl-C stops every worker; their
-    runs stay unfinished and resume from their checkpoints next time.
+    runs stay unfinished and resume from their checkpoints next time. The workers die with
+    this process, even by ``kill -9`` (see :func:`~ablations.worker.worker_main`).
     """
     context = mp.get_context("spawn")  # fork would share torch/MLflow state between runs
     progress = context.Queue()
     pending = list(jobs)
     active: dict[str, tuple[mp.process.BaseProcess, WorkerJob]] = {}
     steps: dict[str, int] = {}
-    results: dict[str, bool] = {}
+    results: dict[str, str] = {}
     bar = RunsBar(jobs, total, already_done)
     try:
         while pending or active:
@@ -154,11 +159,11 @@ def run_local(
                 if process.is_alive():
                     continue
                 process.join()
-                succeeded = process.exitcode == 0
-                results[name] = succeeded
+                outcome = EXIT_OUTCOMES.get(process.exitcode, FAILED)
+                results[name] = outcome
                 del active[name]
                 steps.pop(name, None)
-                on_done(job, succeeded)
+                on_done(job, outcome)
                 bar.run_ended()
             bar.show(active, steps)
             time.sleep(0.5)
@@ -171,6 +176,9 @@ def run_local(
     finally:
         bar.close()
     return results
+
+
+EXIT_OUTCOMES = {0: FINISHED, EXIT_TAKEN: TAKEN}
 
 
 def _drain(progress: mp.Queue, steps: dict[str, int]) -> None:

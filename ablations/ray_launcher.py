@@ -21,7 +21,17 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from ablations.launchers import LauncherError, LaunchPlan, OnDone, Resources, RunsBar
+from ablations.launchers import (
+    FAILED,
+    FINISHED,
+    TAKEN,
+    LauncherError,
+    LaunchPlan,
+    OnDone,
+    Resources,
+    RunsBar,
+)
+from ablations.leases import LeaseHeldError, LeaseLostError
 from ablations.worker import WorkerJob, run_worker
 
 MAX_RETRIES = 3
@@ -90,9 +100,10 @@ def run_ray(
     cpus_per_run: int = 1,
     gpus_per_run: float = 0,
     max_retries: int = MAX_RETRIES,
-) -> dict[str, bool]:
+) -> dict[str, str]:
     """Run ``jobs`` as Ray tasks, at most ``max_parallel`` submitted at once; returns
-    name -> succeeded. Ctrl-C cancels the tasks; their runs resume on the next invocation."""
+    name -> outcome. Ctrl-C cancels the tasks; their runs resume on the next invocation.
+    Ray ends the tasks of a driver that dies."""
     board = _ProgressBoard.remote()
     options = {
         "num_cpus": cpus_per_run,
@@ -102,7 +113,7 @@ def run_ray(
     }
     pending = list(jobs)
     active: dict[ray.ObjectRef, WorkerJob] = {}
-    results: dict[str, bool] = {}
+    results: dict[str, str] = {}
     bar = RunsBar(jobs, total, already_done)
     try:
         while pending or active:
@@ -113,9 +124,9 @@ def run_ray(
             done, _ = ray.wait(list(active), num_returns=1, timeout=0.5)
             for ref in done:
                 job = active.pop(ref)
-                succeeded = _succeeded(ref, job, max_retries)
-                results[job.run.name] = succeeded
-                on_done(job, succeeded)
+                outcome = _outcome(ref, job, max_retries)
+                results[job.run.name] = outcome
+                on_done(job, outcome)
                 bar.run_ended()
             bar.show((job.run.name for job in active.values()), ray.get(board.snapshot.remote()))
     except KeyboardInterrupt:
@@ -127,17 +138,21 @@ def run_ray(
     return results
 
 
-def _succeeded(ref: ray.ObjectRef, job: WorkerJob, max_retries: int) -> bool:
-    """Whether the task ended well; if not, one line on stderr, as the local worker prints."""
+def _outcome(ref: ray.ObjectRef, job: WorkerJob, max_retries: int) -> str:
+    """How the task ended; if not well, one line on stderr, as the local worker prints."""
     try:
         ray.get(ref)
-        return True
+        return FINISHED
     except RayTaskError as error:  # the training raised; the worker marked the run FAILED
-        reason = _first_line(getattr(error, "cause", None) or error)
+        cause = getattr(error, "cause", None) or error
+        if isinstance(cause, (LeaseHeldError, LeaseLostError)):
+            print(f"{job.run.name} skipped: {cause}", file=sys.stderr)
+            return TAKEN
+        reason = _first_line(cause)
     except RayError as error:  # the worker or its node died more than max_retries times
         reason = f"its Ray worker was lost {max_retries + 1} times ({type(error).__name__})"
     print(f"{job.run.name} failed: {reason}", file=sys.stderr)
-    return False
+    return FAILED
 
 
 @ray.remote

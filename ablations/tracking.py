@@ -4,7 +4,8 @@ The layout in the store (the contract that ``analysis/`` reads):
 
 - one experiment per ablation, tagged ``mlflow.experimentKind=custom_model_development``
   so MLflow 3's UI opens on the runs table;
-- a parent run named after the ablation (tag ``ablation.role=parent``);
+- a parent run named after the ablation (tag ``ablation.role=parent``), which also holds
+  the children's leases as params ``lease.<run name>.<generation>`` (:mod:`ablations.leases`);
 - a child run ``<arm>-seed<k>`` per run (tags ``ablation.role=child``, ``arm``,
   ``schedule``, ``starts``, ``seed``, ``env``, ``preset``, ``git_commit``, ``device``,
   ``torch_version``, ``hardware``, ``config_hash``), the flattened config as params and
@@ -13,20 +14,22 @@ The layout in the store (the contract that ``analysis/`` reads):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from ablations.leases import COMMAND_ID, LeaseState, read_lease
+from ablations.retries import first_line, retry_locked
 from ablations.spec import ARMS, AblationSpec, RunSpec
 from agent.config import flatten
 
-T = TypeVar("T")
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 BATCH_LIMIT = 1000  # MlflowClient.log_batch takes at most 1000 metrics per call
 
@@ -46,41 +49,63 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 
 
 def check_reachable(uri: str) -> None:
-    """Raise :class:`TrackingError` if the store at ``uri`` cannot be reached."""
-    if uri.startswith(("http://", "https://")):
-        # Fail fast instead of MLflow's default minutes of retries.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    elif uri.startswith("sqlite:///"):
-        folder = os.path.dirname(os.path.abspath(uri.removeprefix("sqlite:///")))
+    """Raise :class:`TrackingError` if the store at ``uri`` cannot be reached or written."""
+    if uri.startswith("sqlite:///"):
+        path = os.path.abspath(uri.removeprefix("sqlite:///"))
+        folder = os.path.dirname(path)
         if not os.path.isdir(folder):
             raise TrackingError(f"tracking store folder {folder} does not exist ({uri})")
+        target = path if os.path.exists(path) else folder
+        if not os.access(target, os.W_OK):
+            raise TrackingError(f"tracking store {target} is not writable ({uri})")
         return  # created on first use; probing it here would race with nothing to gain
-    try:
-        MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as error:  # noqa: BLE001 - any failure here means "unreachable"
-        first = (
-            str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        )
-        raise TrackingError(f"cannot reach the MLflow tracking store at {uri}: {first}") from None
-
-
-def retry_locked(fn: Callable[..., T], *args: Any, attempts: int = 30, **kwargs: Any) -> T:
-    """Call ``fn``, retrying with backoff while SQLite answers 'database is locked'.
-
-    Several worker processes share one SQLite store; SQLite serialises writers and makes the
-    loser fail rather than wait, so waiting here is the fix.
-    """
-    delay = 0.05
-    for attempt in range(attempts):
+    if not uri.startswith(("http://", "https://")):
+        return
+    # Fail fast instead of MLflow's minutes of retries, for this probe only: the workers
+    # inherit this environment and must ride out a short outage (see retry_locked).
+    with _environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
         try:
-            return fn(*args, **kwargs)
-        except Exception as error:
-            if "locked" not in str(error).lower() or attempt == attempts - 1:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-    raise AssertionError("unreachable")
+            MlflowClient(uri).search_experiments(max_results=1)
+        except Exception as error:  # noqa: BLE001 - any failure here means "unreachable"
+            raise TrackingError(
+                f"cannot reach the MLflow tracking store at {uri}: {first_line(error)}"
+            ) from None
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def store_creation_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store while creating its tables, experiment
+    and runs, so that two commands starting at once do not race MLflow's schema creation
+    (``duplicate column name``) or create the ablation twice. Other stores: no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = os.path.abspath(uri.removeprefix("sqlite:///")) + ".lock"
+    try:
+        handle = open(path, "a")  # noqa: SIM115 - closed below
+    except OSError as error:
+        raise TrackingError(f"cannot use the tracking store at {uri}: {error.strerror}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()
 
 
 def git_commit() -> str:
@@ -238,8 +263,60 @@ class AblationStore:
             log_metrics_batched(self.client, self.parent_id, metrics, step=0)
         return means
 
-    def finish_parent(self, failed: bool) -> None:
-        retry_locked(self.client.set_terminated, self.parent_id, "FAILED" if failed else "FINISHED")
+    def held_elsewhere(self, run_id: str, run_name: str) -> LeaseState | None:
+        """The lease on a child held by another live command, if any."""
+        lease = read_lease(self.client, self.parent_id, run_id, run_name)
+        if lease is not None and lease.alive() and lease.command != COMMAND_ID:
+            return lease
+        return None
+
+    def settle_parent(self) -> str:
+        """Set the parent's status from its children's and return it: RUNNING while another
+        command trains some, else FAILED if any failed, FINISHED if all finished, else
+        KILLED (some were stopped)."""
+        status = self._parent_status()
+        retry_locked(self.client.set_terminated, self.parent_id, status)
+        return status
+
+    def _parent_status(self) -> str:
+        children = self.children()
+        statuses = {run.info.status for run in children.values()}
+        if any(
+            self.held_elsewhere(run.info.run_id, name)
+            for name, run in children.items()
+            if run.info.status not in ("FINISHED", "FAILED")
+        ):
+            status = "RUNNING"
+        elif "FAILED" in statuses:
+            status = "FAILED"
+        elif statuses <= {"FINISHED"}:
+            status = "FINISHED"
+        else:
+            status = "KILLED"
+        return status
+
+    def mark_killed(self) -> None:
+        """After an interruption: children left SCHEDULED or RUNNING (by this command, or by
+        one that is gone) become KILLED, as does the parent unless another command still
+        trains some of its runs. A rerun resumes them."""
+        for name, run in self.children().items():
+            if run.info.status not in ("SCHEDULED", "RUNNING"):
+                continue
+            lease = read_lease(self.client, self.parent_id, run.info.run_id, name)
+            if lease is not None and lease.alive() and lease.command != COMMAND_ID:
+                continue  # another command's run
+            retry_locked(self.client.set_terminated, run.info.run_id, "KILLED")
+            if lease is not None and lease.command == COMMAND_ID:
+                # Its worker is stopped: a rerun need not wait for the lease to go stale
+                # (a worker on another machine leaves no process here to look for).
+                release = str(lease.generation)
+                retry_locked(self.client.set_tag, run.info.run_id, "lease.released", release)
+        status = self._parent_status()
+        retry_locked(
+            self.client.set_terminated,
+            self.parent_id,
+            status if status in ("RUNNING", "FINISHED") else "KILLED",
+        )
 
 
 def _params(values: Mapping[str, Any]) -> list[Param]:
@@ -259,19 +336,34 @@ class MlflowLogger:
     """The agent's :class:`~agent.logger.Logger`, buffering points into ``log_batch`` calls.
 
     Nothing is sent until :meth:`flush` (the worker flushes right before each checkpoint),
-    so a run resumed from its checkpoint never logs the same step twice, and a run costs a
-    few batched calls instead of one call per metric.
+    and a run costs a few batched calls instead of one call per metric. After
+    :meth:`skip_logged_steps`, points at or below a metric's last step in the store are
+    dropped, so that a resumed run never logs a step twice.
     """
 
     def __init__(self, client: MlflowClient, run_id: str):
         self.client = client
         self.run_id = run_id
         self.pending: list[Metric] = []
+        self.logged_up_to: dict[str, int] = {}
+        """Per metric, the last step already in the store: nothing at or below is sent."""
         self.seconds = 0.0  # time spent in MLflow calls, to report tracking overhead
+
+    def skip_logged_steps(self) -> None:
+        """Read each metric's last step in the store; points up to it will not be sent."""
+        keys = retry_locked(self.client.get_run, self.run_id).data.metrics
+        for key in keys:
+            history = retry_locked(self.client.get_metric_history, self.run_id, key)
+            if history:
+                self.logged_up_to[key] = max(point.step for point in history)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         stamp = int(time.time() * 1000)
-        self.pending.extend(Metric(k, float(v), stamp, step) for k, v in metrics.items())
+        self.pending.extend(
+            Metric(k, float(v), stamp, step)
+            for k, v in metrics.items()
+            if step > self.logged_up_to.get(k, -1)
+        )
 
     def flush(self) -> None:
         start = time.perf_counter()

@@ -396,6 +396,7 @@ def validate(config: Config) -> None:
     for key, value in positive.items():
         if not (value > 0 and math.isfinite(value)):  # also rejects nan and inf
             raise ConfigError(f"{key} must be positive and finite, got {value}")
+    _check_ranges(config)
     if t.prefill < t.seq_len:
         raise ConfigError(
             f"train.prefill ({t.prefill}) must be at least train.seq_len ({t.seq_len})"
@@ -438,6 +439,50 @@ def _validate_actions(config: Config) -> None:
             f"ac.min_std and ac.max_std must satisfy 0 < min_std <= max_std, got "
             f"{ac.min_std} and {ac.max_std}"
         )
+
+
+def _check_ranges(config: Config) -> None:
+    """Every number within the range where training means something: a NaN, a negative
+    learning rate or a mixture above 1 would train garbage (or NaN weights) and exit 0."""
+    m, wm, ac, t, env = config.model, config.wm, config.ac, config.train, config.env
+    # key: (value, low, high, low included, high included)
+    ranges: dict[str, tuple[float, float, float, bool, bool]] = {
+        "wm.lr": (wm.lr, 0, math.inf, False, False),
+        "wm.eps": (wm.eps, 0, math.inf, False, False),
+        "wm.grad_clip": (wm.grad_clip, 0, math.inf, False, False),
+        "wm.free_nats": (wm.free_nats, 0, math.inf, True, False),
+        **{f"wm.loss_scales.{k}": (v, 0, math.inf, True, False) for k, v in wm.loss_scales.items()},
+        "ac.actor_lr": (ac.actor_lr, 0, math.inf, False, False),
+        "ac.critic_lr": (ac.critic_lr, 0, math.inf, False, False),
+        "ac.eps": (ac.eps, 0, math.inf, False, False),
+        "ac.grad_clip": (ac.grad_clip, 0, math.inf, False, False),
+        "ac.discount": (ac.discount, 0, 1, False, True),
+        "ac.return_lambda": (ac.return_lambda, 0, 1, True, True),
+        "ac.entropy": (ac.entropy, 0, math.inf, True, False),
+        "ac.slow_critic_fraction": (ac.slow_critic_fraction, 0, 1, False, True),
+        "ac.slow_critic_reg": (ac.slow_critic_reg, 0, math.inf, True, False),
+        "ac.return_norm_decay": (ac.return_norm_decay, 0, 1, True, False),
+        "ac.replay_critic": (ac.replay_critic, 0, math.inf, True, False),
+        "model.unimix": (m.unimix, 0, 1, True, False),
+        "model.layers": (m.layers, 1, math.inf, True, False),
+        "model.cnn_depth": (m.cnn_depth, 1, math.inf, True, False),
+        "env.size": (env.size, 1, math.inf, True, False),
+        "env.action_repeat": (env.action_repeat, 1, math.inf, True, False),
+        "env.noops": (env.noops, 0, math.inf, True, False),
+        "env.max_episode_steps": (env.max_episode_steps, 0, math.inf, True, False),
+        "train.prefill": (t.prefill, 0, math.inf, True, False),
+        "train.replay_capacity": (t.replay_capacity, 1, math.inf, True, False),
+        "train.eval_every": (t.eval_every, 0, math.inf, True, False),
+        "train.eval_episodes": (t.eval_episodes, 1, math.inf, True, False),
+        "train.log_every": (t.log_every, 1, math.inf, True, False),
+        "train.seed": (t.seed, 0, 2**32 - 1, True, True),
+    }
+    for key, (value, low, high, low_in, high_in) in ranges.items():
+        above = value >= low if low_in else value > low
+        below = value <= high if high_in else value < high
+        if not (above and below) or math.isnan(value):
+            interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+            raise ConfigError(f"{key} must be in {interval}, got {value}")
 
 
 # --- dotted access, conversion, flattening -------------------------------------------------

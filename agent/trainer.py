@@ -15,7 +15,6 @@ classes, ``A`` actions.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -25,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from agent import checkpoint
 from agent.acceleration import (
-    GraphedStep,
     autocast,
     compile_steps,
     maybe_graphed,
@@ -35,7 +34,7 @@ from agent.acceleration import (
     use_graphs,
 )
 from agent.actor_critic import ActorCritic
-from agent.config import Config, ConfigError, to_dict
+from agent.config import Config, ConfigError
 from agent.diversity import imagined_dispersion, start_diversity, start_shift
 from agent.envs import action_space, make_env, observation_shapes
 from agent.logger import Logger, MetricMeans, NullLogger, PhaseTimer
@@ -103,6 +102,21 @@ def replay_steps(states: PosteriorStates, starts: str) -> dict[str, torch.Tensor
         "is_first": states["is_first"],
         "is_start": is_start,
     }
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite: the weights are garbage from here on."""
+
+
+def stop_if_not_finite(metrics: dict[str, float], env_steps: int) -> None:
+    """Raise :class:`NonFiniteLossError` naming every non-finite ``loss/*`` mean of a flush
+    (checked once per flush, where the means reach the host anyway)."""
+    bad = sorted(k for k, v in metrics.items() if k.startswith("loss/") and not np.isfinite(v))
+    if bad:
+        raise NonFiniteLossError(
+            f"{', '.join(bad)} became non-finite by step {env_steps}; lower the learning "
+            "rates or check the overrides"
+        )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -498,7 +512,7 @@ class Trainer:
                 self.logger.log_metrics(self.evaluate(t.eval_episodes), self.env_steps)
         if flushing:
             self._next_log = self.env_steps + t.log_every
-            self.flush_metrics()
+            stop_if_not_finite(self.flush_metrics(), self.env_steps)
 
     def flush_metrics(self) -> dict[str, float]:
         """Log the means since the last flush, per-phase seconds per iteration and speeds.
@@ -566,79 +580,16 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: models, optimisers, replay, RNG states, counters."""
-        return {
-            "world_model": self.world_model.state_dict(),
-            "actor_critic": self.actor_critic.state_dict(),
-            "wm_optimizer": self.wm_optimizer.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "replay": self.replay.state_dict(),
-            "np_rng": self.np_rng.bit_generator.state,
-            "generator": self.generator.get_state(),
-            "eval_np_rng": self.eval_np_rng.bit_generator.state,
-            "eval_generator": self.eval_generator.get_state(),
-            "counters": {
-                "env_steps": self.env_steps,
-                "wm_updates": self.wm_updates,
-                "ac_updates": self.ac_updates,
-                "iterations": self.iterations,
-                "episodes": self.episodes,
-                "update_credit": self._update_credit,
-                "next_log": self._next_log,
-                "next_eval": self._next_eval,
-                "wall_seconds": self._wall_seconds,
-            },
-        }
+        """Everything needed to resume exactly (see :mod:`agent.checkpoint`)."""
+        return checkpoint.state_dict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; the open episode restarts (envs are not saved)."""
-        self.world_model.load_state_dict(state["world_model"])
-        self.actor_critic.load_state_dict(state["actor_critic"])
-        for name in ("wm_optimizer", "actor_optimizer", "critic_optimizer"):
-            optimizer = getattr(self, name)
-            optimizer.load_state_dict(state[name])
-            for group in optimizer.param_groups:  # this run's choice, not the checkpoint's
-                group["capturable"] = self.graphs
-        # Graphs captured before hold the replaced optimiser state: capture afresh.
-        for step in self._steps:
-            if isinstance(step, GraphedStep):
-                step.reset()
-        self.replay.load_state_dict(state["replay"])
-        self.np_rng.bit_generator.state = state["np_rng"]
-        # Generator states are CPU byte tensors, wherever torch.load mapped the checkpoint.
-        self.generator.set_state(state["generator"].cpu())
-        self.eval_np_rng.bit_generator.state = state["eval_np_rng"]
-        self.eval_generator.set_state(state["eval_generator"].cpu())
-        c = state["counters"]
-        self.env_steps, self.wm_updates, self.ac_updates = (
-            c["env_steps"],
-            c["wm_updates"],
-            c["ac_updates"],
-        )
-        self.iterations, self.episodes = c["iterations"], c["episodes"]
-        self._update_credit, self._next_log, self._next_eval = (
-            c["update_credit"],
-            c["next_log"],
-            c["next_eval"],
-        )
-        self._wall_seconds = c["wall_seconds"]
-        self._episode = None
-        self._last_flush = {
-            "time": time.perf_counter(),
-            "wm": self.wm_updates,
-            "ac": self.ac_updates,
-            "env": self.env_steps,
-            "iter": self.iterations,
-        }
+        """Restore from :meth:`state_dict`, the open episode included where the env allows."""
+        checkpoint.load_state_dict(self, state)
 
     def save(self, path: str) -> None:
         """Write a checkpoint atomically (a crash mid-write leaves the old one intact)."""
-        tmp = f"{path}.tmp"
-        torch.save({"state": self.state_dict(), "config": to_dict(self.config)}, tmp)
-        os.replace(tmp, path)
+        checkpoint.save(self, path)
 
     def load(self, path: str) -> None:
-        self.load_state_dict(
-            torch.load(path, map_location=self.device, weights_only=False)["state"]
-        )
+        checkpoint.load(self, path)

@@ -59,9 +59,16 @@ def build_report(
         Path of the PDF.
 
     Raises:
-        AblationDataError: unknown experiment or no child runs; nothing is written then.
+        AblationDataError: unknown experiment, no child runs or none finished; nothing is
+            written then.
     """
     data = load_ablation(experiment, tracking_uri)  # fails before anything is written
+    if data.finished_runs.empty:
+        statuses = ", ".join(sorted(set(data.runs["status"])))
+        raise AblationDataError(
+            f"ablation {experiment!r} has no finished runs yet ({len(data.runs)} {statuses}); "
+            "rerun the ablation to finish them"
+        )
     rng = np.random.default_rng(seed)
     scores = summary.per_run_scores(data.runs, data.metrics)
     table = summary.compare_arms(scores, rng, n_resamples=n_resamples)
@@ -454,6 +461,18 @@ def _log_artifacts(
 # ----------------------------------------------------------------------------------------------
 
 
+def _missing_store(tracking_uri: str | None) -> str | None:
+    """The file of a SQLite store that does not exist (reading it would create it, and its
+    folder), else None."""
+    import mlflow
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = os.path.abspath(uri.removeprefix("sqlite:///"))
+    return None if os.path.exists(path) else path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; exit code 2 with one line on stderr for bad input."""
     parser = argparse.ArgumentParser(
@@ -468,6 +487,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="reports/out", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = parser.parse_args(argv)
+    missing = _missing_store(args.tracking_uri)
+    if missing:
+        print(f"error: no MLflow store at {missing}; run an ablation first", file=sys.stderr)
+        return 2
     try:
         experiment = args.experiment or latest_ablation(args.tracking_uri)
         path = build_report(experiment, args.tracking_uri, args.out, seed=args.seed)

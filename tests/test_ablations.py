@@ -163,10 +163,10 @@ def test_killed_run_resumes_from_checkpoint_in_same_mlflow_run(tmp_path: Path) -
     process = start_cli(tmp_path, *args)
     checkpoints = tmp_path / "checkpoints"
     deadline = time.time() + 300
-    while time.time() < deadline and not (checkpoints.exists() and any(checkpoints.glob("*.pt"))):
+    while time.time() < deadline and not (checkpoints.exists() and any(checkpoints.rglob("*.pt"))):
         assert process.poll() is None, "the run ended before its first checkpoint"
         time.sleep(0.2)
-    assert any(checkpoints.glob("*.pt")), "no checkpoint was written"
+    assert any(checkpoints.rglob("*.pt")), "no checkpoint was written"
     os.killpg(process.pid, signal.SIGKILL)  # the driver and its worker, like a lost machine
     process.wait()
 
@@ -233,6 +233,15 @@ def test_sigterm_stops_the_run_processes_too(tmp_path: Path) -> None:
         while time.time() < deadline and any(_alive(pid) for pid in workers):
             time.sleep(0.2)
         assert not [pid for pid in workers if _alive(pid)], "run processes left running"
+        # What the command ran is marked KILLED (MLflow's status for it), parent included.
+        client = MlflowClient(f"sqlite:///{tmp_path}/store.db")
+        (run,) = children(client, "term").values()
+        assert run.info.status == "KILLED"
+        experiment = client.get_experiment_by_name("term")
+        (parent,) = client.search_runs(
+            [experiment.experiment_id], "tags.`ablation.role` = 'parent'"
+        )
+        assert parent.info.status == "KILLED"
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # whatever is left, pass or fail
         process.wait()

@@ -1,0 +1,57 @@
+"""Calls to the tracking store that ride out transient failures: SQLite's write lock, and a
+tracking server that is down for a while (a restart)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def first_line(error: BaseException) -> str:
+    """An error's first line, at most 200 characters (its type when it has no message)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+TRANSIENT = (
+    "database is locked",
+    "connection",
+    "max retries exceeded",
+    "timed out",
+    "temporarily unavailable",
+    "bad gateway",
+    "service unavailable",
+    "gateway timeout",
+)
+"""Errors worth waiting out: SQLite's lock, and a tracking server down or restarting."""
+
+
+def tracking_retry_seconds() -> float:
+    """How long a store call is retried through transient errors before giving up
+    (``ABLATION_TRACKING_RETRY_S``, default 300: a server restart, not a lost server)."""
+    return float(os.environ.get("ABLATION_TRACKING_RETRY_S", "300"))
+
+
+def retry_locked(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``fn``, retrying with backoff through transient store errors (:data:`TRANSIENT`)
+    for up to :func:`tracking_retry_seconds`.
+
+    Several worker processes share one SQLite store; SQLite serialises writers and makes the
+    loser fail rather than wait, so waiting here is the fix. A tracking server that is down
+    for a while (a restart) is waited for the same way.
+    """
+    deadline = time.monotonic() + tracking_retry_seconds()
+    delay = 0.05
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            text = str(error).lower()
+            if not any(sign in text for sign in TRANSIENT) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

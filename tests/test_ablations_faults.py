@@ -1,0 +1,436 @@
+"""Run integrity under faults, with real processes, signals and a real MLflow SQLite store:
+one trainer per run, workers that die with their command, interrupted runs marked KILLED,
+and a failed checkpoint save that does not put a step in the store twice."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fault_processes import claim_and_hold, open_ablation, train_run
+from mlflow.tracking import MlflowClient
+from test_ablations import TINY, _alive, _cli_env, _run_processes, children, run_cli
+
+from ablations.checkpoints import LocalCheckpoints
+from ablations.leases import Lease, LeaseHeldError
+from ablations.spec import AblationSpec
+from ablations.tracking import AblationStore
+from ablations.worker import WorkerJob, run_worker
+
+
+def test_one_of_concurrent_claims_wins_and_a_stale_lease_is_taken_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ABLATION_LEASE_STALE_S", "2.5")
+    uri = f"sqlite:///{tmp_path}/store.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("leases")
+    parent = client.create_run(experiment).info.run_id
+    run = client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id
+
+    context = mp.get_context("spawn")
+    go, out = context.Event(), context.Queue()
+    claimants = [
+        context.Process(target=claim_and_hold, args=(uri, parent, run, f"cmd{i}", go, out))
+        for i in range(3)
+    ]
+    for process in claimants:
+        process.start()
+    try:
+        assert sorted(out.get(timeout=120)[0] for _ in claimants) == ["ready"] * 3
+        go.set()
+        answers = [out.get(timeout=60) for _ in claimants]
+        assert sorted(kind for kind, _ in answers) == ["held", "held", "won"]
+        assert ("won", 1) in answers
+
+        # The winner is alive and its lease fresh: nobody else may take the run ...
+        with pytest.raises(LeaseHeldError, match="x-seed0 is being trained by process"):
+            Lease.claim(client, parent, run, "x-seed0", "late")
+        time.sleep(3.0)  # ... until it has gone without a heartbeat for the stale time.
+        successor = Lease.claim(client, parent, run, "x-seed0", "late")
+        assert successor.generation == 2
+        # The old owner finds out at its next check and must stop writing.
+        assert out.get(timeout=60)[0] == "lost"
+        successor.check()
+    finally:
+        for process in claimants:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+
+
+def test_two_commands_creating_one_store_at_once_make_one_ablation(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/fresh.db"
+    context = mp.get_context("spawn")
+    go, out = context.Event(), context.Queue()
+    openers = [context.Process(target=open_ablation, args=(uri, go, out)) for _ in range(2)]
+    for process in openers:
+        process.start()
+    try:
+        assert [out.get(timeout=120)[0] for _ in openers] == ["ready", "ready"]
+        go.set()
+        answers = [out.get(timeout=120) for _ in openers]
+    finally:
+        for process in openers:
+            process.join(timeout=30)
+    assert [kind for kind, _ in answers] == ["opened", "opened"], answers
+    assert answers[0][1] == answers[1][1]  # the same parent and the same two children
+    client = MlflowClient(uri)
+    assert len(client.search_runs([client.get_experiment_by_name("race").experiment_id])) == 3
+
+
+def _tiny_job(
+    uri: str, tmp_path: Path, name: str, steps: int = 500
+) -> tuple[WorkerJob, AblationStore]:
+    overrides = {
+        "train.prefill": 200,
+        "train.train_ratio": 16,
+        "train.eval_every": 100,
+        "train.eval_episodes": 1,
+        "train.log_every": 50,
+        "train.device": "cpu",
+    }
+    spec = AblationSpec("cartpole", 1, ("coupled",), "debug", steps, overrides, name)
+    store = AblationStore(uri, spec)
+    (run,) = spec.runs()
+    run_id, _ = store.child_for(run, "cpu")
+    job = WorkerJob(
+        run=run,
+        run_id=run_id,
+        tracking_uri=uri,
+        checkpoints=LocalCheckpoints(str(tmp_path / "checkpoints" / run_id)),
+        checkpoint_every=100,
+        device="cpu",
+        threads=1,
+        parent_id=store.parent_id,
+        command="test",
+    )
+    return job, store
+
+
+class FailingSecondSave(LocalCheckpoints):
+    """A checkpoint folder whose second save fails, as on a disk that fills up."""
+
+    def save(self, trainer: Any) -> None:
+        if os.path.isdir(self.folder) and os.listdir(self.folder):
+            raise OSError(28, "No space left on device")
+        super().save(trainer)
+
+
+def test_a_failed_save_never_puts_a_step_twice_and_the_finished_run_drops_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ABLATION_LEASE_STALE_S", "2")  # a heartbeat every half second
+    uri = f"sqlite:///{tmp_path}/store.db"
+    job, _ = _tiny_job(uri, tmp_path, "save-fails")
+    failing = dataclasses.replace(job, checkpoints=FailingSecondSave(job.checkpoints.folder))
+    with pytest.raises(OSError, match="No space left"):
+        run_worker(failing)  # flushed the metrics up to step ~300, then could not save them
+    client = MlflowClient(uri)
+    failed = client.get_run(job.run_id)
+    assert failed.info.status == "FAILED" and "No space left" in failed.data.tags["error"]
+    logged_before = max(m.step for m in client.get_metric_history(job.run_id, "loss/wm"))
+    assert logged_before > 200  # past the checkpoint the rerun resumes from
+
+    started = time.time()
+    run_worker(job)  # the rerun: resumes from the first checkpoint, at ~step 200
+    finished = client.get_run(job.run_id)
+    assert finished.info.status == "FINISHED"
+    assert "error" not in finished.data.tags
+    # The rerun took the failed attempt's released lease, beat while training, released it.
+    tags = finished.data.tags
+    assert tags["lease.generation"] == tags["lease.released"] == "2"
+    assert float(tags["lease.heartbeat"]) > started + 1.0
+    assert int(finished.data.tags["resumed_from_step"]) < logged_before
+    for key in ("loss/wm", "eval/return", "episode/return", "progress/wm_updates"):
+        steps = [m.step for m in client.get_metric_history(job.run_id, key)]
+        assert len(steps) == len(set(steps)), key  # no step logged twice
+        assert steps and max(steps) >= 400, key
+
+
+def _points(client: MlflowClient, run_id: str) -> dict[str, int]:
+    """Points logged per metric."""
+    keys = client.get_run(run_id).data.metrics
+    return {key: len(client.get_metric_history(run_id, key)) for key in keys}
+
+
+def test_a_trainer_that_comes_back_after_its_run_was_taken_over_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ABLATION_LEASE_STALE_S", "3")
+    uri = f"sqlite:///{tmp_path}/store.db"
+    job, store = _tiny_job(uri, tmp_path, "paused", steps=5000)
+    client = MlflowClient(uri)
+    context = mp.get_context("spawn")
+    out = context.Queue()
+    worker = context.Process(target=train_run, args=(job, out))
+    worker.start()
+    try:
+        folder = Path(job.checkpoints.folder)
+        deadline = time.time() + 300
+        while not (folder.exists() and any(folder.glob("*.pt"))):
+            assert worker.is_alive() and time.time() < deadline
+            time.sleep(0.2)
+        os.kill(worker.pid, signal.SIGSTOP)  # paused (swapped out, a stalled disk...)
+        time.sleep(4.0)  # past the stale time without a heartbeat
+        successor = Lease.claim(client, store.parent_id, job.run_id, job.run.name, "rerun")
+        assert successor.generation == 2
+        logged = _points(client, job.run_id)
+        os.kill(worker.pid, signal.SIGCONT)
+        assert out.get(timeout=120) == "lost"
+        worker.join(timeout=60)
+    finally:
+        if worker.is_alive():
+            worker.kill()
+    after = client.get_run(job.run_id)
+    assert _points(client, job.run_id) == logged  # it wrote nothing more
+    assert after.info.status == "RUNNING"  # and did not mark the successor's run FAILED
+    assert "lease.released" not in after.data.tags
+
+
+def _start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The runner in the background in its own session, as from a terminal (Ctrl-C's
+    SIGINT handled even when this test runs where SIGINT is ignored); stdout and stderr
+    unbuffered to files."""
+    with open(cwd / "out.log", "w") as out, open(cwd / "err.log", "w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ablations", *args, "--no-report"],
+            cwd=cwd,
+            env={**_cli_env(), "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """Whatever is left of a command's session, pass or fail."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _wait_for(condition: Any, process: subprocess.Popen, cwd: Path, timeout: float = 300) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = condition()
+        if found:
+            return found
+        assert process.poll() is None, (cwd / "err.log").read_text()[-2000:]
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.slow
+def test_a_second_command_skips_a_run_in_training_and_workers_die_with_a_killed_driver(
+    tmp_path: Path,
+) -> None:
+    uri = f"sqlite:///{tmp_path}/store.db"
+    args = ["--env", "cartpole", "--seeds", "1", "--arms", "coupled", "--steps", "800"]
+    args += ["--tracking-uri", uri, "--checkpoint-every", "200", "--experiment", "two", *TINY]
+    first = _start(tmp_path, *args)
+    try:
+        checkpoints = tmp_path / "checkpoints"
+        _wait_for(lambda: any(checkpoints.rglob("*.pt")), first, tmp_path)
+        (worker,) = _run_processes(first.pid)
+        os.kill(worker, signal.SIGSTOP)  # hold it mid-run while the second command looks
+
+        second = run_cli(tmp_path, *args, timeout=300)
+        assert second.returncode == 3, second.stderr[-2000:]
+        assert "1 being trained by another command, 0 to run" in second.stdout
+        assert "coupled-seed0" in second.stderr.strip().splitlines()[-1]
+
+        os.kill(first.pid, signal.SIGKILL)  # the driver only: its worker must not outlive it
+        first.wait()
+        deadline = time.time() + 20
+        while time.time() < deadline and _alive(worker):
+            time.sleep(0.2)
+        assert not _alive(worker), "the worker outlived its driver"
+    finally:
+        _kill_group(first)
+
+    client = MlflowClient(uri)
+    (orphan,) = children(client, "two").values()
+    assert orphan.info.status == "RUNNING"  # nobody was left to mark it
+    # An immediate rerun takes the dead worker's run over and finishes it, once.
+    rerun = run_cli(tmp_path, *args, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    (run,) = children(client, "two").values()
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["lease.generation"] == "2"  # the killed worker's, then the rerun's
+    for key in ("loss/wm", "eval/return", "episode/return"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert len(steps) == len(set(steps)) and max(steps) >= 700, key
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_any_run_starts_marks_what_was_created_killed(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/store.db"
+    args = ["--env", "cartpole", "--seeds", "1", "--steps", "100000"]
+    args += ["--tracking-uri", uri, "--experiment", "abort", *TINY]
+    command = _start(tmp_path, *args)
+    try:
+        _wait_for(
+            lambda: "ablation 'abort'" in (tmp_path / "out.log").read_text(), command, tmp_path
+        )
+        os.killpg(command.pid, signal.SIGINT)  # Ctrl-C at the terminal, at the estimate
+        assert command.wait(timeout=120) == 130
+    finally:
+        _kill_group(command)
+    assert "Traceback" not in (tmp_path / "err.log").read_text()
+    client = MlflowClient(uri)
+    runs = children(client, "abort")
+    assert sorted(runs) == ["coupled-seed0", "separate-seed0"]
+    assert {run.info.status for run in runs.values()} == {"KILLED"}
+    experiment = client.get_experiment_by_name("abort")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`ablation.role` = 'parent'")
+    assert parent.info.status == "KILLED"
+
+    # The report of an ablation with nothing finished: one line, non-zero, no PDF.
+    report = subprocess.run(
+        [sys.executable, "-m", "reports.build", "--experiment", "abort", "--tracking-uri", uri],
+        cwd=tmp_path,
+        env=_cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode != 0
+    assert len(report.stderr.strip().splitlines()) == 1 and "no finished runs" in report.stderr
+    assert not (tmp_path / "reports").exists()
+
+
+def test_the_report_creates_no_store_where_there_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reports.build import main as report
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert report([]) == 2  # MLflow's default store, ./mlflow.db
+    assert report(["--tracking-uri", f"sqlite:///{tmp_path}/sub/mlflow.db"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all("no MLflow store at" in line for line in lines)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "1000000000"], "SEEDS must be at most 1000"),
+        (["--seeds", "2", "--set", "wm.lr=nan"], "wm.lr must be in (0, inf)"),
+        (["--seeds", "2", "--set", "wm.lr=-1"], "wm.lr must be in (0, inf)"),
+        (["--seeds", "2", "--set", "ac.discount=nan"], "ac.discount must be in (0, 1]"),
+        (["--seeds", "2", "--set", "ac.entropy=nan"], "ac.entropy must be in [0, inf)"),
+        (["--seeds", "2", "--set", "model.unimix=2"], "model.unimix must be in [0, 1)"),
+        (["--seeds", "2", "--set", "train.eval_episodes=-3"], "train.eval_episodes must be"),
+    ],
+)
+def test_values_that_would_poison_training_are_one_line_and_create_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    from ablations.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["--env", "cartpole", *args, "--tracking-uri", f"sqlite:///{tmp_path}/s.db"])
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_run_whose_losses_become_non_finite_stops_with_a_reason() -> None:
+    from agent import Trainer
+    from agent.trainer import NonFiniteLossError
+    from tests.conftest import tiny_config
+
+    huge = {f"{key}": "1e30" for key in ("wm__lr", "ac__actor_lr", "ac__critic_lr")}
+    trainer = Trainer(tiny_config(train__steps=300, train__log_every=16, **huge))
+    with pytest.raises(NonFiniteLossError, match=r"loss/wm.* became non-finite by step \d+"):
+        trainer.train()
+    assert not trainer.done
+
+
+def _start_server(folder: Path, port: int) -> subprocess.Popen:
+    """``mlflow server`` on ``port`` with its store in ``folder``, once it answers /health."""
+    import requests
+
+    command = [
+        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+        "--artifacts-destination", str(folder / "artifacts"),
+    ]  # fmt: skip
+    with open(folder / "server.log", "a") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.time() + 120
+    while True:
+        assert server.poll() is None, (folder / "server.log").read_text()[-2000:]
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        assert time.time() < deadline, "the MLflow server did not answer /health"
+        time.sleep(0.5)
+
+
+def _stop_server(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.mark.slow
+def test_a_tracking_server_outage_mid_run_is_ridden_out(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path, port)
+    args = ["--env", "cartpole", "--seeds", "1", "--arms", "coupled", "--steps", "800"]
+    args += ["--tracking-uri", uri, "--checkpoint-every", "200", "--experiment", "outage", *TINY]
+    # A bounded retry window, shorter than the default for the test's sake.
+    command = _start(tmp_path, *args, env={"ABLATION_TRACKING_RETRY_S": "90"})
+    try:
+        client = MlflowClient(uri)
+
+        def first_checkpoint() -> bool:
+            experiment = client.get_experiment_by_name("outage")
+            runs = children(client, "outage") if experiment else {}
+            return any("resume_checkpoint" in run.data.tags for run in runs.values())
+
+        _wait_for(first_checkpoint, command, tmp_path)
+        _stop_server(server)  # the outage: every write of the run meets a closed port
+        time.sleep(8)
+        server = _start_server(tmp_path, port)
+        assert command.wait(timeout=600) == 0, (tmp_path / "err.log").read_text()[-2000:]
+        assert "Traceback" not in (tmp_path / "err.log").read_text()
+        (run,) = children(client, "outage").values()
+        assert run.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss/wm")]
+        assert len(steps) == len(set(steps)) and max(steps) == 800
+    finally:
+        _kill_group(command)
+        with contextlib.suppress(ProcessLookupError):
+            _stop_server(server)
