@@ -54,15 +54,63 @@ def check_reachable(uri: str) -> None:
     elif uri.startswith("sqlite:///"):
         folder = os.path.dirname(os.path.abspath(uri.removeprefix("sqlite:///")))
         if not os.path.isdir(folder):
-            raise TrackingError(f"tracking store folder {folder} does not exist ({uri})")
+            raise TrackingError(
+                f"the folder {folder} of the tracking store {uri} does not exist; create it "
+                f"(mkdir -p {folder}) or point MLFLOW_TRACKING_URI at another store"
+            )
         return  # created on first use; probing it here would race with nothing to gain
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as error:  # noqa: BLE001 - any failure here means "unreachable"
-        first = (
-            str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise TrackingError(unusable_store_message(uri, error)) from None
+
+
+STORE_FIX = "set MLFLOW_TRACKING_URI to sqlite:///<folder>/mlflow.db or http://<host>:<port>"
+
+# Why a server did not answer, found in the text of requests' exception (the first match).
+SERVER_PROBLEMS = {
+    "Connection refused": "nothing listens there (connection refused)",
+    "Name or service not known": "its host name does not resolve",
+    "Temporary failure in name resolution": "its host name does not resolve",
+    "timed out": "it did not answer in time",
+    "SSL": "the TLS handshake failed",
+    "response code 403": "it refused the request (HTTP 403; a server reached by a host name "
+    "needs it in --allowed-hosts)",
+    "response code 404": "it answers, but not as an MLflow tracking server (HTTP 404)",
+}
+
+
+def unusable_store_message(uri: str, error: BaseException) -> str:
+    """Why the store at ``uri`` failed with ``error`` and what to do about it: one whole
+    sentence for the user, without a final stop, like the CLI's other errors (MLflow's own
+    messages run to hundreds of characters and get cut)."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme in ("", "file"):
+        return (
+            f"the tracking URI {uri} names a folder, and MLflow's folder store is not "
+            f"supported; {STORE_FIX}"
         )
-        raise TrackingError(f"cannot reach the MLflow tracking store at {uri}: {first}") from None
+    if scheme in ("http", "https"):
+        text = str(error)
+        reason = next(
+            (why for key, why in SERVER_PROBLEMS.items() if key in text),
+            f"the request failed with {type(error).__name__}",
+        )
+        return (
+            f"no MLflow tracking server answers at {uri}: {reason}; start one "
+            f"(make tracking-server) or {STORE_FIX}"
+        )
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        return (
+            f"the tracking URI {uri} needs the Python package {error.name}, which is not "
+            f"installed; pip install it or {STORE_FIX}"
+        )
+    if "unsupported URI" in str(error):
+        return f"MLflow does not support the tracking URI scheme {scheme}:// of {uri}; {STORE_FIX}"
+    return (
+        f"the MLflow tracking store at {uri} cannot be used ({type(error).__name__}); check that "
+        f"it is up, or {STORE_FIX}"
+    )
 
 
 def retry_locked(fn: Callable[..., T], *args: Any, attempts: int = 30, **kwargs: Any) -> T:
