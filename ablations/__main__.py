@@ -13,17 +13,24 @@ import contextlib
 import math
 import signal
 import sys
+import time
 from collections.abc import Iterator
 
+import psutil
 import torch
 
 from ablations.checkpoints import CHECKPOINT_STORES, default_checkpoint_store
-from ablations.estimate import estimate_seconds, format_duration
+from ablations.estimate import (
+    CPU_FIT_SECONDS,
+    cpu_sized_command,
+    estimate_seconds,
+    format_duration,
+)
 from ablations.launchers import LAUNCHERS, LauncherError, Resources
-from ablations.spec import ARMS, AblationSpec
+from ablations.spec import ARMS, AblationSpec, RunSpec
 from ablations.tracking import AblationStore, TrackingError, check_reachable, resolve_tracking_uri
 from ablations.worker import WorkerJob
-from agent.cli import ArgumentParser, positive_int
+from agent.cli import ArgumentParser, line_buffered_stdout, positive_int
 from agent.config import ENV_PRESETS, SIZE_PRESETS, ConfigError
 from agent.train import parse_overrides
 
@@ -102,6 +109,8 @@ def _gpus(value: str | None) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    startup = _process_age()  # imports: what each worker process will also spend
+    line_buffered_stdout()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -162,15 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         f"on {plan.where} | MLflow {uri}"
     )
     if todo:
-        torch.set_num_threads(plan.threads)  # time updates as a worker will run them
-        try:
-            estimate = estimate_seconds([job.run for job in todo], plan.parallel)
-        except Exception:  # noqa: BLE001 - a run that cannot start fails in its worker, named
-            estimate = None
-        if estimate is not None:
-            print(f"estimated duration: {format_duration(estimate)} (from timed updates per arm)")
-            if estimate > 86400 and not torch.cuda.is_available():
-                print("that is a GPU job; to try it on this CPU: PRESET=debug STEPS=5000")
+        _print_estimate(spec, [job.run for job in todo], plan.parallel, plan.threads, startup)
 
     def on_done(job: WorkerJob, succeeded: bool) -> None:
         if not succeeded:
@@ -198,6 +199,34 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def _process_age() -> float:
+    try:
+        return max(time.time() - psutil.Process().create_time(), 0.0)
+    except psutil.Error:
+        return 0.0
+
+
+def _print_estimate(
+    spec: AblationSpec, runs: list[RunSpec], parallel: int, threads: int, startup: float
+) -> None:
+    """The estimated duration (every kind of work timed, see :mod:`ablations.estimate`);
+    without a GPU, when it is over an hour, a command that fits about 30 min here."""
+    torch.set_num_threads(threads)  # time the work as a worker will run it
+    print("estimating the duration: timing env steps, acting and updates per arm...", flush=True)
+    try:
+        estimate = estimate_seconds(runs, parallel, startup)
+    except Exception:  # noqa: BLE001 - a run that cannot start fails in its worker, named
+        return
+    print(
+        f"estimated duration: {format_duration(estimate)} (env steps, acting, updates, "
+        "evaluation and logging, timed on this machine)"
+    )
+    if estimate > 2 * CPU_FIT_SECONDS and not torch.cuda.is_available():
+        hint = cpu_sized_command(spec, parallel, startup)
+        if hint:
+            print(f"that is a GPU job; a version that fits about 30 min on this CPU: {hint}")
 
 
 class Terminated(KeyboardInterrupt):

@@ -21,7 +21,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from ablations.launchers import LauncherError, LaunchPlan, OnDone, Resources, RunsBar
+from ablations.launchers import LauncherError, LaunchPlan, OnDone, Progress, Resources, RunsBar
 from ablations.worker import WorkerJob, run_worker
 
 MAX_RETRIES = 3
@@ -147,16 +147,16 @@ def _train(job: WorkerJob, progress: _Progress) -> None:
 
 @ray.remote(num_cpus=0)
 class _ProgressBoard:
-    """Latest env steps per run, for the driver's progress bar."""
+    """Latest ``(env_steps, wm_updates)`` per run, for the driver's progress bar."""
 
     def __init__(self) -> None:
-        self.steps: dict[str, int] = {}
+        self.steps: dict[str, Progress] = {}
 
-    def put(self, item: tuple[str, int]) -> None:
-        name, env_steps = item
-        self.steps[name] = env_steps
+    def put(self, item: tuple[str, Progress]) -> None:
+        name, reported = item
+        self.steps[name] = reported
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, Progress]:
         return dict(self.steps)
 
 
@@ -166,7 +166,7 @@ class _Progress:
     def __init__(self, board: Any) -> None:
         self.board = board
 
-    def put(self, item: tuple[str, int]) -> None:
+    def put(self, item: tuple[str, Progress]) -> None:
         self.board.put.remote(item)
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from ablations.checkpoints import CheckpointStore
 from ablations.spec import RunSpec
 from ablations.tracking import MlflowLogger, hardware, log_metrics_batched, retry_locked
 from agent.config import to_dict
+from agent.envs import quiet_ale_banner
 from agent.trainer import Trainer
 
 
@@ -53,10 +55,13 @@ def final_return(client: MlflowClient, run_id: str, total_steps: int) -> float:
 
 
 def run_worker(job: WorkerJob, progress: Any = None) -> None:
-    """Train ``job.run`` to its budget; ``progress`` (a queue) receives ``(name, env_steps)``."""
+    """Train ``job.run`` to its budget; ``progress`` (a queue) receives ``(name, (env_steps,
+    wm_updates))`` every second."""
     torch.set_num_threads(job.threads)
+    quiet_ale_banner()  # the driver printed it once; not once more per run
     client = MlflowClient(job.tracking_uri)
     logger = MlflowLogger(client, job.run_id)
+    reporter = ProgressReporter(progress, job.run.name)
     try:
         config = job.run.config()
         config.train.device = job.device
@@ -76,7 +81,7 @@ def run_worker(job: WorkerJob, progress: Any = None) -> None:
             retry_locked(client.set_tag, job.run_id, "resumed_from_step", str(resumed_from))
 
         next_checkpoint = trainer.env_steps + job.checkpoint_every
-        last_report = 0.0
+        reporter.start(trainer)
         start = time.perf_counter()
         while not trainer.done:
             trainer.train_iteration()
@@ -86,9 +91,7 @@ def run_worker(job: WorkerJob, progress: Any = None) -> None:
                 logger.flush()
                 job.checkpoints.save(trainer)
                 next_checkpoint = trainer.env_steps + job.checkpoint_every
-            if progress is not None and time.perf_counter() - last_report > 1.0:
-                progress.put((job.run.name, trainer.env_steps))
-                last_report = time.perf_counter()
+        reporter.stop()
         logger.flush()
         elapsed = time.perf_counter() - start
         summary = trainer.summary()
@@ -108,11 +111,38 @@ def run_worker(job: WorkerJob, progress: Any = None) -> None:
         _log_final_artifacts(client, job.run_id, trainer)
         retry_locked(client.set_terminated, job.run_id, "FINISHED")
         job.checkpoints.clear()
-        if progress is not None:
-            progress.put((job.run.name, trainer.env_steps))
     except Exception as error:
+        reporter.stop()
         _mark_failed(client, job.run_id, error)
         raise
+
+
+class ProgressReporter:
+    """Puts ``(name, (env_steps, wm_updates))`` on ``progress`` every second from a thread,
+    so that the driver's bar moves during the prefill and the first updates as well, which
+    on a CPU can take minutes before the first iteration ends."""
+
+    def __init__(self, progress: Any, name: str, every: float = 1.0):
+        self.progress, self.name, self.every = progress, name, every
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, trainer: Trainer) -> None:
+        if self.progress is not None:
+            self._thread = threading.Thread(target=self._report, args=(trainer,), daemon=True)
+            self._thread.start()
+
+    def _report(self, trainer: Trainer) -> None:
+        while True:
+            self.progress.put((self.name, (trainer.env_steps, trainer.wm_updates)))
+            if self._stopped.wait(self.every):
+                return
+
+    def stop(self) -> None:
+        """Report once more (the final count) and stop."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _log_final_artifacts(client: MlflowClient, run_id: str, trainer: Trainer) -> None:
