@@ -81,10 +81,12 @@ bench-learn: $(STAMP)
 		$(if $(STEPS),--steps $(call q,$(STEPS))) $(if $(JOBS),--jobs $(call q,$(JOBS))) \
 		$(if $(PRESET),--preset $(call q,$(PRESET)))
 
-# MLflow's UI on the same store the ablation writes to.
+# MLflow's UI on the same store the ablation writes to; it prints the address of the latest
+# ablation's runs grouped by arm.
 ui: $(STAMP)
 	@db=$(call q,sqlite:///$(CURDIR)/mlflow.db); uri="$${MLFLOW_TRACKING_URI:-$$db}"; port=$(call q,$(PORT)); \
-	echo "MLflow UI for $$uri at http://127.0.0.1:$$port (Ctrl-C to stop)"; \
+	echo "MLflow UI for $$uri (Ctrl-C to stop); open:"; \
+	echo "  $$($(BIN)/python -m ablations.ui "$$uri" "$$port" 2>/dev/null || echo http://127.0.0.1:$$port/)"; \
 	$(BIN)/mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port "$$port"
 
 clean:

@@ -109,7 +109,6 @@ def _gpus(value: str | None) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    startup = _process_age()  # imports: what each worker process will also spend
     line_buffered_stdout()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -171,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         f"on {plan.where} | MLflow {uri}"
     )
     if todo:
+        # Imports and opening the store so far: what each worker process will also spend.
+        startup = _process_age()
         _print_estimate(spec, [job.run for job in todo], plan.parallel, plan.threads, startup)
 
     def on_done(job: WorkerJob, succeeded: bool) -> None:

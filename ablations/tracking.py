@@ -3,8 +3,11 @@
 The layout in the store (the contract that ``analysis/`` reads):
 
 - one experiment per ablation, tagged ``mlflow.experimentKind=custom_model_development``
-  so MLflow 3's UI opens on the runs table;
-- a parent run named after the ablation (tag ``ablation.role=parent``);
+  so MLflow 3's UI opens on the runs table, with a description (``mlflow.note.content``)
+  saying where the answer is and a shared view of the runs grouped by arm
+  (``mlflow.sharedViewState.arms``, opened by :func:`ui_path`, the address `make ui` prints);
+- a parent run named after the ablation (tag ``ablation.role=parent``) whose description
+  is a markdown table of arms linking every run, updated as runs finish;
 - a child run ``<arm>-seed<k>`` per run (tags ``ablation.role=child``, ``arm``,
   ``schedule``, ``starts``, ``seed``, ``env``, ``preset``, ``git_commit``, ``device``,
   ``torch_version``, ``hardware``, ``config_hash``), the flattened config as params and
@@ -13,6 +16,7 @@ The layout in the store (the contract that ``analysis/`` reads):
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -167,6 +171,10 @@ class AblationStore:
         self.client = MlflowClient(uri)
         self.experiment_id = self._ensure_experiment()
         self.parent_id = self._ensure_parent()
+        # What MLflow's UI shows first: the description, and a view comparing arms.
+        note = experiment_note(self.spec, self.experiment_id, self.parent_id)
+        retry_locked(self.client.set_experiment_tag, self.experiment_id, NOTE, note)
+        retry_locked(self.client.set_experiment_tag, self.experiment_id, ARMS_VIEW_TAG, ARMS_VIEW)
         arms = {run.data.tags.get("arm", "") for run in self.children().values()} - {""}
         retry_locked(
             self.client.set_tag, self.parent_id, "arms", ",".join(sorted(arms | set(spec.arms)))
@@ -284,10 +292,126 @@ class AblationStore:
                     metrics[f"summary/{arm}/{name}"] = means[arm][name]
         if metrics:
             log_metrics_batched(self.client, self.parent_id, metrics, step=0)
+        note = parent_note(self.spec, self.experiment_id, self.parent_id, self.children(), means)
+        retry_locked(self.client.set_tag, self.parent_id, NOTE, note)
         return means
 
     def finish_parent(self, failed: bool) -> None:
         retry_locked(self.client.set_terminated, self.parent_id, "FAILED" if failed else "FINISHED")
+
+
+NOTE = "mlflow.note.content"
+"""The tag MLflow's UI shows, as markdown, as an experiment's or a run's description."""
+TABLE_COLUMNS = "`final/eval_return`, `final/updates_per_s`"
+ARMS_VIEW_KEY = "arms"
+ARMS_VIEW_TAG = f"mlflow.sharedViewState.{ARMS_VIEW_KEY}"
+"""An experiment tag MLflow's UI reads as a shared view of the runs table (JSON of its UI
+state), opened by the URL parameter ``viewStateShareKey``."""
+ARMS_VIEW = json.dumps(
+    {
+        "selectedColumns": [
+            "metrics.`final/eval_return`",
+            "metrics.`final/updates_per_s`",
+            "tags.`seed`",
+            "tags.`arm`",
+        ],
+        "groupBy": {
+            "aggregateFunction": "average",
+            "groupByKeys": [{"mode": "tag", "groupByData": "arm"}],
+        },
+        "runsHiddenMode": "SHOW_ALL",
+    }
+)
+
+
+def ui_path(experiment_id: str) -> str:
+    """The UI's page (after ``http://host:port/``) of the experiment's runs table in the
+    arms view: model-training workflow (not GenAI), runs grouped by ``arm`` with each arm's
+    mean final return and updates/s, each run's seed."""
+    query = f"viewStateShareKey={ARMS_VIEW_KEY}&{ML_WORKFLOW}"
+    return f"#/experiments/{experiment_id}/runs?{query}"
+
+
+def latest_ui_path(uri: str) -> str | None:
+    """:func:`ui_path` of the most recently started ablation at ``uri``; None when the
+    store has none (or does not exist yet: it is not created here)."""
+    if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+        return None
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+    parents = client.search_runs(
+        experiments,
+        "tags.`ablation.role` = 'parent'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return ui_path(parents[0].info.experiment_id) if parents else None
+
+
+ML_WORKFLOW = "workflowType=machine_learning"
+"""The UI's model-training pages (MLflow 3 shows runs as GenAI evaluations without it)."""
+
+
+def _run_link(experiment_id: str, run_id: str, text: str) -> str:
+    return f"[{text}](#/experiments/{experiment_id}/runs/{run_id}?{ML_WORKFLOW})"
+
+
+def experiment_note(spec: AblationSpec, experiment_id: str, parent_id: str) -> str:
+    """The experiment's description in MLflow's UI: what the ablation is, where its answer
+    is, and the clicks that turn the runs table into a comparison of arms."""
+    parent = _run_link(experiment_id, parent_id, spec.name)
+    return "\n".join(
+        [
+            f"**{spec.description()}.**",
+            "",
+            f"**The answer:** the run {parent}: its description holds the table of arms "
+            "(mean final return, updates/s, every run), its artifacts the PDF report "
+            "(`report/`).",
+            "",
+            f"**Compare arms:** [the runs grouped by arm]({ui_path(experiment_id)}), with "
+            "each arm's mean final return and updates/s. By hand: *Group by* → tags → "
+            "`arm`; *Columns* → metrics " + TABLE_COLUMNS + ", tags `arm`, `seed`.",
+        ]
+    )
+
+
+def parent_note(
+    spec: AblationSpec,
+    experiment_id: str,
+    parent_id: str,
+    children: Mapping[str, Any],
+    means: Mapping[str, Mapping[str, float]],
+) -> str:
+    """The parent run's description: a markdown table of arms (finished runs, mean final
+    eval return, mean updates/s) with a link to each run, and where the report is."""
+    lines = [
+        f"{spec.description()}.",
+        "",
+        "| arm | finished | mean final return | mean updates/s | runs |",
+        "|---|---|---|---|---|",
+    ]
+    by_arm: dict[str, list[Any]] = {}
+    for run in children.values():
+        by_arm.setdefault(run.data.tags.get("arm", "?"), []).append(run)
+    for arm in sorted(by_arm, key=lambda a: (a not in spec.arms, a)):
+        runs = sorted(by_arm[arm], key=lambda run: int(run.data.tags.get("seed", "0") or 0))
+        done = sum(run.info.status == "FINISHED" for run in runs)
+        row = means.get(arm, {})
+        cells = [
+            _run_link(experiment_id, run.info.run_id, f"seed {run.data.tags.get('seed', '?')}")
+            + ("" if run.info.status == "FINISHED" else f" ({run.info.status.lower()})")
+            for run in runs
+        ]
+        final = f"{row['final_return']:.2f}" if "final_return" in row else "–"
+        speed = f"{row['updates_per_s']:.2f}" if "updates_per_s" in row else "–"
+        lines.append(f"| {arm} | {done}/{len(runs)} | {final} | {speed} | {', '.join(cells)} |")
+    artifacts = f"#/experiments/{experiment_id}/runs/{parent_id}/artifacts?{ML_WORKFLOW}"
+    lines += [
+        "",
+        f"The PDF report (statistics, learning curves): [artifacts → `report/`]({artifacts}), "
+        "once the ablation has finished.",
+    ]
+    return "\n".join(lines)
 
 
 def _params(values: Mapping[str, Any]) -> list[Param]:
