@@ -101,7 +101,7 @@ def unusable_store_message(uri: str, error: BaseException) -> str:
             f"the request failed with {type(error).__name__}",
         )
         return (
-            f"no MLflow tracking server answers at {uri}: {reason}; start one "
+            f"cannot reach the MLflow tracking store at {uri}: {reason}; start the server "
             f"(make tracking-server) or {STORE_FIX}"
         )
     if isinstance(error, ModuleNotFoundError) and error.name:
@@ -320,16 +320,18 @@ ARMS_VIEW = json.dumps(
             "groupByKeys": [{"mode": "tag", "groupByData": "arm"}],
         },
         "runsHiddenMode": "SHOW_ALL",
+        "chartsSearchFilter": "return",  # the chart view opens on the learning curves
     }
 )
 
 
-def ui_path(experiment_id: str) -> str:
+def ui_path(experiment_id: str, charts: bool = False) -> str:
     """The UI's page (after ``http://host:port/``) of the experiment's runs table in the
     arms view: model-training workflow (not GenAI), runs grouped by ``arm`` with each arm's
-    mean final return and updates/s, each run's seed."""
+    mean final return and updates/s, each run's seed; with ``charts``, the return curves,
+    one colour per arm."""
     query = f"viewStateShareKey={ARMS_VIEW_KEY}&{ML_WORKFLOW}"
-    return f"#/experiments/{experiment_id}/runs?{query}"
+    return f"#/experiments/{experiment_id}/runs?{query}" + ("&compareRunsMode=CHART" * charts)
 
 
 def latest_ui_path(uri: str) -> str | None:
@@ -369,8 +371,9 @@ def experiment_note(spec: AblationSpec, experiment_id: str, parent_id: str) -> s
             "(`report/`).",
             "",
             f"**Compare arms:** [the runs grouped by arm]({ui_path(experiment_id)}), with "
-            "each arm's mean final return and updates/s. By hand: *Group by* → tags → "
-            "`arm`; *Columns* → metrics " + TABLE_COLUMNS + ", tags `arm`, `seed`.",
+            "each arm's mean final return and updates/s, and [their return curves]("
+            f"{ui_path(experiment_id, charts=True)}). By hand: *Group by* → tags → `arm`; "
+            "*Columns* → metrics " + TABLE_COLUMNS + ", tags `arm`, `seed`.",
         ]
     )
 

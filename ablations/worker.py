@@ -133,10 +133,13 @@ class ProgressReporter:
             self._thread.start()
 
     def _report(self, trainer: Trainer) -> None:
-        while True:
-            self.progress.put((self.name, (trainer.env_steps, trainer.wm_updates)))
-            if self._stopped.wait(self.every):
-                return
+        self._put(trainer)
+        while not self._stopped.wait(self.every):
+            self._put(trainer)
+        self._put(trainer)  # the final count
+
+    def _put(self, trainer: Trainer) -> None:
+        self.progress.put((self.name, (trainer.env_steps, trainer.wm_updates)))
 
     def stop(self) -> None:
         """Report once more (the final count) and stop."""

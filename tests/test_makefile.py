@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,21 @@ def make(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     command = ["make", "-f", str(REPO_ROOT / "Makefile"), "-o", ".venv/.installed"]
     command += [f"BIN={bin_dir}", *args]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a timeout stops what make started, too
+    )
+    try:
+        out, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 def test_a_variable_cannot_inject_a_command_and_the_failure_shows(tmp_path: Path) -> None:
