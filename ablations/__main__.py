@@ -222,7 +222,7 @@ def _print_estimate(
         return
     print(
         f"estimated duration: {format_duration(estimate)} (env steps, acting, updates, "
-        "evaluation and logging, timed on this machine)"
+        "evaluation, metric flushes and start-up, each timed on this machine)"
     )
     if estimate > 2 * CPU_FIT_SECONDS and not torch.cuda.is_available():
         hint = cpu_sized_command(spec, parallel, startup)

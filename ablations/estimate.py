@@ -2,11 +2,14 @@
 
 A run's wall-clock is counted from its config, iteration by iteration as the trainer runs
 (:func:`count_work`): random-action prefill steps, policy steps, gradient updates,
-evaluation episodes and metric flushes. Each kind is timed for a few seconds on the real
-env and model (:func:`time_costs`). Evaluation episodes are counted at the length of a
-random-policy episode, the policy's length at the start of training: a policy that learns
-to survive longer (CartPole) makes evaluation take longer than estimated. Runs are packed
-onto ``parallel`` slots, each assumed as fast as one run alone.
+evaluation episodes and metric flushes, plus a worker's start-up (the driver's own, its
+imports and opening the store, stands in for it). Each kind is timed for a few seconds on
+the real env and model (:func:`time_costs`). Evaluation episodes are counted at the length
+of a random-policy episode, the policy's length at the start of training: a policy that
+learns to survive longer (CartPole) makes evaluation take longer than estimated. MLflow
+writes are not timed: batched, they take a few percent of a run (each run logs its share
+as ``tracking/overhead_fraction``). Runs are packed onto ``parallel`` slots, each assumed as
+fast as one run alone.
 """
 
 from __future__ import annotations
