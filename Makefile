@@ -7,25 +7,35 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
+# Every value from the command line reaches the shell as one quoted word, so that
+# EXPERIMENT='x; echo hi' names an experiment instead of running a command: q quotes one
+# value, qw quotes each space-separated word of a list (SET, TORCH, ARGS).
+q  = '$(subst ','\'',$(1))'
+qw = $(foreach w,$(1),$(call q,$(w)))
+
 ENV      ?= atari_pong
 SEEDS    ?= 5
 ARMS     ?= separate,coupled
 PRESET   ?=
 STEPS    ?=
 JOBS     ?=
+SET      ?=
 EXPERIMENT ?=
 LAUNCHER ?= local
 PORT     ?= 5000
 
-ABLATION_ARGS = --env $(ENV) --seeds $(SEEDS) --arms $(ARMS) --launcher $(LAUNCHER) \
-	$(if $(PRESET),--preset $(PRESET)) $(if $(STEPS),--steps $(STEPS)) \
-	$(if $(JOBS),--jobs $(JOBS)) $(if $(EXPERIMENT),--experiment $(EXPERIMENT))
+# SET="train.train_ratio=32 train.eval_every=500": config overrides, one --set each.
+ABLATION_ARGS = --env $(call q,$(ENV)) --seeds $(call q,$(SEEDS)) --arms $(call q,$(ARMS)) \
+	--launcher $(call q,$(LAUNCHER)) $(if $(PRESET),--preset $(call q,$(PRESET))) \
+	$(if $(STEPS),--steps $(call q,$(STEPS))) $(if $(JOBS),--jobs $(call q,$(JOBS))) \
+	$(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) \
+	$(foreach s,$(SET),--set $(call q,$(s)))
 
 .PHONY: install test lint format train ablation report ui bench bench-learn clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q $(TORCH)
+	$(call q,$(PYTHON)) -m venv $(VENV)
+	$(BIN)/pip install -q $(call qw,$(TORCH))
 	$(BIN)/pip install -q -e ".[dev,ray]"
 	touch $@
 
@@ -42,36 +52,42 @@ format: $(STAMP)
 
 # One run: make train ARGS="--env cartpole --schedule coupled --steps 5000"
 train: $(STAMP)
-	$(BIN)/python -m agent.train $(ARGS)
+	$(BIN)/python -m agent.train $(call qw,$(ARGS))
 
-# The ablation: make ablation ENV=atari_pong SEEDS=5 [ARMS=...] [PRESET=] [STEPS=] [JOBS=] [EXPERIMENT=]
+# The ablation: make ablation ENV=atari_pong SEEDS=5 [ARMS=...] [PRESET=] [STEPS=] [JOBS=] [EXPERIMENT=] [SET=]
 ablation: $(STAMP)
 	$(BIN)/python -m ablations $(ABLATION_ARGS)
 
 # The PDF report of an ablation (default: the most recent ablation in the store).
 report: $(STAMP)
-	$(BIN)/python -m reports.build $(if $(EXPERIMENT),--experiment $(EXPERIMENT))
+	$(BIN)/python -m reports.build $(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT)))
 
 # Benchmarks, not tests. Speed: both schedules side by side (SHAPE=peer-tiny|S: one update;
 # VERSUS="train.compile=off": one update with and without those overrides, side by side;
 # PROFILE=1: the profiler's op table of one update, with its kernel launches and syncs).
+# A SHAPE brings its own preset, so the preset (PRESET, else BENCH_PRESET) goes only without one.
 BENCH_ENV    ?= atari_pong
 BENCH_PRESET ?= small
 bench: $(STAMP)
-	$(BIN)/python -m agent.bench --env $(BENCH_ENV) --preset $(BENCH_PRESET) $(if $(SHAPE),--shape $(SHAPE)) \
-		$(foreach v,$(VERSUS),--versus $(v)) $(if $(PROFILE),--profile)
+	$(BIN)/python -m agent.bench --env $(call q,$(BENCH_ENV)) \
+		$(if $(SHAPE),--shape $(call q,$(SHAPE)),--preset $(call q,$(or $(PRESET),$(BENCH_PRESET)))) \
+		$(foreach v,$(VERSUS),--versus $(call q,$(v))) $(if $(PROFILE),--profile)
 
 # Learning: the four arms x 2 seeds, with a table of best/final eval vs random.
 LEARN_ENV ?= cartpole
 bench-learn: $(STAMP)
-	$(BIN)/python -m ablations.bench_learn --env $(if $(filter command line,$(origin ENV)),$(ENV),$(LEARN_ENV)) \
-		$(if $(STEPS),--steps $(STEPS)) $(if $(JOBS),--jobs $(JOBS)) $(if $(PRESET),--preset $(PRESET))
+	$(BIN)/python -m ablations.bench_learn \
+		--env $(call q,$(if $(filter command line,$(origin ENV)),$(ENV),$(LEARN_ENV))) \
+		$(if $(STEPS),--steps $(call q,$(STEPS))) $(if $(JOBS),--jobs $(call q,$(JOBS))) \
+		$(if $(PRESET),--preset $(call q,$(PRESET)))
 
-# MLflow's UI on the same store the ablation writes to.
+# MLflow's UI on the same store the ablation writes to; it prints the address of the latest
+# ablation's runs grouped by arm.
 ui: $(STAMP)
-	@uri="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"; \
-	echo "MLflow UI for $$uri at http://127.0.0.1:$(PORT) (Ctrl-C to stop)"; \
-	$(BIN)/mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port $(PORT)
+	@db=$(call q,sqlite:///$(CURDIR)/mlflow.db); uri="$${MLFLOW_TRACKING_URI:-$$db}"; port=$(call q,$(PORT)); \
+	echo "MLflow UI for $$uri (Ctrl-C to stop); open:"; \
+	echo "  $$($(BIN)/python -m ablations.ui "$$uri" "$$port" 2>/dev/null || echo http://127.0.0.1:$$port/)"; \
+	$(BIN)/mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port "$$port"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
@@ -80,8 +96,8 @@ clean:
 # make ablation LAUNCHER=ray [GPUS_PER_RUN=1] [CPUS_PER_RUN=4]: passed only when set.
 GPUS_PER_RUN ?=
 CPUS_PER_RUN ?=
-ABLATION_ARGS += $(if $(GPUS_PER_RUN),--gpus-per-run $(GPUS_PER_RUN)) \
-	$(if $(CPUS_PER_RUN),--cpus-per-run $(CPUS_PER_RUN))
+ABLATION_ARGS += $(if $(GPUS_PER_RUN),--gpus-per-run $(call q,$(GPUS_PER_RUN))) \
+	$(if $(CPUS_PER_RUN),--cpus-per-run $(call q,$(CPUS_PER_RUN)))
 HOST ?= 127.0.0.1
 ALLOWED_HOSTS ?=
 
@@ -90,8 +106,10 @@ ALLOWED_HOSTS ?=
 # One MLflow server for every machine's runs: metrics, artifacts and resume checkpoints go
 # through it (workers need no shared disk). HOST=0.0.0.0 to serve other machines.
 tracking-server: $(STAMP)
-	@host="$(HOST)"; [ "$$host" = 0.0.0.0 ] && host="$$(hostname -I | cut -d' ' -f1)"; \
-	echo "MLflow tracking server on $(HOST):$(PORT); on every machine: export MLFLOW_TRACKING_URI=http://$$host:$(PORT)"
-	$(BIN)/mlflow server --host $(HOST) --port $(PORT) \
-		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --artifacts-destination $(CURDIR)/mlartifacts \
-		$(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS))
+	@bind=$(call q,$(HOST)); port=$(call q,$(PORT)); host="$$bind"; \
+	[ "$$host" = 0.0.0.0 ] && host="$$(hostname -I | cut -d' ' -f1)"; \
+	echo "MLflow tracking server on $$bind:$$port; on every machine: export MLFLOW_TRACKING_URI=http://$$host:$$port"
+	$(BIN)/mlflow server --host $(call q,$(HOST)) --port $(call q,$(PORT)) \
+		--backend-store-uri $(call q,sqlite:///$(CURDIR)/mlflow.db) \
+		--artifacts-destination $(call q,$(CURDIR)/mlartifacts) \
+		$(if $(ALLOWED_HOSTS),--allowed-hosts $(call q,$(ALLOWED_HOSTS)))

@@ -16,18 +16,25 @@ import contextlib
 import math
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import psutil
 import torch
 from mlflow.exceptions import MlflowException
 
 from ablations.checkpoints import CHECKPOINT_STORES, default_checkpoint_store
-from ablations.estimate import estimate_seconds, format_duration
+from ablations.estimate import (
+    CPU_FIT_SECONDS,
+    cpu_sized_command,
+    estimate_seconds,
+    format_duration,
+)
 from ablations.launchers import FAILED, LAUNCHERS, TAKEN, LauncherError, Resources
 from ablations.leases import COMMAND_ID
 from ablations.retries import first_line, retry_locked
-from ablations.spec import ARMS, AblationSpec
+from ablations.spec import ARMS, AblationSpec, RunSpec
 from ablations.tracking import (
     AblationStore,
     TrackingError,
@@ -36,7 +43,7 @@ from ablations.tracking import (
     store_creation_lock,
 )
 from ablations.worker import WorkerJob
-from agent.cli import ArgumentParser, positive_int
+from agent.cli import ArgumentParser, line_buffered_stdout, positive_int
 from agent.config import ENV_PRESETS, SIZE_PRESETS, ConfigError
 from agent.train import parse_overrides
 
@@ -131,6 +138,7 @@ def _gpus(value: str | None) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     """Run the ablation; Ctrl-C or SIGTERM at any point marks what this command created or
     ran KILLED (exit 130 or 143)."""
+    line_buffered_stdout()
     created = _Created()
     with _sigterm_as_interrupt():
         try:
@@ -219,15 +227,9 @@ def _main(argv: list[str] | None, created: _Created) -> int:
         f"on {plan.where} | MLflow {uri}"
     )
     if todo:
-        torch.set_num_threads(plan.threads)  # time updates as a worker will run them
-        try:
-            estimate = estimate_seconds([job.run for job in todo], plan.parallel)
-        except Exception:  # noqa: BLE001 - a run that cannot start fails in its worker, named
-            estimate = None
-        if estimate is not None:
-            print(f"estimated duration: {format_duration(estimate)} (from timed updates per arm)")
-            if estimate > 86400 and not torch.cuda.is_available():
-                print("that is a GPU job; to try it on this CPU: PRESET=debug STEPS=5000")
+        # Imports and opening the store so far: what each worker process will also spend.
+        startup = _process_age()
+        _print_estimate(spec, [job.run for job in todo], plan.parallel, plan.threads, startup)
 
     def on_done(job: WorkerJob, outcome: str) -> None:
         try:
@@ -277,6 +279,34 @@ def _mark_killed_quietly(store: AblationStore) -> None:
             f"could not mark the runs KILLED: {_describe(error)}",
             file=sys.stderr,
         )
+
+
+def _process_age() -> float:
+    try:
+        return max(time.time() - psutil.Process().create_time(), 0.0)
+    except psutil.Error:
+        return 0.0
+
+
+def _print_estimate(
+    spec: AblationSpec, runs: list[RunSpec], parallel: int, threads: int, startup: float
+) -> None:
+    """The estimated duration (every kind of work timed, see :mod:`ablations.estimate`);
+    without a GPU, when it is over an hour, a command that fits about 30 min here."""
+    torch.set_num_threads(threads)  # time the work as a worker will run it
+    print("estimating the duration: timing env steps, acting and updates per arm...", flush=True)
+    try:
+        estimate = estimate_seconds(runs, parallel, startup)
+    except Exception:  # noqa: BLE001 - a run that cannot start fails in its worker, named
+        return
+    print(
+        f"estimated duration: {format_duration(estimate)} (env steps, acting, updates, "
+        "evaluation, metric flushes and start-up, each timed on this machine)"
+    )
+    if estimate > 2 * CPU_FIT_SECONDS and not torch.cuda.is_available():
+        hint = cpu_sized_command(spec, parallel, startup)
+        if hint:
+            print(f"that is a GPU job; a version that fits about 30 min on this CPU: {hint}")
 
 
 class Terminated(KeyboardInterrupt):

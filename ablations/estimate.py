@@ -1,44 +1,231 @@
-"""How long an ablation will take, before it starts: a few timed updates per arm.
+"""How long an ablation will take, before it starts: its work counted, each kind timed.
 
-The estimate counts gradient updates only (collection and evaluation are small beside
-them at the paper's train ratios) and assumes the machine runs ``parallel`` runs at the
-speed it runs one; it is meant to tell minutes from days, not to the minute.
+A run's wall-clock is counted from its config, iteration by iteration as the trainer runs
+(:func:`count_work`): random-action prefill steps, policy steps, gradient updates,
+evaluation episodes and metric flushes, plus a worker's start-up (the driver's own, its
+imports and opening the store, stands in for it). Each kind is timed for a few seconds on
+the real env and model (:func:`time_costs`). Evaluation episodes are counted at the length
+of a random-policy episode, the policy's length at the start of training: a policy that
+learns to survive longer (CartPole) makes evaluation take longer than estimated. MLflow
+writes are not timed: batched, they take a few percent of a run (each run logs its share
+as ``tracking/overhead_fraction``). Runs are packed onto ``parallel`` slots, each assumed as
+fast as one run alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from ablations.spec import RunSpec
+from ablations.spec import AblationSpec, RunSpec
 from agent.bench import filled_trainer, time_iteration
+from agent.config import Config, TrainConfig
+from agent.envs import make_env
+
+EPISODE_SECONDS = 5.0
+"""Most seconds spent timing one random-policy episode; a longer one counts as what it
+reached by then (a lower bound on its length)."""
+POLICY_STEPS = 16
+"""Policy steps timed (one collection iteration of the presets)."""
+CPU_FIT_SECONDS = 30 * 60
+"""Without a GPU, an ablation estimated at over twice this gets a command that fits it."""
 
 
-def seconds_per_update(run: RunSpec) -> float:
-    """Seconds per update of ``run``'s config: best of two pairs, after one warm-up update."""
-    config = run.config()
-    config.train.prefill = max(config.train.seq_len, 64)  # enough replay for one batch
+@dataclass(frozen=True)
+class RunCosts:
+    """Seconds of each kind of work of one run, and the random-policy episode length."""
+
+    random_step: float
+    """One env step with a random action (prefill)."""
+    policy_step: float
+    """One env step with the policy acting (collection and evaluation)."""
+    update: float
+    """One gradient update under the run's schedule."""
+    flush: float
+    """One metric flush of the trainer."""
+    episode_length: float
+    """Agent steps of one random-policy episode (evaluation episodes are counted at it)."""
+
+
+@dataclass(frozen=True)
+class Work:
+    """How much of each kind of work one run does (see :func:`count_work`)."""
+
+    random_steps: int
+    policy_steps: int
+    updates: int
+    evaluations: int
+    flushes: int
+
+
+def count_work(train: TrainConfig) -> Work:
+    """The trainer's loop (:meth:`agent.trainer.Trainer.train_iteration`) replayed on
+    counters: prefill, then ``collect_every`` steps per iteration with ``train_ratio``'s
+    updates, an evaluation every ``eval_every`` steps and at the end, a flush every
+    ``log_every`` steps and at the end."""
+    prefill = min(train.prefill, train.steps)
+    env_steps, credit, per_iteration = prefill, 0.0, train.updates_per_iteration()
+    updates = evaluations = flushes = 0
+    next_eval, next_log = train.eval_every, train.log_every
+    while True:
+        env_steps = min(env_steps + train.collect_every, train.steps)
+        credit += per_iteration
+        updates += int(credit)
+        credit -= int(credit)
+        done = env_steps >= train.steps
+        if train.eval_every and (env_steps >= next_eval or done):
+            next_eval, evaluations = env_steps + train.eval_every, evaluations + 1
+        if env_steps >= next_log or done:
+            next_log, flushes = env_steps + train.log_every, flushes + 1
+        if done:
+            break
+    return Work(int(prefill), int(train.steps - prefill), updates, evaluations, flushes)
+
+
+def time_costs(config: Config) -> RunCosts:
+    """Time each kind of work of ``config`` on its real env and model (a few seconds): one
+    random episode, a prefill of one batch, policy steps, updates (best of two pairs after
+    a warm-up update) and a flush."""
+    config = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, prefill=max(config.train.seq_len, 64))
+    )
+    random_step, episode_length = _random_episode(config)
     trainer = filled_trainer(config)
+    start = time.perf_counter()
+    trainer.collect(POLICY_STEPS)  # past the prefill: the policy acts
+    policy_step = (time.perf_counter() - start) / POLICY_STEPS
     time_iteration(trainer, 1)
-    return min(time_iteration(trainer, 2)["total"] / 2 for _ in range(2))
+    update = min(time_iteration(trainer, 2)["total"] / 2 for _ in range(2))
+    start = time.perf_counter()
+    trainer.flush_metrics()
+    flush = time.perf_counter() - start
+    return RunCosts(random_step, policy_step, update, flush, episode_length)
 
 
-def estimate_seconds(runs: Sequence[RunSpec], parallel: int) -> float:
-    """Rough wall-clock for ``runs`` with ``parallel`` of them at a time (one timing per arm)."""
-    per_update: dict[str, float] = {}
-    total = 0.0
+def _random_episode(config: Config) -> tuple[float, float]:
+    """``(seconds per step, episode length)`` of uniform-random actions on the real env."""
+    env = make_env(config.env)
+    env.reset(seed=config.train.seed)
+    env.action_space.seed(config.train.seed)
+    steps, done, start = 0, False, time.perf_counter()
+    while not done and time.perf_counter() - start < EPISODE_SECONDS:
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        steps, done = steps + 1, terminated or truncated
+    seconds = time.perf_counter() - start
+    env.close()
+    return seconds / steps, float(steps)
+
+
+def run_seconds(train: TrainConfig, costs: RunCosts, startup: float = 0.0) -> float:
+    """Wall-clock of one run: every kind of work of :func:`count_work` at its timed cost,
+    plus ``startup`` (a worker process starting and importing)."""
+    work = count_work(train)
+    eval_steps = work.evaluations * train.eval_episodes * costs.episode_length
+    return (
+        startup
+        + work.random_steps * costs.random_step
+        + (work.policy_steps + eval_steps) * costs.policy_step
+        + work.updates * costs.update
+        + work.flushes * costs.flush
+    )
+
+
+def estimate_seconds(
+    runs: Sequence[RunSpec],
+    parallel: int,
+    startup: float = 0.0,
+    costs: dict[str, RunCosts] | None = None,
+) -> float:
+    """Wall-clock of ``runs`` with ``parallel`` at a time, each on the slot that frees first
+    (costs timed once per arm, kept in ``costs`` when given)."""
+    costs = {} if costs is None else costs
+    slots = [0.0] * max(parallel, 1)
     for run in runs:
-        if run.arm not in per_update:
-            per_update[run.arm] = seconds_per_update(run)
-        train = run.config().train
-        updates = train.steps * train.updates_per_iteration() / train.collect_every
-        total += per_update[run.arm] * updates
-    return total / max(parallel, 1)
+        config = run.config()
+        if run.arm not in costs:
+            costs[run.arm] = time_costs(config)
+        slots[slots.index(min(slots))] += run_seconds(config.train, costs[run.arm], startup)
+    return max(slots)
+
+
+def steps_within(
+    runs: Sequence[RunSpec],
+    costs: dict[str, RunCosts],
+    parallel: int,
+    seconds: float,
+    startup: float = 0.0,
+) -> int | None:
+    """The most agent steps per run for which ``runs`` (at their ``costs``) fit in
+    ``seconds``, or None when not even one iteration after the prefill does."""
+
+    def fits(steps: int) -> bool:
+        slots = [0.0] * max(parallel, 1)
+        for run in runs:
+            train = dataclasses.replace(run.config().train, steps=steps)
+            slots[slots.index(min(slots))] += run_seconds(train, costs[run.arm], startup)
+        return max(slots) <= seconds
+
+    train = runs[0].config().train
+    low = train.prefill + train.collect_every + 1  # the fewest a config accepts
+    if not fits(low):
+        return None
+    high = 2 * low
+    while fits(high) and high < 10**9:  # low fits; double until high does not
+        low, high = high, 2 * high
+    while high - low > max(low // 100, 1):  # to within 1%
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def cpu_sized_command(
+    spec: AblationSpec,
+    parallel: int,
+    startup: float = 0.0,
+    costs: dict[str, RunCosts] | None = None,
+    seconds: float = CPU_FIT_SECONDS,
+) -> str | None:
+    """``make ablation ...``: ``spec`` with the debug preset and the most STEPS that fit
+    ``seconds`` at the costs timed here (kept in ``costs``), halving the train ratio while
+    not even the fewest steps fit; None if nothing fits."""
+    costs = {} if costs is None else costs
+    overrides = {k: v for k, v in spec.overrides.items() if k != "train.steps"}
+    ratio = 0.0
+    for _ in range(12):
+        small = AblationSpec(spec.env, spec.seeds, spec.arms, "debug", None, overrides).runs()
+        ratio = ratio or small[0].config().train.train_ratio
+        estimate_seconds(small[: len(spec.arms)], 1, startup, costs)  # times each arm once
+        steps = steps_within(small, costs, parallel, seconds, startup)
+        if steps is not None:
+            words = [f"ENV={spec.env}", f"SEEDS={spec.seeds}"]
+            if spec.arms != ("separate", "coupled"):
+                words.append(f"ARMS={','.join(spec.arms)}")
+            fewest = small[0].config().train.prefill + small[0].config().train.collect_every + 1
+            words += ["PRESET=debug", f"STEPS={max(round_steps(steps), fewest)}"]
+            sets = " ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+            return "make ablation " + " ".join(words) + (f' SET="{sets}"' if sets else "")
+        ratio /= 2
+        overrides["train.train_ratio"] = f"{ratio:g}"
+    return None
 
 
 def format_duration(seconds: float) -> str:
-    """``'about 40 min'``, ``'about 3.5 h'``, ``'about 2.1 days'``."""
+    """``'about 40 s'``, ``'about 40 min'``, ``'about 3.5 h'``, ``'about 2.1 days'``."""
+    if seconds < 90:
+        return f"about {seconds:.0f} s"
     if seconds < 3600:
         return f"about {max(seconds / 60, 1):.0f} min"
     if seconds < 2 * 86400:
         return f"about {seconds / 3600:.1f} h"
     return f"about {seconds / 86400:.1f} days"
+
+
+def round_steps(steps: int) -> int:
+    """``steps`` rounded down to two significant digits (5,234 -> 5,200)."""
+    if steps < 100:
+        return steps
+    unit = 10 ** (int(math.log10(steps)) - 1)
+    return steps // unit * unit

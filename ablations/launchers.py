@@ -29,6 +29,9 @@ FINISHED, FAILED, TAKEN = "finished", "failed", "taken"
 """How a job ended: trained to its budget, failed, or left to another process that holds
 its run's lease."""
 
+Progress = tuple[int, int]
+"""A run's ``(env_steps, wm_updates)`` as its worker reports them."""
+
 OnDone = Callable[[WorkerJob, str], None]
 """Called in the driver when a job ends: ``(job, outcome)``, an outcome above."""
 
@@ -104,7 +107,7 @@ def plan_ray(resources: Resources) -> LaunchPlan:
 
 class RunsBar:
     """One progress bar over runs (``total`` including ``already_done``); its postfix shows
-    the env steps of the runs in flight against their budgets."""
+    the env steps of the runs in flight against their budgets, and their updates."""
 
     def __init__(self, jobs: Sequence[WorkerJob], total: int, already_done: int):
         self.budgets = {job.run.name: job.run.config().train.steps for job in jobs}
@@ -115,9 +118,14 @@ class RunsBar:
     def run_ended(self) -> None:
         self.bar.update(1)
 
-    def show(self, in_flight: Iterable[str], steps: Mapping[str, int]) -> None:
-        postfix = " | ".join(f"{n} {steps.get(n, 0)}/{self.budgets[n]}" for n in sorted(in_flight))
-        self.bar.set_postfix_str(postfix, refresh=True)
+    def show(self, in_flight: Iterable[str], progress: Mapping[str, Progress]) -> None:
+        """``progress``: ``(env_steps, wm_updates)`` of runs in flight, as their workers
+        last reported (every second, prefill and first updates included)."""
+        cells = []
+        for name in sorted(in_flight):
+            steps, updates = progress.get(name, (0, 0))
+            cells.append(f"{name} {steps:,}/{self.budgets[name]:,} steps, {updates:,} updates")
+        self.bar.set_postfix_str(" | ".join(cells), refresh=True)
 
     def close(self) -> None:
         self.bar.close()
@@ -141,7 +149,7 @@ def run_local(
     progress = context.Queue()
     pending = list(jobs)
     active: dict[str, tuple[mp.process.BaseProcess, WorkerJob]] = {}
-    steps: dict[str, int] = {}
+    steps: dict[str, Progress] = {}
     results: dict[str, str] = {}
     bar = RunsBar(jobs, total, already_done)
     try:
@@ -153,7 +161,7 @@ def run_local(
                 )
                 process.start()
                 active[job.run.name] = (process, job)
-                steps[job.run.name] = 0
+                steps[job.run.name] = (0, 0)
             _drain(progress, steps)
             for name, (process, job) in list(active.items()):
                 if process.is_alive():
@@ -181,14 +189,14 @@ def run_local(
 EXIT_OUTCOMES = {0: FINISHED, EXIT_TAKEN: TAKEN}
 
 
-def _drain(progress: mp.Queue, steps: dict[str, int]) -> None:
+def _drain(progress: mp.Queue, steps: dict[str, Progress]) -> None:
     while True:
         try:
-            name, env_steps = progress.get_nowait()
+            name, reported = progress.get_nowait()
         except queue.Empty:
             return
         if name in steps:
-            steps[name] = env_steps
+            steps[name] = reported
 
 
 LAUNCHERS: dict[str, Callable[[Resources], LaunchPlan]] = {"local": plan_local, "ray": plan_ray}

@@ -28,6 +28,7 @@ from ablations.launchers import (
     LauncherError,
     LaunchPlan,
     OnDone,
+    Progress,
     Resources,
     RunsBar,
 )
@@ -162,16 +163,16 @@ def _train(job: WorkerJob, progress: _Progress) -> None:
 
 @ray.remote(num_cpus=0)
 class _ProgressBoard:
-    """Latest env steps per run, for the driver's progress bar."""
+    """Latest ``(env_steps, wm_updates)`` per run, for the driver's progress bar."""
 
     def __init__(self) -> None:
-        self.steps: dict[str, int] = {}
+        self.steps: dict[str, Progress] = {}
 
-    def put(self, item: tuple[str, int]) -> None:
-        name, env_steps = item
-        self.steps[name] = env_steps
+    def put(self, item: tuple[str, Progress]) -> None:
+        name, reported = item
+        self.steps[name] = reported
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, Progress]:
         return dict(self.steps)
 
 
@@ -181,7 +182,7 @@ class _Progress:
     def __init__(self, board: Any) -> None:
         self.board = board
 
-    def put(self, item: tuple[str, int]) -> None:
+    def put(self, item: tuple[str, Progress]) -> None:
         self.board.put.remote(item)
 
 

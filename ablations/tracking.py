@@ -3,8 +3,11 @@
 The layout in the store (the contract that ``analysis/`` reads):
 
 - one experiment per ablation, tagged ``mlflow.experimentKind=custom_model_development``
-  so MLflow 3's UI opens on the runs table;
-- a parent run named after the ablation (tag ``ablation.role=parent``), which also holds
+  so MLflow 3's UI opens on the runs table, with a description (``mlflow.note.content``)
+  saying where the answer is and a shared view of the runs grouped by arm
+  (``mlflow.sharedViewState.arms``, opened by :func:`ui_path`, the address `make ui` prints);
+- a parent run named after the ablation (tag ``ablation.role=parent``) whose description
+  is a markdown table of arms linking every run, updated as runs finish; it also holds
   the children's leases as params ``lease.<run name>.<generation>`` (:mod:`ablations.leases`);
 - a child run ``<arm>-seed<k>`` per run (tags ``ablation.role=child``, ``arm``,
   ``schedule``, ``starts``, ``seed``, ``env``, ``preset``, ``git_commit``, ``device``,
@@ -15,6 +18,7 @@ The layout in the store (the contract that ``analysis/`` reads):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import subprocess
@@ -26,7 +30,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from ablations.leases import COMMAND_ID, LeaseState, read_lease
-from ablations.retries import first_line, retry_locked
+from ablations.retries import retry_locked
 from ablations.spec import ARMS, AblationSpec, RunSpec
 from agent.config import flatten
 
@@ -54,22 +58,24 @@ def check_reachable(uri: str) -> None:
         path = os.path.abspath(uri.removeprefix("sqlite:///"))
         folder = os.path.dirname(path)
         if not os.path.isdir(folder):
-            raise TrackingError(f"tracking store folder {folder} does not exist ({uri})")
+            raise TrackingError(
+                f"the folder {folder} of the tracking store {uri} does not exist; create it "
+                f"(mkdir -p {folder}) or point MLFLOW_TRACKING_URI at another store"
+            )
         target = path if os.path.exists(path) else folder
         if not os.access(target, os.W_OK):
-            raise TrackingError(f"tracking store {target} is not writable ({uri})")
+            raise TrackingError(
+                f"the tracking store {target} is not writable ({uri}); make it writable or "
+                "point MLFLOW_TRACKING_URI at another store"
+            )
         return  # created on first use; probing it here would race with nothing to gain
-    if not uri.startswith(("http://", "https://")):
-        return
     # Fail fast instead of MLflow's minutes of retries, for this probe only: the workers
     # inherit this environment and must ride out a short outage (see retry_locked).
     with _environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
         try:
             MlflowClient(uri).search_experiments(max_results=1)
         except Exception as error:  # noqa: BLE001 - any failure here means "unreachable"
-            raise TrackingError(
-                f"cannot reach the MLflow tracking store at {uri}: {first_line(error)}"
-            ) from None
+            raise TrackingError(unusable_store_message(uri, error)) from None
 
 
 @contextlib.contextmanager
@@ -84,6 +90,54 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+STORE_FIX = "set MLFLOW_TRACKING_URI to sqlite:///<folder>/mlflow.db or http://<host>:<port>"
+
+# Why a server did not answer, found in the text of requests' exception (the first match).
+SERVER_PROBLEMS = {
+    "Connection refused": "nothing listens there (connection refused)",
+    "Name or service not known": "its host name does not resolve",
+    "Temporary failure in name resolution": "its host name does not resolve",
+    "timed out": "it did not answer in time",
+    "SSL": "the TLS handshake failed",
+    "response code 403": "it refused the request (HTTP 403; a server reached by a host name "
+    "needs it in --allowed-hosts)",
+    "response code 404": "it answers, but not as an MLflow tracking server (HTTP 404)",
+}
+
+
+def unusable_store_message(uri: str, error: BaseException) -> str:
+    """Why the store at ``uri`` failed with ``error`` and what to do about it: one whole
+    sentence for the user, without a final stop, like the CLI's other errors (MLflow's own
+    messages run to hundreds of characters and get cut)."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme in ("", "file"):
+        return (
+            f"the tracking URI {uri} names a folder, and MLflow's folder store is not "
+            f"supported; {STORE_FIX}"
+        )
+    if scheme in ("http", "https"):
+        text = str(error)
+        reason = next(
+            (why for key, why in SERVER_PROBLEMS.items() if key in text),
+            f"the request failed with {type(error).__name__}",
+        )
+        return (
+            f"cannot reach the MLflow tracking store at {uri}: {reason}; start the server "
+            f"(make tracking-server) or {STORE_FIX}"
+        )
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        return (
+            f"the tracking URI {uri} needs the Python package {error.name}, which is not "
+            f"installed; pip install it or {STORE_FIX}"
+        )
+    if "unsupported URI" in str(error):
+        return f"MLflow does not support the tracking URI scheme {scheme}:// of {uri}; {STORE_FIX}"
+    return (
+        f"the MLflow tracking store at {uri} cannot be used ({type(error).__name__}); check that "
+        f"it is up, or {STORE_FIX}"
+    )
 
 
 @contextlib.contextmanager
@@ -144,6 +198,10 @@ class AblationStore:
         self.client = MlflowClient(uri)
         self.experiment_id = self._ensure_experiment()
         self.parent_id = self._ensure_parent()
+        # What MLflow's UI shows first: the description, and a view comparing arms.
+        note = experiment_note(self.spec, self.experiment_id, self.parent_id)
+        retry_locked(self.client.set_experiment_tag, self.experiment_id, NOTE, note)
+        retry_locked(self.client.set_experiment_tag, self.experiment_id, ARMS_VIEW_TAG, ARMS_VIEW)
         arms = {run.data.tags.get("arm", "") for run in self.children().values()} - {""}
         retry_locked(
             self.client.set_tag, self.parent_id, "arms", ",".join(sorted(arms | set(spec.arms)))
@@ -261,6 +319,8 @@ class AblationStore:
                     metrics[f"summary/{arm}/{name}"] = means[arm][name]
         if metrics:
             log_metrics_batched(self.client, self.parent_id, metrics, step=0)
+        note = parent_note(self.spec, self.experiment_id, self.parent_id, self.children(), means)
+        retry_locked(self.client.set_tag, self.parent_id, NOTE, note)
         return means
 
     def held_elsewhere(self, run_id: str, run_name: str) -> LeaseState | None:
@@ -317,6 +377,123 @@ class AblationStore:
             self.parent_id,
             status if status in ("RUNNING", "FINISHED") else "KILLED",
         )
+
+
+NOTE = "mlflow.note.content"
+"""The tag MLflow's UI shows, as markdown, as an experiment's or a run's description."""
+TABLE_COLUMNS = "`final/eval_return`, `final/updates_per_s`"
+ARMS_VIEW_KEY = "arms"
+ARMS_VIEW_TAG = f"mlflow.sharedViewState.{ARMS_VIEW_KEY}"
+"""An experiment tag MLflow's UI reads as a shared view of the runs table (JSON of its UI
+state), opened by the URL parameter ``viewStateShareKey``."""
+ARMS_VIEW = json.dumps(
+    {
+        "selectedColumns": [
+            "metrics.`final/eval_return`",
+            "metrics.`final/updates_per_s`",
+            "tags.`seed`",
+            "tags.`arm`",
+        ],
+        "groupBy": {
+            "aggregateFunction": "average",
+            "groupByKeys": [{"mode": "tag", "groupByData": "arm"}],
+        },
+        "runsHiddenMode": "SHOW_ALL",
+        "chartsSearchFilter": "return",  # the chart view opens on the learning curves
+    }
+)
+
+
+def ui_path(experiment_id: str, charts: bool = False) -> str:
+    """The UI's page (after ``http://host:port/``) of the experiment's runs table in the
+    arms view: model-training workflow (not GenAI), runs grouped by ``arm`` with each arm's
+    mean final return and updates/s, each run's seed; with ``charts``, the return curves,
+    one colour per arm."""
+    query = f"viewStateShareKey={ARMS_VIEW_KEY}&{ML_WORKFLOW}"
+    return f"#/experiments/{experiment_id}/runs?{query}" + ("&compareRunsMode=CHART" * charts)
+
+
+def latest_ui_path(uri: str) -> str | None:
+    """:func:`ui_path` of the most recently started ablation at ``uri``; None when the
+    store has none (or does not exist yet: it is not created here)."""
+    if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+        return None
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+    parents = client.search_runs(
+        experiments,
+        "tags.`ablation.role` = 'parent'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return ui_path(parents[0].info.experiment_id) if parents else None
+
+
+ML_WORKFLOW = "workflowType=machine_learning"
+"""The UI's model-training pages (MLflow 3 shows runs as GenAI evaluations without it)."""
+
+
+def _run_link(experiment_id: str, run_id: str, text: str) -> str:
+    return f"[{text}](#/experiments/{experiment_id}/runs/{run_id}?{ML_WORKFLOW})"
+
+
+def experiment_note(spec: AblationSpec, experiment_id: str, parent_id: str) -> str:
+    """The experiment's description in MLflow's UI: what the ablation is, where its answer
+    is, and the clicks that turn the runs table into a comparison of arms."""
+    parent = _run_link(experiment_id, parent_id, spec.name)
+    return "\n".join(
+        [
+            f"**{spec.description()}.**",
+            "",
+            f"**The answer:** the run {parent}: its description holds the table of arms "
+            "(mean final return, updates/s, every run), its artifacts the PDF report "
+            "(`report/`).",
+            "",
+            f"**Compare arms:** [the runs grouped by arm]({ui_path(experiment_id)}), with "
+            "each arm's mean final return and updates/s, and [their return curves]("
+            f"{ui_path(experiment_id, charts=True)}). By hand: *Group by* → tags → `arm`; "
+            "*Columns* → metrics " + TABLE_COLUMNS + ", tags `arm`, `seed`.",
+        ]
+    )
+
+
+def parent_note(
+    spec: AblationSpec,
+    experiment_id: str,
+    parent_id: str,
+    children: Mapping[str, Any],
+    means: Mapping[str, Mapping[str, float]],
+) -> str:
+    """The parent run's description: a markdown table of arms (finished runs, mean final
+    eval return, mean updates/s) with a link to each run, and where the report is."""
+    lines = [
+        f"{spec.description()}.",
+        "",
+        "| arm | finished | mean final return | mean updates/s | runs |",
+        "|---|---|---|---|---|",
+    ]
+    by_arm: dict[str, list[Any]] = {}
+    for run in children.values():
+        by_arm.setdefault(run.data.tags.get("arm", "?"), []).append(run)
+    for arm in sorted(by_arm, key=lambda a: (a not in spec.arms, a)):
+        runs = sorted(by_arm[arm], key=lambda run: int(run.data.tags.get("seed", "0") or 0))
+        done = sum(run.info.status == "FINISHED" for run in runs)
+        row = means.get(arm, {})
+        cells = [
+            _run_link(experiment_id, run.info.run_id, f"seed {run.data.tags.get('seed', '?')}")
+            + ("" if run.info.status == "FINISHED" else f" ({run.info.status.lower()})")
+            for run in runs
+        ]
+        final = f"{row['final_return']:.2f}" if "final_return" in row else "–"
+        speed = f"{row['updates_per_s']:.2f}" if "updates_per_s" in row else "–"
+        lines.append(f"| {arm} | {done}/{len(runs)} | {final} | {speed} | {', '.join(cells)} |")
+    artifacts = f"#/experiments/{experiment_id}/runs/{parent_id}/artifacts?{ML_WORKFLOW}"
+    lines += [
+        "",
+        f"The PDF report (statistics, learning curves): [artifacts → `report/`]({artifacts}), "
+        "once the ablation has finished.",
+    ]
+    return "\n".join(lines)
 
 
 def _params(values: Mapping[str, Any]) -> list[Param]:

@@ -40,6 +40,7 @@ from ablations.retries import retry_locked
 from ablations.spec import RunSpec
 from ablations.tracking import MlflowLogger, hardware
 from agent.config import to_dict
+from agent.envs import quiet_ale_banner
 from agent.trainer import Trainer
 
 EXIT_TAKEN = 3
@@ -86,7 +87,8 @@ def machine_conditions() -> dict[str, str]:
 
 
 def run_worker(job: WorkerJob, progress: Any = None) -> None:
-    """Train ``job.run`` to its budget; ``progress`` (a queue) receives ``(name, env_steps)``.
+    """Train ``job.run`` to its budget; ``progress`` (a queue) receives ``(name, (env_steps,
+    wm_updates))`` every second.
 
     Raises :class:`~ablations.leases.LeaseHeldError` (nothing written) when another
     process trains the run, :class:`~ablations.leases.LeaseLostError` when it was taken
@@ -94,12 +96,14 @@ def run_worker(job: WorkerJob, progress: Any = None) -> None:
     marked FAILED).
     """
     torch.set_num_threads(job.threads)
+    quiet_ale_banner()  # the driver printed it once; not once more per run
     client = MlflowClient(job.tracking_uri)
     lease = Lease.claim(client, job.parent_id, job.run_id, job.run.name, job.command)
     beat = _Heartbeat(lease)
+    reporter = ProgressReporter(progress, job.run.name)
     lost = False
     try:
-        _train(job, client, lease, beat, progress)
+        _train(job, client, lease, beat, reporter)
     except LeaseLostError:
         lost = True
         raise
@@ -107,13 +111,18 @@ def run_worker(job: WorkerJob, progress: Any = None) -> None:
         _mark_failed(client, job.run_id, error)
         raise
     finally:
+        reporter.stop()
         beat.stop()
         if not lost:
             _release_quietly(lease)
 
 
 def _train(
-    job: WorkerJob, client: MlflowClient, lease: Lease, beat: _Heartbeat, progress: Any
+    job: WorkerJob,
+    client: MlflowClient,
+    lease: Lease,
+    beat: _Heartbeat,
+    reporter: ProgressReporter,
 ) -> None:
     config = job.run.config()
     config.train.device = job.device
@@ -142,7 +151,7 @@ def _train(
         retry_locked(client.set_tag, job.run_id, "resumed_from_step", str(resumed_from))
 
     next_checkpoint = trainer.env_steps + job.checkpoint_every
-    last_report = 0.0
+    reporter.start(trainer)
     start = time.perf_counter()
     loads: list[float] = []  # the 1-minute load average, once per iteration
     while not trainer.done:
@@ -156,9 +165,7 @@ def _train(
             logger.flush()
             job.checkpoints.save(trainer)
             next_checkpoint = trainer.env_steps + job.checkpoint_every
-        if progress is not None and time.perf_counter() - last_report > 1.0:
-            progress.put((job.run.name, trainer.env_steps))
-            last_report = time.perf_counter()
+    reporter.stop()
     lease.check()
     logger.flush()
     elapsed = time.perf_counter() - start
@@ -185,8 +192,6 @@ def _train(
         retry_locked(client.delete_tag, job.run_id, "error")  # an earlier attempt's
     retry_locked(client.set_terminated, job.run_id, "FINISHED")
     job.checkpoints.clear()
-    if progress is not None:
-        progress.put((job.run.name, trainer.env_steps))
 
 
 class _Heartbeat:
@@ -223,6 +228,37 @@ def _release_quietly(lease: Lease) -> None:
         lease.release()
     except Exception:  # noqa: BLE001 - an unreleased lease goes stale by itself
         traceback.print_exc()
+
+
+class ProgressReporter:
+    """Puts ``(name, (env_steps, wm_updates))`` on ``progress`` every second from a thread,
+    so that the driver's bar moves during the prefill and the first updates as well, which
+    on a CPU can take minutes before the first iteration ends."""
+
+    def __init__(self, progress: Any, name: str, every: float = 1.0):
+        self.progress, self.name, self.every = progress, name, every
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, trainer: Trainer) -> None:
+        if self.progress is not None:
+            self._thread = threading.Thread(target=self._report, args=(trainer,), daemon=True)
+            self._thread.start()
+
+    def _report(self, trainer: Trainer) -> None:
+        self._put(trainer)
+        while not self._stopped.wait(self.every):
+            self._put(trainer)
+        self._put(trainer)  # the final count
+
+    def _put(self, trainer: Trainer) -> None:
+        self.progress.put((self.name, (trainer.env_steps, trainer.wm_updates)))
+
+    def stop(self) -> None:
+        """Report once more (the final count) and stop."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _log_final_artifacts(client: MlflowClient, run_id: str, trainer: Trainer) -> None:

@@ -19,8 +19,9 @@ import sys
 import time
 
 import torch
+from tqdm.auto import tqdm
 
-from agent.cli import ArgumentParser
+from agent.cli import ArgumentParser, line_buffered_stdout
 from agent.config import ENV_PRESETS, SIZE_PRESETS, Config, ConfigError, make_config
 from agent.trainer import SCHEDULES, Trainer
 
@@ -68,20 +69,41 @@ def time_iteration(trainer: Trainer, num_updates: int) -> dict[str, float]:
     return {**{p: seconds.get(p, 0.0) for p in PHASES}, "total": total}
 
 
+def progress_bar(total: int, unit: str) -> tqdm:
+    """A bar on stderr: a benchmark runs for minutes, and says what it is doing meanwhile."""
+    return tqdm(total=total, unit=unit, desc="bench", dynamic_ncols=True, file=sys.stderr)
+
+
+def filled_trainers(configs: dict[str, Config]) -> dict[str, Trainer]:
+    """:func:`filled_trainer` of each named config, with a bar over their prefill steps."""
+    trainers = {}
+    with progress_bar(sum(c.train.prefill for c in configs.values()), "step") as bar:
+        for name, config in configs.items():
+            bar.set_description(f"bench: filling replay ({name})")
+            trainers[name] = filled_trainer(config)
+            bar.update(config.train.prefill)
+    return trainers
+
+
 def compare_schedules(config: Config, iterations: int, warmup: int) -> dict[str, dict[str, float]]:
     """Median seconds per iteration for ``separate`` and ``coupled``: each phase of
     :data:`PHASES`, ``other`` (time outside them) and ``total``."""
     num_updates = max(1, round(config.train.updates_per_iteration()))
-    trainers = {}
+    configs = {}
     for schedule in ("separate", "coupled"):
         config.train.schedule = schedule
-        trainers[schedule] = filled_trainer(copy.deepcopy(config))
+        configs[schedule] = copy.deepcopy(config)
+    trainers = filled_trainers(configs)
     samples: dict[str, list[dict[str, float]]] = {s: [] for s in trainers}
-    for i in range(warmup + iterations):
-        for schedule, trainer in trainers.items():  # alternate, so load drift hits both
-            timing = time_iteration(trainer, num_updates)
-            if i >= warmup:
-                samples[schedule].append(timing)
+    rounds = warmup + iterations
+    with progress_bar(rounds * len(trainers) * num_updates, "update") as bar:
+        for i in range(rounds):
+            for schedule, trainer in trainers.items():  # alternate, so load drift hits both
+                bar.set_description(f"bench: {'warm-up' if i < warmup else 'timing'} {schedule}")
+                timing = time_iteration(trainer, num_updates)
+                bar.update(num_updates)
+                if i >= warmup:
+                    samples[schedule].append(timing)
     result = {}
     for schedule, timings in samples.items():
         row = {key: statistics.median(t[key] for t in timings) for key in (*PHASES, "total")}
@@ -94,16 +116,17 @@ def compare_schedules(config: Config, iterations: int, warmup: int) -> dict[str,
 def time_full_update(configs: dict[str, Config], iterations: int, warmup: int) -> dict[str, float]:
     """Median seconds of one WM update plus one AC update from all its posteriors, for each
     named config, alternating between them so that machine-load drift hits all alike."""
-    trainers = {}
-    for name, config in configs.items():
+    for config in configs.values():
         config.train.schedule, config.train.starts = "coupled", "all"
-        trainers[name] = filled_trainer(config)
+    trainers = filled_trainers(configs)
     times: dict[str, list[float]] = {name: [] for name in trainers}
-    for i in range(warmup + iterations):
-        for name, trainer in trainers.items():
-            seconds = time_iteration(trainer, 1)["total"]
-            if i >= warmup:
-                times[name].append(seconds)
+    with progress_bar((warmup + iterations) * len(trainers), "update") as bar:
+        for i in range(warmup + iterations):
+            for name, trainer in trainers.items():
+                seconds = time_iteration(trainer, 1)["total"]
+                bar.update(1)
+                if i >= warmup:
+                    times[name].append(seconds)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -119,9 +142,9 @@ def profile_update(config: Config, updates: int, warmup: int, rows: int = 25) ->
     from torch.profiler import ProfilerActivity, profile
 
     config.train.schedule, config.train.starts = "coupled", "all"
-    trainer = filled_trainer(config)
-    for _ in range(warmup):  # compilation and allocator warm-up stay out of the profile
-        time_iteration(trainer, 1)
+    trainer = filled_trainers({"profile": config})["profile"]
+    for _ in tqdm(range(warmup), desc="bench: warm-up", file=sys.stderr):
+        time_iteration(trainer, 1)  # compilation and allocator warm-up stay out of the profile
     cuda = trainer.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
@@ -165,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    line_buffered_stdout()
     from agent.train import parse_overrides
 
     try:
@@ -175,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         versus = make_config(args.env, preset, {**overrides, **parse_overrides(args.versus)})
     except ConfigError as error:
         parser.error(str(error))
+    shape = f"shape {args.shape} (preset {preset} with its overrides)" if args.shape else ""
     print(
-        f"{config.env.name} | preset {preset} | batch {config.train.batch_size}x"
+        f"{config.env.name} | {shape or f'preset {preset}'} | batch {config.train.batch_size}x"
         f"{config.train.seq_len} | device {args.device} | torch {torch.__version__} | "
         f"{torch.get_num_threads()} threads | compile {config.train.compile} | "
         f"precision {config.train.precision}"

@@ -28,3 +28,11 @@ def positive_int(name: str, value: str | None) -> int | None:
     if number <= 0:
         raise ConfigError(f"{name} must be positive, got {number}")
     return number
+
+
+def line_buffered_stdout() -> None:
+    """Write stdout line by line also into a pipe or a file (``make ... | tee``), where
+    Python would otherwise hold a long command's lines until it ends."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(line_buffering=True)

@@ -198,6 +198,14 @@ SUITES = {
 }
 
 
+def quiet_ale_banner() -> None:
+    """Keep ALE from printing its banner (and other info lines) when this process makes
+    its first Atari env: for processes whose parent already showed it."""
+    import ale_py
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+
+
 def make_env(config: EnvConfig) -> gym.Env:
     """Make the env described by ``config`` (unseeded: seed it with ``reset(seed=...)``)."""
     env: gym.Env = SUITES[config.suite](config)

@@ -11,6 +11,7 @@ training seconds (collect + updates, evaluation excluded). Curves come from
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,7 +103,10 @@ def load_ablation(experiment: str, tracking_uri: str | None = None) -> AblationD
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise AblationDataError(f"unknown experiment {experiment!r} at {client.tracking_uri}")
+        raise AblationDataError(
+            f"unknown experiment {experiment!r} at {client.tracking_uri}"
+            + _did_you_mean(client, experiment)
+        )
     all_runs = _search_all(client, found.experiment_id)
     parents = [run for run in all_runs if run.data.tags.get("ablation.role") == "parent"]
     parent_run_id = parents[0].info.run_id if parents else None
@@ -136,6 +140,19 @@ def latest_ablation(tracking_uri: str | None = None) -> str:
         if client.search_runs([experiment_id], "tags.`ablation.role` = 'child'", max_results=1):
             return client.get_experiment(experiment_id).name
     raise AblationDataError(f"no ablation found at {client.tracking_uri}; run make ablation first")
+
+
+def _did_you_mean(client: MlflowClient, experiment: str) -> str:
+    """``'; did you mean 'a' or 'b'?'`` naming the store's closest experiment names (by
+    difflib's similarity ratio), or ``'; it has no ablations yet'`` / ``''``."""
+    names = [e.name for e in client.search_experiments(max_results=1000) if e.name != "Default"]
+    if not names:
+        return "; it has no ablations yet (run make ablation first)"
+    close = difflib.get_close_matches(experiment, names, n=3, cutoff=0.6)
+    if not close:
+        more = ", ..." if len(names) > 10 else ""
+        return f"; its experiments: {', '.join(sorted(names)[:10])}{more}"
+    return f"; did you mean {' or '.join(repr(name) for name in close)}?"
 
 
 def _search_all(client: MlflowClient, experiment_id: str) -> list[Run]:

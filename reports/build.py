@@ -398,12 +398,11 @@ def _appendix_pages(data: AblationData, scores: pd.DataFrame) -> list[Figure]:
         f"{tag}: {', '.join(sorted(set(data.runs[tag].astype(str))))}" for tag in ENVIRONMENT_TAGS
     ]
     config = [f"{key} = {value}" for key, value in sorted(data.params.items())]
-    source = data.finished_runs if not data.finished_runs.empty else data.runs
     intro = [
         "Environment (distinct values over all runs):",
         *environment,
         "",
-        f"Config: params of run {source['run_name'].iloc[0]} (arm and seed differ per run):",
+        f"Config: params of {_params_owner(data)} (arm and seed differ per run):",
     ]
     lines = intro + (config or ["(no params logged)"])
     per_page = 2 * CONFIG_LINES_PER_COLUMN
@@ -416,6 +415,20 @@ def _appendix_pages(data: AblationData, scores: pd.DataFrame) -> list[Figure]:
             page.text(x, 0.9, text, fontsize=7.5, family="monospace", va="top")
         pages.append(page)
     return pages
+
+
+def _params_owner(data: AblationData) -> str:
+    """Which run ``data.params`` are from, found by the params' own seed, schedule and starts
+    (the loader does not say which run it read them from): ``'run <name>'``, else ``'one
+    run'`` when the params do not single a run out."""
+    keys = {"seed": "train.seed", "schedule": "train.schedule", "starts": "train.starts"}
+    if not all(key in data.params for key in keys.values()):
+        return "one run"
+    match = data.runs
+    for column, key in keys.items():
+        match = match[match[column].astype(str) == str(data.params[key])]
+    names = sorted(set(match["run_name"]))
+    return f"run {names[0]}" if len(names) == 1 else "one run"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,25 @@
+"""The address `make ui` prints: ``python -m ablations.ui URI PORT``.
+
+It opens MLflow's UI on the most recently started ablation's runs, grouped by arm (see
+:func:`ablations.tracking.ui_path`), or on the home page when the store has no ablation.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ablations.tracking import latest_ui_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    uri, port = argv if argv is not None else sys.argv[1:]
+    try:
+        path = latest_ui_path(uri) or ""
+    except Exception:  # noqa: BLE001 - the home page is the fallback; mlflow ui says what is wrong
+        path = ""
+    print(f"http://127.0.0.1:{port}/{path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

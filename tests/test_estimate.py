@@ -1,0 +1,74 @@
+"""The duration estimate counts every kind of work a run does, and its CPU hint fits."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ablations.estimate import (
+    RunCosts,
+    count_work,
+    cpu_sized_command,
+    estimate_seconds,
+    run_seconds,
+)
+from ablations.spec import AblationSpec
+from agent import Trainer
+from tests.conftest import tiny_config
+
+
+class CountingLogger:
+    def __init__(self) -> None:
+        self.points: dict[str, int] = {}
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        for key in metrics:
+            self.points[key] = self.points.get(key, 0) + 1
+
+
+@pytest.mark.parametrize("ratio", [8, 40])
+def test_counted_work_is_what_a_real_run_does(ratio: int) -> None:
+    overrides = {"train__train_ratio": ratio, "train__steps": 300, "train__prefill": 100}
+    overrides |= {"train__eval_every": 70, "train__eval_episodes": 1, "train__log_every": 50}
+    config = tiny_config(**overrides)
+    logger = CountingLogger()
+    summary = Trainer(config, logger).train()
+    work = count_work(config.train)
+    assert work.random_steps + work.policy_steps == summary["env_steps"] == 300
+    assert work.random_steps == 100
+    assert work.updates == summary["wm_updates"]
+    assert work.evaluations == logger.points["eval/return"]
+    assert work.flushes == logger.points["time/total"]
+
+
+def test_every_kind_of_work_counts_in_the_estimate() -> None:
+    config = tiny_config(train__steps=1000, train__eval_every=500, train__eval_episodes=2)
+    work = count_work(config.train)
+    costs = RunCosts(random_step=1, policy_step=10, update=100, flush=1000, episode_length=7)
+    expected = (
+        work.random_steps * 1
+        + (work.policy_steps + work.evaluations * 2 * 7) * 10
+        + work.updates * 100
+        + work.flushes * 1000
+        + 5
+    )
+    assert run_seconds(config.train, costs, startup=5) == expected
+    assert work.evaluations == 2 and work.updates > 0 and work.flushes > 0
+
+
+@pytest.mark.slow
+def test_the_cpu_hint_fits_its_time_and_differs_from_what_was_typed() -> None:
+    # What the issue's user typed: PRESET=debug STEPS=5000 on Pong, estimated at days.
+    spec = AblationSpec("atari_pong", 1, ("coupled",), "debug", 5000)
+    costs: dict[str, RunCosts] = {}
+    typed = estimate_seconds(spec.runs(), 1, costs=costs)
+    budget = 300.0  # the search at a budget a test can check (30 min in the CLI)
+    hint = cpu_sized_command(spec, 1, costs=costs, seconds=budget)
+    assert hint is not None and typed > budget
+    steps = int(re.search(r"STEPS=(\d+)", hint).group(1))
+    ratio = re.search(r"train\.train_ratio=([\d.]+)", hint)
+    overrides = {"train.train_ratio": ratio.group(1)} if ratio else {}
+    hinted = AblationSpec("atari_pong", 1, ("coupled",), "debug", steps, overrides)
+    assert steps != 5000
+    assert 0.8 * budget <= estimate_seconds(hinted.runs(), 1, costs=costs) <= budget

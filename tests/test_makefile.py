@@ -1,0 +1,62 @@
+"""The Makefile passes every value on as one shell word: real ``make`` runs of its targets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def make(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The repository's ``make ARGS`` run in ``cwd``, with this interpreter's environment
+    standing in for ``.venv`` (the install stamp taken as up to date), output captured."""
+    bin_dir = str(Path(sys.executable).parent)
+    command = ["make", "-f", str(REPO_ROOT / "Makefile"), "-o", ".venv/.installed"]
+    command += [f"BIN={bin_dir}", *args]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a timeout stops what make started, too
+    )
+    try:
+        out, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def test_a_variable_cannot_inject_a_command_and_the_failure_shows(tmp_path: Path) -> None:
+    result = make("ablation", "ENV=nope", "SEEDS=1", "EXPERIMENT=x; echo INJECTED", cwd=tmp_path)
+    assert "INJECTED" not in result.stdout.replace("echo INJECTED", "")
+    assert result.returncode != 0, result.stdout
+    assert "unknown env 'nope'" in result.stderr
+
+
+def test_set_passes_config_overrides_to_the_ablation(tmp_path: Path) -> None:
+    result = make("ablation", "ENV=cartpole", "SEEDS=1", "SET=train.ratio=32", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "train.ratio" in result.stderr, result.stderr
+    assert not list(tmp_path.iterdir())  # stopped before creating a store
+
+
+def test_quotes_in_a_value_reach_the_program_as_typed(tmp_path: Path) -> None:
+    result = make("ablation", "SEEDS=1", 'ENV=it\'s "a" `b`', cwd=tmp_path)
+    assert result.returncode != 0
+    assert 'it\'s "a" `b`' in result.stderr, result.stderr
+
+
+def test_bench_with_a_shape_does_not_pass_a_preset_it_ignores(tmp_path: Path) -> None:
+    shaped = make("-n", "bench", "SHAPE=peer-tiny", cwd=tmp_path).stdout
+    plain = make("-n", "bench", "PRESET=debug", cwd=tmp_path).stdout
+    assert "--shape 'peer-tiny'" in shaped and "--preset" not in shaped
+    assert "--preset 'debug'" in plain

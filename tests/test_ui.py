@@ -1,0 +1,46 @@
+"""What MLflow's UI is given to show first: experiment tags, the parent's table of arms and
+the address `make ui` prints, on a real store (the pages themselves: tests/ui_screenshots.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from ablations import ui
+from ablations.spec import AblationSpec
+from ablations.tracking import AblationStore
+
+
+def test_the_store_tells_the_ui_what_to_show(tmp_path: Path, capsys) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = AblationSpec("cartpole", 2, ("separate", "coupled"), "debug", 300, name="look")
+    store = AblationStore(uri, spec)
+    ids = {run.name: store.child_for(run, "cpu")[0] for run in spec.runs()}
+    client = MlflowClient(uri)
+    client.log_metric(ids["coupled-seed1"], "final/eval_return", 42.0, step=300)
+    client.set_terminated(ids["coupled-seed1"], "FINISHED")
+    client.set_terminated(ids["separate-seed0"], "FAILED")
+    store.log_parent_summary()
+
+    tags = client.get_experiment(store.experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI pages
+    view = json.loads(tags["mlflow.sharedViewState.arms"])
+    assert view["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "arm"}]
+    assert "metrics.`final/eval_return`" in view["selectedColumns"]
+    note = client.get_run(store.parent_id).data.tags["mlflow.note.content"]
+    rows = {line.split("|")[1].strip(): line for line in note.splitlines() if line[:2] == "| "}
+    assert "| 1/2 | 42.00 |" in rows["coupled"]
+    assert "| 0/2 | – |" in rows["separate"] and "(failed)" in rows["separate"]
+    assert all(run_id in note for run_id in ids.values())
+
+    assert ui.main([uri, "5000"]) == 0
+    address = capsys.readouterr().out.strip()
+    assert address == (
+        f"http://127.0.0.1:5000/#/experiments/{store.experiment_id}/runs"
+        "?viewStateShareKey=arms&workflowType=machine_learning"
+    )
+    assert ui.main([f"sqlite:///{tmp_path}/none/mlflow.db", "5000"]) == 0
+    assert capsys.readouterr().out.strip() == "http://127.0.0.1:5000/"
+    assert not (tmp_path / "none").exists()
