@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import torch
 
+from ablations import adaptive
 from ablations.checkpoints import CHECKPOINT_STORES, default_checkpoint_store
 from ablations.estimate import estimate_seconds, format_duration
 from ablations.launchers import LAUNCHERS, LauncherError, Resources
@@ -34,7 +35,22 @@ def build_parser() -> ArgumentParser:
         description="Compare DreamerV3 training schedules over seeds, logged to MLflow.",
     )
     parser.add_argument("--env", required=True, help=f"one of: {', '.join(sorted(ENV_PRESETS))}")
-    parser.add_argument("--seeds", required=True, help="number of seeds per arm (seeds 0..n-1)")
+    parser.add_argument(
+        "--seeds",
+        required=True,
+        help="number of seeds per arm (seeds 0..n-1), or 'auto': interims until decided",
+    )
+    parser.add_argument(
+        "--interim", default=None, help="with --seeds auto: seeds per arm per interim (default 5)"
+    )
+    parser.add_argument(
+        "--max-seeds", default=None, help="with --seeds auto: most seeds per arm (default 25)"
+    )
+    parser.add_argument(
+        "--alpha",
+        default=None,
+        help="with --seeds auto: family-wise error rate vs the first arm (default 0.05)",
+    )
     parser.add_argument(
         "--arms", default="separate,coupled", help=f"comma-separated, from: {', '.join(ARMS)}"
     )
@@ -106,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         preset = args.preset or ("S" if torch.cuda.is_available() else "small")
+        arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+        rule = adaptive.rule_from_flags(args.seeds, args.interim, args.max_seeds, args.alpha, arms)
         spec = AblationSpec(
             env=args.env,
-            seeds=positive_int("SEEDS", args.seeds) or 0,
-            arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()),
+            seeds=rule.seed_budget if rule else positive_int("SEEDS", args.seeds) or 0,
+            arms=arms,
             preset=preset,
             steps=positive_int("STEPS", args.steps),
             overrides=parse_overrides(args.set),
@@ -127,12 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         checkpoints = CHECKPOINT_STORES[args.checkpoint_store or default_checkpoint_store(uri)]
         # Last, as it may start or join a cluster; still before any run is created.
         plan = LAUNCHERS[args.launcher](resources)
+        runs = spec.runs() if rule is None else adaptive.interim_runs(spec, rule, uri)
     except (ConfigError, TrackingError, LauncherError) as error:
         parser.error(str(error))
 
-    runs = spec.runs()
     try:
         store = AblationStore(uri, spec)
+        if rule is not None:
+            adaptive.record_rule(store, rule)
         todo, finished = [], 0
         for index, run in enumerate(runs):
             device = plan.device(index)
@@ -187,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         return 143 if isinstance(stop, Terminated) else 130
 
     failed = sorted(name for name, ok in results.items() if not ok)
+    if rule is not None and not failed:
+        stand = adaptive.record_interim(store, rule)
+        if not stand.finished:
+            return main(argv)  # the next interim, planned again from the store
+        adaptive.print_decisions(rule, stand)
     store.finish_parent(failed=bool(failed))
     print_summary(store.log_parent_summary(), spec)
     if not args.no_report:
