@@ -250,6 +250,16 @@ def interim_runs(spec: AblationSpec, rule: AdaptiveRule, uri: str) -> list[RunSp
             )
     stand = plan(rule, spec.arms, finished_scores(uri, spec.name))
     wanted = set(stand.next_runs)
+    if stand.finished:
+        print(f"adaptive seeding: {status_line(rule, stand)}; nothing left to run")
+    else:
+        first = stand.interim * rule.interim
+        arms = ", ".join(dict.fromkeys(arm for arm, _ in stand.next_runs))
+        print(
+            f"adaptive seeding: interim {stand.interim + 1} of {rule.n_interims}, seeds "
+            f"{first}..{first + rule.interim - 1} of {arms} (alpha {rule.alpha}, reference "
+            f"{rule.reference}, at most {rule.seed_budget} seeds per arm)"
+        )
     return [run for run in spec.runs() if (run.arm, run.seed) in wanted]
 
 
