@@ -4,7 +4,8 @@ Synthetic ablations, no training: each arm's run scores are drawn from N(d, 1) w
 effect size (Cohen's d) of the compared arm over the reference. For each effect size it
 prints AdaStop's rejection rate (the false-positive rate at d = 0, the power otherwise) and
 the mean seeds per arm it used, beside Welch's t-test on a fixed ``max_seeds`` per arm.
-A last row runs three arms without any difference: the family-wise false-positive rate.
+A last row runs three arms without any difference: the family-wise false-positive rate. The
+last column peeks: Welch after every interim, stopping at the first p < alpha.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ def simulate(
 
     Returns:
         ``adastop_reject`` (any comparison rejected), ``adastop_seeds`` (mean seeds per arm,
-        the reference's), ``welch_reject`` (fixed ``max_seeds``, Bonferroni over comparisons).
+        the reference's), ``welch_reject`` (fixed ``max_seeds``, Bonferroni over comparisons),
+        ``peeking_reject`` (Welch after every interim, stopping at the first rejection: the
+        optional-stopping bias the sequential test avoids).
     """
     interims = max_seeds // interim
     means = np.array(effects)[:, None]
-    reject = seeds = welch = 0.0
+    reject = seeds = welch = peeking = 0.0
     for _ in range(reps):
         scores = rng.normal(0.0, 1.0, (len(effects), interims * interim)) + means
         blocks = [scores[:, k * interim : (k + 1) * interim] for k in range(interims)]
@@ -47,10 +50,16 @@ def simulate(
         reject += any(d in (BETTER, WORSE) for d in result.decisions)
         seeds += len(result.interims) * interim
         welch += any(d in (BETTER, WORSE) for d in welch_fixed_n(scores, alpha))
+        peeking += any(
+            d in (BETTER, WORSE)
+            for k in range(1, interims + 1)
+            for d in welch_fixed_n(scores[:, : k * interim], alpha)
+        )
     return {
         "adastop_reject": reject / reps,
         "adastop_seeds": seeds / reps,
         "welch_reject": welch / reps,
+        "peeking_reject": peeking / reps,
     }
 
 
@@ -74,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.reps} synthetic ablations per row (scores ~ N(d, 1)); Monte Carlo 2 s.e. at "
         f"alpha: {error:.3f}"
     )
-    print(f"{'arms':<6}{'d':>5}{'AdaStop reject':>16}{'seeds/arm':>11}{'Welch reject':>14}")
+    print(
+        f"{'arms':<6}{'d':>5}{'AdaStop reject':>16}{'seeds/arm':>11}{'Welch reject':>14}"
+        f"{'Welch peeking':>15}"
+    )
     start = time.perf_counter()
     rows = [(0.0, d) for d in EFFECTS] + [(0.0, 0.0, 0.0)]
     for effects in rows:
@@ -84,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{len(effects):<6}{max(effects):>5.1f}{rates['adastop_reject']:>16.3f}"
             f"{rates['adastop_seeds']:>11.1f}{rates['welch_reject']:>14.3f}"
+            f"{rates['peeking_reject']:>15.3f}"
         )
     print(f"({time.perf_counter() - start:.0f} s; d = 0 rows are false-positive rates)")
     return 0

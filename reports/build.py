@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 from analysis import plots, summary
 from analysis.load import AblationData, AblationDataError, latest_ablation, load_ablation
 from analysis.stats import DEFAULT_RESAMPLES
+from reports.adaptive_page import adaptive_pages
 
 PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches
 ENVIRONMENT_TAGS = ("hardware", "device", "torch_version", "git_commit", "env", "preset")
@@ -89,6 +90,7 @@ def build_report(
         frame.to_csv(files_dir / "tables" / f"{name}.csv", index=False)
 
     pages = [_answer_page(data, table), *figures.values(), *_appendix_pages(data, scores)]
+    pages[1:1] = adaptive_pages(data, tracking_uri)  # after the answer, when SEEDS=auto
     pdf_path = out_dir / f"{_safe_name(experiment)}.pdf"
     _write_pdf_atomically(pdf_path, pages, title=f"Ablation report: {experiment}")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from pypdf import PdfReader
 
 from ablations.__main__ import main
 from ablations.adaptive import AdaptiveRule, plan, record_rule
@@ -115,7 +116,7 @@ def test_tiny_adaptive_ablation_interrupted_after_an_interim_resumes_and_stops(
     uri = f"sqlite:///{tmp_path}/store.db"
     args = ["--env", "cartpole", "--seeds", "auto", "--interim", "2", "--max-seeds", "4"]
     args += ["--steps", "400", "--jobs", "2", "--tracking-uri", uri, "--experiment", "auto"]
-    args += [*TINY, "--set", "train.eval_episodes=1"]
+    args += [*TINY, "--set", "train.eval_episodes=1", "--set", "train.train_ratio=16"]
     client = MlflowClient(uri)
 
     process = start_cli(tmp_path, *args)
@@ -166,9 +167,29 @@ def test_tiny_adaptive_ablation_interrupted_after_an_interim_resumes_and_stops(
     )
     assert "coupled: no difference from separate detectable" in rerun.stdout
 
-    again = run_cli(tmp_path, *args)
+    again = run_cli(tmp_path, *args, report=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "nothing left to run" in again.stdout and "0 to run" in again.stdout
+    # The report's second page: the procedure, the decision, its interim and the seeds used.
+    page = PdfReader(tmp_path / "reports" / "out" / "auto.pdf").pages[1].extract_text()
+    assert "Adaptive seeding" in page and "AdaStop" in page
+    assert "coupled no difference detectable at this budget 2 of 2 4 of 4" in page
+    assert "Reference separate: 4 of 4 seeds" in page
     assert {n: r.info.end_time for n, r in children(client, "auto").items()} == {
         n: r.info.end_time for n, r in runs.items()
     }
+
+
+@pytest.mark.slow
+def test_the_ray_launcher_is_planned_again_for_each_interim() -> None:
+    """Each interim plans its launch in the same process: a second ``ray.init`` must join."""
+    ray = pytest.importorskip("ray")
+    from ablations.launchers import Resources
+    from ablations.ray_launcher import plan as plan_ray
+
+    try:
+        first = plan_ray(Resources(cpus_per_run=1))
+        second = plan_ray(Resources(cpus_per_run=1))
+        assert second.parallel == first.parallel >= 1
+    finally:
+        ray.shutdown()
