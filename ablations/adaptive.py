@@ -21,16 +21,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 from ablations.spec import AblationSpec, RunSpec
-from ablations.tracking import AblationStore, TrackingError, _params, retry_locked
+from ablations.tracking import AblationStore, TrackingError, retry_locked
 from agent.config import ConfigError
+from analysis.decisions import DECISIONS_ARTIFACT
 from analysis.sequential import NO_DIFFERENCE, OPEN, SequentialResult, adastop
 
 SCORE_METRIC = "final/eval_return"
 DEFAULT_INTERIM, DEFAULT_MAX_SEEDS, DEFAULT_ALPHA = 5, 25, 0.05
-DECISIONS_ARTIFACT = "adaptive/decisions.csv"
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,11 @@ def interim_runs(spec: AblationSpec, rule: AdaptiveRule, uri: str) -> list[RunSp
 
 def record_rule(store: AblationStore, rule: AdaptiveRule) -> None:
     """Log the rule as params of the parent run (before any child run exists)."""
-    retry_locked(store.client.log_batch, store.parent_id, params=_params(rule.params()))
+    retry_locked(
+        store.client.log_batch,
+        store.parent_id,
+        params=[Param(k, v) for k, v in rule.params().items()],
+    )
 
 
 def record_interim(store: AblationStore, rule: AdaptiveRule) -> Plan:
