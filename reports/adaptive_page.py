@@ -46,17 +46,17 @@ def procedure(record: AdaptiveRecord) -> str:
 def _page(record: AdaptiveRecord) -> Figure:
     figure = Figure(figsize=PAGE_SIZE)
     figure.text(0.04, 0.95, "Adaptive seeding", fontsize=16, weight="bold")
+    ref = record.rule["reference"]
+    most = int(record.rule["interims"]) * int(record.rule["interim"])  # MAX_SEEDS, whole interims
     used = int(record.interims["seeds"].max()) if len(record.interims) else 0
     figure.text(
         0.04,
         0.915,
-        f"Status: {record.status}. Reference {record.rule['reference']}: {used} of "
-        f"{record.rule['max_seeds']} seeds. Differences: arm minus reference, in "
-        f"{record.rule['metric']}.",
+        f"Status: {record.status}. Reference {ref}: {used} of {most} seeds. Differences: arm "
+        f"minus reference, in {record.rule['metric']}.",
         fontsize=10,
     )
     figure.text(0.04, 0.89, textwrap.fill(procedure(record), 170), fontsize=8.5, va="top")
-    ref, most = record.rule["reference"], record.rule["max_seeds"]
     outcome = record.outcome()
     rows = [
         [
