@@ -24,6 +24,7 @@ import psutil
 import torch
 from mlflow.exceptions import MlflowException
 
+from ablations import adaptive
 from ablations.checkpoints import CHECKPOINT_STORES, default_checkpoint_store
 from ablations.estimate import (
     CPU_FIT_SECONDS,
@@ -34,7 +35,7 @@ from ablations.estimate import (
 from ablations.launchers import FAILED, LAUNCHERS, TAKEN, LauncherError, Resources
 from ablations.leases import COMMAND_ID
 from ablations.retries import first_line, retry_locked
-from ablations.spec import ARMS, AblationSpec, RunSpec
+from ablations.spec import ARMS, SEED_LIMIT, AblationSpec, RunSpec
 from ablations.tracking import (
     AblationStore,
     TrackingError,
@@ -54,7 +55,22 @@ def build_parser() -> ArgumentParser:
         description="Compare DreamerV3 training schedules over seeds, logged to MLflow.",
     )
     parser.add_argument("--env", required=True, help=f"one of: {', '.join(sorted(ENV_PRESETS))}")
-    parser.add_argument("--seeds", required=True, help="number of seeds per arm (seeds 0..n-1)")
+    parser.add_argument(
+        "--seeds",
+        required=True,
+        help="number of seeds per arm (seeds 0..n-1), or 'auto': interims until decided",
+    )
+    parser.add_argument(
+        "--interim", default=None, help="with --seeds auto: seeds per arm per interim (default 5)"
+    )
+    parser.add_argument(
+        "--max-seeds", default=None, help="with --seeds auto: most seeds per arm (default 25)"
+    )
+    parser.add_argument(
+        "--alpha",
+        default=None,
+        help="with --seeds auto: family-wise error rate vs the first arm (default 0.05)",
+    )
     parser.add_argument(
         "--arms", default="separate,coupled", help=f"comma-separated, from: {', '.join(ARMS)}"
     )
@@ -112,14 +128,13 @@ def build_parser() -> ArgumentParser:
 
 
 EXIT_HELD = 3
-MAX_SEEDS = 1000
 """More seeds than any statistics here need; a typo's billion would exhaust memory."""
 
 
 def _seeds(value: str) -> int:
     seeds = positive_int("SEEDS", value) or 0
-    if seeds > MAX_SEEDS:
-        raise ConfigError(f"SEEDS must be at most {MAX_SEEDS}, got {value}")
+    if seeds > SEED_LIMIT:
+        raise ConfigError(f"SEEDS must be at most {SEED_LIMIT}, got {value}")
     return seeds
 
 
@@ -142,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     created = _Created()
     with _sigterm_as_interrupt():
         try:
-            return _main(argv, created)
+            while True:  # one pass per interim with SEEDS=auto, else one pass
+                code = _main(argv, created)
+                if code is not None:
+                    return code
         except KeyboardInterrupt as stop:
             if created.store is not None:
                 _mark_killed_quietly(created.store)
@@ -156,15 +174,18 @@ class _Created:
     """The ablation's store once opened, whose runs an interruption marks KILLED."""
 
 
-def _main(argv: list[str] | None, created: _Created) -> int:
+def _main(argv: list[str] | None, created: _Created) -> int | None:
+    """One pass of the ablation; ``None`` when adaptive seeding asks for another interim."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         preset = args.preset or ("S" if torch.cuda.is_available() else "small")
+        arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+        rule = adaptive.rule_from_flags(args.seeds, args.interim, args.max_seeds, args.alpha, arms)
         spec = AblationSpec(
             env=args.env,
-            seeds=_seeds(args.seeds),
-            arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()),
+            seeds=rule.seed_budget if rule else _seeds(args.seeds),
+            arms=arms,
             preset=preset,
             steps=positive_int("STEPS", args.steps),
             overrides=parse_overrides(args.set),
@@ -182,14 +203,16 @@ def _main(argv: list[str] | None, created: _Created) -> int:
         checkpoints = CHECKPOINT_STORES[args.checkpoint_store or default_checkpoint_store(uri)]
         # Last, as it may start or join a cluster; still before any run is created.
         plan = LAUNCHERS[args.launcher](resources)
+        runs = spec.runs() if rule is None else adaptive.interim_runs(spec, rule, uri)
     except (ConfigError, TrackingError, LauncherError) as error:
         parser.error(str(error))
 
-    runs = spec.runs()
     try:
         # Two commands starting at once on one SQLite store take turns here.
         with store_creation_lock(uri):
             store = created.store = AblationStore(uri, spec)
+            if rule is not None:
+                adaptive.record_rule(store, rule)
             todo, finished, held = [], 0, []
             for index, run in enumerate(runs):
                 device = plan.device(index)
@@ -244,6 +267,11 @@ def _main(argv: list[str] | None, created: _Created) -> int:
     failed = sorted(name for name, outcome in results.items() if outcome == FAILED)
     held += sorted(name for name, outcome in results.items() if outcome == TAKEN)
     try:
+        if rule is not None and not failed and not held:
+            stand = adaptive.record_interim(store, rule)
+            if not stand.finished:
+                return None  # the next interim, planned again from the store
+            adaptive.print_decisions(rule, stand)
         store.settle_parent()
         print_summary(store.log_parent_summary(), spec)
     except Exception as error:  # noqa: BLE001 - every run is safe in the store already

@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 from analysis import method, plots, stats, summary
 from analysis.load import AblationData, AblationDataError, latest_ablation, load_ablation
 from analysis.stats import DEFAULT_RESAMPLES
+from reports.adaptive_page import adaptive_pages
 
 PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches
 ENVIRONMENT_TAGS = ("hardware", "device", "torch_version", "git_commit", "env", "preset")
@@ -105,6 +106,7 @@ def build_report(
         _speed_page(table, scores, phases),
     ]
     pages = [*front, *figures.values(), *_appendix_pages(data, scores)]
+    pages[1:1] = adaptive_pages(data, tracking_uri)  # after the answer, when SEEDS=auto
     pdf_path = out_dir / f"{_safe_name(experiment)}.pdf"
     _write_pdf_atomically(pdf_path, pages, title=f"Ablation report: {experiment}")
 
