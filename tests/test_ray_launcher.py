@@ -259,6 +259,11 @@ def test_without_ray_installed_the_ray_launcher_says_how_to_install_it(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
     monkeypatch.delitem(sys.modules, "ablations.ray_launcher", raising=False)
+    # `from ablations import ray_launcher` reads the package attribute first, which an
+    # earlier test's import leaves behind.
+    import ablations
+
+    monkeypatch.delattr(ablations, "ray_launcher", raising=False)
     with pytest.raises(SystemExit) as exit_info:
         main(["--env", "cartpole", "--seeds", "2", "--launcher", "ray", "--no-report"])
     assert exit_info.value.code == 2
