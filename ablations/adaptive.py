@@ -190,21 +190,28 @@ def plan(
     raise AssertionError("the last interim decides every comparison")
 
 
+def _search(uri: str, experiment: str, filter_string: str, max_results: int = 10_000) -> list:
+    """The experiment's runs that match ``filter_string`` (none if it does not exist yet)."""
+    client = MlflowClient(uri)
+    found = retry_locked(client.get_experiment_by_name, experiment)
+    if found is None:
+        return []
+    return retry_locked(
+        client.search_runs,
+        [found.experiment_id],
+        filter_string=filter_string,
+        max_results=max_results,
+    )
+
+
 def finished_scores(uri: str, experiment: str) -> dict[str, dict[int, float]]:
     """``scores[arm][seed]`` of the experiment's FINISHED child runs (read only).
 
     Raises:
         TrackingError: a finished run has no score (it would be planned again forever).
     """
-    client = MlflowClient(uri)
-    found = retry_locked(client.get_experiment_by_name, experiment)
-    if found is None:
-        return {}
-    runs = retry_locked(
-        client.search_runs,
-        [found.experiment_id],
-        filter_string="tags.`ablation.role` = 'child' and attributes.status = 'FINISHED'",
-        max_results=10_000,
+    runs = _search(
+        uri, experiment, "tags.`ablation.role` = 'child' and attributes.status = 'FINISHED'"
     )
     scores: dict[str, dict[int, float]] = {}
     for run in runs:
@@ -220,16 +227,7 @@ def finished_scores(uri: str, experiment: str) -> dict[str, dict[int, float]]:
 
 def recorded_rule(uri: str, experiment: str) -> dict[str, str]:
     """The ``adaptive.*`` params of the experiment's parent run ({} if none yet)."""
-    client = MlflowClient(uri)
-    found = retry_locked(client.get_experiment_by_name, experiment)
-    if found is None:
-        return {}
-    parents = retry_locked(
-        client.search_runs,
-        [found.experiment_id],
-        filter_string="tags.`ablation.role` = 'parent'",
-        max_results=1,
-    )
+    parents = _search(uri, experiment, "tags.`ablation.role` = 'parent'", max_results=1)
     if not parents:
         return {}
     return {k: v for k, v in parents[0].data.params.items() if k.startswith("adaptive.")}
