@@ -441,3 +441,48 @@ def test_a_tracking_server_outage_mid_run_is_ridden_out(tmp_path: Path) -> None:
         _kill_group(command)
         with contextlib.suppress(ProcessLookupError):
             _stop_server(server)
+
+
+def _immutable(path: Path) -> contextlib.AbstractContextManager[bool]:
+    """``chattr +i`` on ``path`` for the block (root cannot write there either: permission bits
+    do not stop root, the immutable flag does); yields False where the filesystem has no
+    such flag."""
+
+    @contextlib.contextmanager
+    def flagged():
+        made = subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+        try:
+            yield made
+        finally:
+            if made:
+                subprocess.run(["chattr", "-i", str(path)], check=True)
+
+    return flagged()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="chattr is Linux's")
+@pytest.mark.parametrize("existing", [False, True], ids=["new-store", "existing-store"])
+def test_an_unwritable_store_is_one_line_and_writes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    existing: bool,
+) -> None:
+    from ablations.__main__ import main
+
+    folder = tmp_path / "store"
+    folder.mkdir()
+    db = folder / "mlflow.db"
+    if existing:
+        db.write_bytes(b"")
+    before = sorted(p.name for p in folder.iterdir())
+    monkeypatch.chdir(tmp_path)
+    with _immutable(db if existing else folder) as made:
+        assert made, "chattr +i failed: this test needs an ext4-like filesystem for tmp_path"
+        with pytest.raises(SystemExit) as stop:
+            main(["--env", "cartpole", "--seeds", "1", "--tracking-uri", f"sqlite:///{db}"])
+        assert sorted(p.name for p in folder.iterdir()) == before
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "is not writable" in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
