@@ -140,15 +140,21 @@ def estimate_seconds(
     costs: dict[str, RunCosts] | None = None,
 ) -> float:
     """Wall-clock of ``runs`` with ``parallel`` at a time, each on the slot that frees first
-    (costs timed once per arm, kept in ``costs`` when given)."""
+    (costs timed once per task and arm, kept in ``costs`` when given, keyed by
+    :func:`cost_key`)."""
     costs = {} if costs is None else costs
     slots = [0.0] * max(parallel, 1)
     for run in runs:
         config = run.config()
-        if run.arm not in costs:
-            costs[run.arm] = time_costs(config)
-        slots[slots.index(min(slots))] += run_seconds(config.train, costs[run.arm], startup)
+        if cost_key(run) not in costs:
+            costs[cost_key(run)] = time_costs(config)
+        slots[slots.index(min(slots))] += run_seconds(config.train, costs[cost_key(run)], startup)
     return max(slots)
+
+
+def cost_key(run: RunSpec) -> str:
+    """Runs of one task and arm cost the same per step: ``<task>/<arm>``."""
+    return f"{run.env}/{run.arm}"
 
 
 def steps_within(
@@ -165,7 +171,7 @@ def steps_within(
         slots = [0.0] * max(parallel, 1)
         for run in runs:
             train = dataclasses.replace(run.config().train, steps=steps)
-            slots[slots.index(min(slots))] += run_seconds(train, costs[run.arm], startup)
+            slots[slots.index(min(slots))] += run_seconds(train, costs[cost_key(run)], startup)
         return max(slots) <= seconds
 
     train = runs[0].config().train
@@ -195,12 +201,16 @@ def cpu_sized_command(
     overrides = {k: v for k, v in spec.overrides.items() if k != "train.steps"}
     ratio = 0.0
     for _ in range(12):
-        small = AblationSpec(spec.env, spec.seeds, spec.arms, "debug", None, overrides).runs()
+        small = dataclasses.replace(
+            spec, preset="debug", steps=None, overrides=overrides, name="-"
+        ).runs()
         ratio = ratio or small[0].config().train.train_ratio
-        estimate_seconds(small[: len(spec.arms)], 1, startup, costs)  # times each arm once
+        first = small[: len(spec.arms) * len(spec.tasks)]
+        estimate_seconds(first, 1, startup, costs)  # times each task x arm once
         steps = steps_within(small, costs, parallel, seconds, startup)
         if steps is not None:
-            words = [f"ENV={spec.env}", f"SEEDS={spec.seeds}"]
+            where = f"SUITE={spec.suite}" if spec.suite else f"ENV={spec.env}"
+            words = [where, f"SEEDS={spec.seeds}"]
             if spec.arms != ("separate", "coupled"):
                 words.append(f"ARMS={','.join(spec.arms)}")
             fewest = small[0].config().train.prefill + small[0].config().train.collect_every + 1
