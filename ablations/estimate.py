@@ -140,14 +140,24 @@ def estimate_seconds(
     costs: dict[str, RunCosts] | None = None,
 ) -> float:
     """Wall-clock of ``runs`` with ``parallel`` at a time, each on the slot that frees first
-    (costs timed once per task and arm, kept in ``costs`` when given, keyed by
-    :func:`cost_key`)."""
+    (costs kept in ``costs`` when given, keyed by :func:`cost_key`). Each arm is timed whole
+    on the first task of each kind of env (suite, observation and action kind); the suite's
+    other tasks of that kind reuse its model costs and time only their env (a random
+    episode), so a 26-game suite times two models per arm, not 26."""
     costs = {} if costs is None else costs
     slots = [0.0] * max(parallel, 1)
     for run in runs:
         config = run.config()
         if cost_key(run) not in costs:
-            costs[cost_key(run)] = time_costs(config)
+            env = config.env
+            kind = f"{env.suite}:{env.vision}:{env.actions}/{run.arm}"
+            if kind in costs:
+                random_step, length = _random_episode(config)
+                costs[cost_key(run)] = dataclasses.replace(
+                    costs[kind], random_step=random_step, episode_length=length
+                )
+            else:
+                costs[cost_key(run)] = costs[kind] = time_costs(config)
         slots[slots.index(min(slots))] += run_seconds(config.train, costs[cost_key(run)], startup)
     return max(slots)
 

@@ -194,3 +194,19 @@ def test_two_tasks_two_user_arms_two_seeds_end_to_end(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-2000:]
     assert "8 already finished, 0 to run" in again.stdout
     assert "estimated duration" not in again.stdout
+
+
+def test_estimate_times_each_model_once_per_kind_of_env_and_every_task_env() -> None:
+    from ablations.estimate import estimate_seconds
+
+    spec = AblationSpec(
+        "cartpole", 1, arms=("separate",), preset="debug", steps=400, tasks=("cartpole", "acrobot")
+    )
+    costs: dict = {}
+    total = estimate_seconds(spec.runs(), 1, costs=costs)
+    cartpole, acrobot = costs["cartpole/separate"], costs["acrobot/separate"]
+    # Same kind of env (gym, vector, discrete): the model's costs are timed once and shared...
+    assert acrobot.update == cartpole.update and acrobot.policy_step == cartpole.policy_step
+    # ...while each task's own env is timed: acrobot's random episodes run to the 500 cap.
+    assert acrobot.episode_length == 500 and cartpole.episode_length < 100
+    assert total > 0
