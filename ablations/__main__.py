@@ -385,7 +385,7 @@ def print_summary(summary: dict[str, dict[str, float]], spec: AblationSpec) -> N
     """Per-arm (per task and arm over several tasks) table of finished runs: mean final eval
     return and updates/s."""
     keys = [f"{t}/{a}" if spec.multi_task else a for t in spec.tasks for a in spec.arms]
-    width = max(14, *(len(key) for key in keys))
+    width = max([14, *(len(key) for key in keys)])
     print(f"\n{'arm':<{width}} {'runs':>4} {'final return':>13} {'updates/s':>10}")
     for key in keys:
         row = summary.get(key, {})

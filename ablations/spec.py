@@ -114,7 +114,8 @@ class AblationSpec:
             self.tasks = (self.env,)
         self.env = ",".join(self.tasks)
         if not self.reference:
-            self.reference = "separate" if "separate" in self.arms else self.arms[0]
+            first = self.arms[0] if self.arms else ""
+            self.reference = "separate" if "separate" in self.arms else first
         if not self.name:
             where = self.suite or "+".join(self.tasks)
             self.name = f"{where}-{self.preset}" + (f"-{self.steps}steps" if self.steps else "")

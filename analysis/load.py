@@ -3,10 +3,14 @@
 The contract (written by ``ablations/``): one experiment per ablation; a parent run tagged
 ``ablation.role=parent``; child runs tagged ``ablation.role=child`` (and ``mlflow.parentRunId``)
 with tags ``arm, schedule, starts, seed, env, preset, git_commit, device, torch_version,
-hardware`` and the machine's conditions ``cpu_count, gpu, load_avg_start`` (empty for runs
-recorded before them); every metric stepped by agent env steps; ``time/total`` is cumulative
-training seconds (collect + updates, evaluation excluded). Curves come from
-``get_metric_history`` (``search_runs`` only keeps the latest value of each metric).
+hardware``, ``task`` (the env stands in for runs recorded before it), the task's score
+references ``score.random, score.best, score.kind, score.source`` (where it has them) and the
+machine's conditions ``cpu_count, gpu, load_avg_start`` (empty for runs recorded before
+them); every metric stepped by agent env steps; ``time/total`` is cumulative training
+seconds (collect + updates, evaluation excluded). Curves come from ``get_metric_history``
+(``search_runs`` only keeps the latest value of each metric). The parent's tags
+``reference``, ``arms`` and ``tasks`` name the arm the others are compared with, the arms'
+order and the tasks' order.
 """
 
 from __future__ import annotations
