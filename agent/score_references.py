@@ -64,8 +64,8 @@ ATARI_RANDOM_HUMAN: dict[str, tuple[float, float]] = {
 }
 
 MEASURED = (
-    "maximum: the env's episode cap; random: mean of 100 uniformly random episodes "
-    "(gymnasium 1.x, reset seeds 0..99), measured for this project"
+    "random: mean return of 100 uniformly random episodes (gymnasium 1.x, reset seeds "
+    "0..99), measured for this project"
 )
 DMC_SOURCE = (
     "DeepMind Control Suite (Tassa et al. 2018): rewards in [0, 1] per step over 1000 steps, "
@@ -73,11 +73,21 @@ DMC_SOURCE = (
 )
 
 SCORE_REFERENCES: dict[str, ScoreReference] = {
-    "cartpole": ScoreReference(23.7, 500.0, "max", "CartPole-v1 " + MEASURED),
-    # Reward -1 per step until the goal; the unreachable bound 0 is the maximum.
-    "acrobot": ScoreReference(-497.1, 0.0, "max", "Acrobot-v1 " + MEASURED),
-    # Reward -16.3..0 per step; 0 (upright and still from the start) is the maximum.
-    "pendulum": ScoreReference(-1207.6, 0.0, "max", "Pendulum-v1 " + MEASURED),
+    "cartpole": ScoreReference(
+        23.7,
+        500.0,
+        "max",
+        "CartPole-v1: max 500 = reward 1 per step to the 500-step cap; " + MEASURED,
+    ),
+    "acrobot": ScoreReference(
+        -497.1, 0.0, "max", "Acrobot-v1: max 0 = the bound of its -1 per step reward; " + MEASURED
+    ),
+    "pendulum": ScoreReference(
+        -1207.6,
+        0.0,
+        "max",
+        "Pendulum-v1: max 0 = the bound of its reward (-16.3..0 per step); " + MEASURED,
+    ),
     **{
         f"atari_{game}": ScoreReference(random, human, "human", ATARI_SOURCE)
         for game, (random, human) in ATARI_RANDOM_HUMAN.items()

@@ -176,10 +176,9 @@ def suite_verdict(
             )
     runs = int(aggregates["min_runs"].min())
     power = (
-        f"With as few as {runs} run(s) per task and arm, the bootstrap resamples only "
-        f"{runs} value(s) per task: its intervals understate the uncertainty and a "
-        "difference of a few tenths of a normalised score can hide in the noise; "
-        "treat any call as provisional (Agarwal et al. 2021 suggest 5+ runs per task)."
+        f"With as few as {runs} run(s) per task and arm, the stratified bootstrap resamples "
+        f"only {runs} value(s) per task, so its intervals understate the uncertainty: treat "
+        "any call as provisional (Agarwal et al. 2021 suggest 5+ runs per task)."
         if runs < 5
         else f"{runs}+ runs per task and arm: the stratified intervals are usable."
     )

@@ -107,10 +107,11 @@ def _aggregate_page(
         "averaged over tasks; speed and diversity ratios = geometric mean over all tasks of "
         "mean(arm) / mean(reference)."
     )
-    figure.text(0.04, 0.93, textwrap.fill(intro, width=150), fontsize=9, va="top")
+    wrapped = textwrap.fill(intro, width=150)
+    figure.text(0.04, 0.93, wrapped, fontsize=9, va="top")
     header, rows = _aggregate_rows(aggregates, data.reference)
     height = 0.06 + 0.03 * len(rows)
-    top = 0.80
+    top = 0.93 - 0.019 * (wrapped.count("\n") + 1) - 0.04  # below the intro, however long
     draw_table(figure.add_axes((0.03, top - height, 0.94, height)), header, rows)
     verdict = suite.suite_verdict(aggregates, data.reference, len(normalised), excluded)
     references = _reference_lines(scores, tasks)
