@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ablations.spec import AblationSpec, RunSpec
+from ablations.spec import ARMS, AblationSpec, RunSpec
 from agent.bench import filled_trainer, time_iteration
 from agent.config import Config, TrainConfig
 from agent.envs import make_env
@@ -221,12 +221,19 @@ def cpu_sized_command(
         if steps is not None:
             where = f"SUITE={spec.suite}" if spec.suite else f"ENV={spec.env}"
             words = [where, f"SEEDS={spec.seeds}"]
-            if spec.arms != ("separate", "coupled"):
+            # User or crossed arms: their names alone would not define them again.
+            user = any(spec.arm_table.get(arm) != ARMS.get(arm) for arm in spec.arms)
+            if spec.arms != ("separate", "coupled") and not user:
                 words.append(f"ARMS={','.join(spec.arms)}")
             fewest = small[0].config().train.prefill + small[0].config().train.collect_every + 1
             words += ["PRESET=debug", f"STEPS={max(round_steps(steps), fewest)}"]
             sets = " ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
-            return "make ablation " + " ".join(words) + (f' SET="{sets}"' if sets else "")
+            default_reference = "separate" if "separate" in spec.arms else spec.arms[0]
+            if spec.reference != default_reference:
+                words.append(f"REFERENCE={spec.reference}")
+            same = " with the same ARMS, ARMS_FILE, ARM and GRID" if user else ""
+            command = "make ablation " + " ".join(words) + (f' SET="{sets}"' if sets else "")
+            return command + same
         ratio /= 2
         overrides["train.train_ratio"] = f"{ratio:g}"
     return None

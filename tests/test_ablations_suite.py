@@ -210,3 +210,23 @@ def test_estimate_times_each_model_once_per_kind_of_env_and_every_task_env() -> 
     # ...while each task's own env is timed: acrobot's random episodes run to the 500 cap.
     assert acrobot.episode_length == 500 and cartpole.episode_length < 100
     assert total > 0
+
+
+def test_the_cpu_hint_keeps_the_suite_reference_and_says_user_arms_need_their_source() -> None:
+    from ablations.estimate import cpu_sized_command
+
+    table = resolve_arms(ARMS, ("separate", "coupled"), {}, [], "train.train_ratio=64,128")
+    spec = AblationSpec(
+        "cartpole",
+        2,
+        arms=tuple(table),
+        preset="small",
+        tasks=SUITES["classic"][:2],
+        suite="classic",
+        arm_table=table,
+        reference="coupled_train_ratio64",
+    )
+    hint = cpu_sized_command(spec, 1, seconds=600)
+    assert hint is not None and hint.startswith("make ablation SUITE=classic SEEDS=2 ")
+    assert "REFERENCE=coupled_train_ratio64" in hint and "ARMS=" not in hint.split(" with ")[0]
+    assert hint.endswith("with the same ARMS, ARMS_FILE, ARM and GRID")
