@@ -128,3 +128,19 @@ tracking-server: $(STAMP)
 		--backend-store-uri $(call q,sqlite:///$(CURDIR)/mlflow.db) \
 		--artifacts-destination $(call q,$(CURDIR)/mlartifacts) \
 		$(if $(ALLOWED_HOSTS),--allowed-hosts $(call q,$(ALLOWED_HOSTS)))
+
+# --- Adaptive seeding (README "Adaptive seeding") ---------------------------------------------
+# make ablation SEEDS=auto [INTERIM=5] [MAX_SEEDS=25] [ALPHA=0.05]: passed only when set.
+INTERIM   ?=
+MAX_SEEDS ?=
+ALPHA     ?=
+ADAPTIVE_ARGS = $(if $(INTERIM),--interim $(call q,$(INTERIM))) $(if $(MAX_SEEDS),--max-seeds $(call q,$(MAX_SEEDS))) \
+	$(if $(ALPHA),--alpha $(call q,$(ALPHA)))
+ABLATION_ARGS += $(ADAPTIVE_ARGS)
+
+.PHONY: bench-stats
+
+# Benchmark, not a test: false-positive rate, power and seeds used by adaptive seeding on
+# synthetic scores, against Welch's t-test at the same maximum (REPS= ablations per row).
+bench-stats: $(STAMP)
+	$(BIN)/python -m analysis.bench_sequential $(ADAPTIVE_ARGS) $(if $(REPS),--reps $(call q,$(REPS)))

@@ -24,6 +24,7 @@ import psutil
 import torch
 from mlflow.exceptions import MlflowException
 
+from ablations import adaptive
 from ablations.arms import load_arms_file, parse_arm_flag, resolve_arms
 from ablations.checkpoints import CHECKPOINT_STORES, default_checkpoint_store
 from ablations.estimate import (
@@ -35,7 +36,7 @@ from ablations.estimate import (
 from ablations.launchers import FAILED, LAUNCHERS, TAKEN, LauncherError, Resources
 from ablations.leases import COMMAND_ID
 from ablations.retries import first_line, retry_locked
-from ablations.spec import ARMS, AblationSpec, RunSpec
+from ablations.spec import ARMS, SEED_LIMIT, AblationSpec, RunSpec
 from ablations.suites import SUITES, resolve_tasks
 from ablations.tracking import (
     AblationStore,
@@ -63,7 +64,22 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--suite", default=None, help=f"a named list of tasks instead of --env: {', '.join(SUITES)}"
     )
-    parser.add_argument("--seeds", required=True, help="number of seeds per arm (seeds 0..n-1)")
+    parser.add_argument(
+        "--seeds",
+        required=True,
+        help="number of seeds per arm (seeds 0..n-1), or 'auto': interims until decided",
+    )
+    parser.add_argument(
+        "--interim", default=None, help="with --seeds auto: seeds per arm per interim (default 5)"
+    )
+    parser.add_argument(
+        "--max-seeds", default=None, help="with --seeds auto: most seeds per arm (default 25)"
+    )
+    parser.add_argument(
+        "--alpha",
+        default=None,
+        help="with --seeds auto: family-wise error rate vs the first arm (default 0.05)",
+    )
     parser.add_argument(
         "--arms", default="separate,coupled", help=f"comma-separated, from: {', '.join(ARMS)}"
     )
@@ -142,14 +158,13 @@ def build_parser() -> ArgumentParser:
 
 
 EXIT_HELD = 3
-MAX_SEEDS = 1000
 """More seeds than any statistics here need; a typo's billion would exhaust memory."""
 
 
 def _seeds(value: str) -> int:
     seeds = positive_int("SEEDS", value) or 0
-    if seeds > MAX_SEEDS:
-        raise ConfigError(f"SEEDS must be at most {MAX_SEEDS}, got {value}")
+    if seeds > SEED_LIMIT:
+        raise ConfigError(f"SEEDS must be at most {SEED_LIMIT}, got {value}")
     return seeds
 
 
@@ -172,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     created = _Created()
     with _sigterm_as_interrupt():
         try:
-            return _main(argv, created)
+            while True:  # one pass per interim with SEEDS=auto, else one pass
+                code = _main(argv, created)
+                if code is not None:
+                    return code
         except KeyboardInterrupt as stop:
             if created.store is not None:
                 _mark_killed_quietly(created.store)
@@ -186,7 +204,8 @@ class _Created:
     """The ablation's store once opened, whose runs an interruption marks KILLED."""
 
 
-def _main(argv: list[str] | None, created: _Created) -> int:
+def _main(argv: list[str] | None, created: _Created) -> int | None:
+    """One pass of the ablation; ``None`` when adaptive seeding asks for another interim."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -199,10 +218,18 @@ def _main(argv: list[str] | None, created: _Created) -> int:
             [parse_arm_flag(text) for text in args.arm],
             args.grid or "",
         )
+        arms = tuple(arm_table)
+        if args.reference in arms:  # adaptive seeding compares every arm with the first
+            arms = (args.reference, *(arm for arm in arms if arm != args.reference))
+        rule = adaptive.rule_from_flags(args.seeds, args.interim, args.max_seeds, args.alpha, arms)
+        if rule is not None and len(tasks) > 1:
+            raise ConfigError(
+                "SEEDS=auto decides on one task; give one ENV, or a number of SEEDS for a suite"
+            )
         spec = AblationSpec(
             env=tasks[0],
-            seeds=_seeds(args.seeds),
-            arms=tuple(arm_table),
+            seeds=rule.seed_budget if rule else _seeds(args.seeds),
+            arms=arms,
             preset=preset,
             steps=positive_int("STEPS", args.steps),
             overrides=parse_overrides(args.set),
@@ -210,7 +237,7 @@ def _main(argv: list[str] | None, created: _Created) -> int:
             tasks=tasks,
             suite=suite,
             arm_table=arm_table,
-            reference=args.reference or "",
+            reference=args.reference or (rule.reference if rule else ""),
         )
         spec.validate()
         resources = Resources(
@@ -224,14 +251,16 @@ def _main(argv: list[str] | None, created: _Created) -> int:
         checkpoints = CHECKPOINT_STORES[args.checkpoint_store or default_checkpoint_store(uri)]
         # Last, as it may start or join a cluster; still before any run is created.
         plan = LAUNCHERS[args.launcher](resources)
+        runs = spec.runs() if rule is None else adaptive.interim_runs(spec, rule, uri)
     except (ConfigError, TrackingError, LauncherError) as error:
         parser.error(str(error))
 
-    runs = spec.runs()
     try:
         # Two commands starting at once on one SQLite store take turns here.
         with store_creation_lock(uri):
             store = created.store = AblationStore(uri, spec)
+            if rule is not None:
+                adaptive.record_rule(store, rule)
             todo, finished, held = [], 0, []
             for index, run in enumerate(runs):
                 device = plan.device(index)
@@ -288,6 +317,11 @@ def _main(argv: list[str] | None, created: _Created) -> int:
     failed = sorted(name for name, outcome in results.items() if outcome == FAILED)
     held += sorted(name for name, outcome in results.items() if outcome == TAKEN)
     try:
+        if rule is not None and not failed and not held:
+            stand = adaptive.record_interim(store, rule)
+            if not stand.finished:
+                return None  # the next interim, planned again from the store
+            adaptive.print_decisions(rule, stand)
         store.settle_parent()
         print_summary(store.log_parent_summary(), spec)
     except Exception as error:  # noqa: BLE001 - every run is safe in the store already

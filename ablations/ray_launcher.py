@@ -51,7 +51,8 @@ def plan(resources: Resources) -> LaunchPlan:
         _probe(address)
     try:
         if address:
-            ray.init(address=address, logging_level=logging.WARNING)
+            # An adaptive ablation plans each interim again in the same process.
+            ray.init(address=address, logging_level=logging.WARNING, ignore_reinit_error=True)
         else:
             # "local" starts a fresh instance even when another one runs on this machine.
             ray.init(
@@ -59,6 +60,7 @@ def plan(resources: Resources) -> LaunchPlan:
                 num_cpus=os.cpu_count() or 1,
                 include_dashboard=False,
                 logging_level=logging.WARNING,
+                ignore_reinit_error=True,
             )
     except Exception as error:  # noqa: BLE001 - any failure here means "cannot use Ray"
         where = address or "this machine"

@@ -17,6 +17,10 @@ from typing import Any
 from ablations.arms import describe
 from agent.config import Config, ConfigError, flatten, make_config
 
+SEED_LIMIT = 1000
+"""The most seeds per arm an ablation may ask for (fixed or adaptive): beyond it a typo, not a
+plan (a million runs would exhaust memory before the first trained)."""
+
 ARMS: dict[str, dict[str, Any]] = {
     # The seed plan's two arms: both imagine from the last posterior step only.
     "separate": {"train.schedule": "separate", "train.starts": "last"},

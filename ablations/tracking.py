@@ -170,15 +170,23 @@ def store_creation_lock(uri: str) -> Iterator[None]:
 
 
 def git_commit() -> str:
+    """The commit of the code that runs (``-dirty`` with uncommitted changes), read from the
+    checkout this package lives in, whatever the working directory; ``unknown`` outside git."""
+    here = os.path.dirname(os.path.abspath(__file__))
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=here,
         )
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             timeout=5,
+            cwd=here,
         ).stdout.strip()
         return (
             out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"

@@ -33,6 +33,7 @@ from analysis import method, plots, stats, summary
 from analysis.load import AblationData, AblationDataError, latest_ablation, load_ablation
 from analysis.stats import DEFAULT_RESAMPLES
 from reports import suite
+from reports.adaptive_page import adaptive_pages
 from reports.layout import PAGE_SIZE
 from reports.layout import draw_table as _draw_table
 from reports.layout import format_ci as _format_ci
@@ -92,6 +93,7 @@ def build_report(
         frame.to_csv(files_dir / "tables" / f"{name}.csv", index=False)
 
     pages = [*front, *figures.values(), *_appendix_pages(data, scores)]
+    pages[1:1] = adaptive_pages(data, tracking_uri)  # after the answer, when SEEDS=auto
     pdf_path = out_dir / f"{_safe_name(experiment)}.pdf"
     _write_pdf_atomically(pdf_path, pages, title=f"Ablation report: {experiment}")
 

@@ -298,3 +298,16 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_git_commit_is_read_from_the_code_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ablations.tracking import git_commit
+
+    repo = Path(__file__).resolve().parents[1]
+    expected = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=repo
+    ).stdout.strip()
+    monkeypatch.chdir(tmp_path)  # a folder outside any checkout, as a run started from /tmp
+    assert git_commit().removesuffix("-dirty") == expected != ""

@@ -47,7 +47,9 @@ def _names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_mlflow_store_keeps_one_checkpoint_per_run_and_clears_it(tmp_path: Path) -> None:
+def test_mlflow_store_keeps_the_last_two_checkpoints_of_a_run_and_clears_them(
+    tmp_path: Path,
+) -> None:
     uri = f"sqlite:///{tmp_path}/store.db"
     client = MlflowClient(uri)
     run_id = client.create_run(client.create_experiment("x")).info.run_id

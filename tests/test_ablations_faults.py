@@ -20,7 +20,8 @@ from fault_processes import claim_and_hold, open_ablation, train_run
 from mlflow.tracking import MlflowClient
 from test_ablations import TINY, _alive, _cli_env, _run_processes, children, run_cli
 
-from ablations.checkpoints import LocalCheckpoints
+from ablations.checkpoints import CheckpointError, LocalCheckpoints
+from ablations.checkpoints import _write as write_checkpoint
 from ablations.leases import Lease, LeaseHeldError
 from ablations.spec import AblationSpec
 from ablations.tracking import AblationStore
@@ -117,12 +118,15 @@ def _tiny_job(
     return job, store
 
 
-class FailingSecondSave(LocalCheckpoints):
-    """A checkpoint folder whose second save fails, as on a disk that fills up."""
+class FullDiskFromTheSecondSave(LocalCheckpoints):
+    """A checkpoint folder whose disk is full from the second save on: the trainer's
+    temporary file is ``/dev/full``, which answers every write with ENOSPC."""
 
     def save(self, trainer: Any) -> None:
         if os.path.isdir(self.folder) and os.listdir(self.folder):
-            raise OSError(28, "No space left on device")
+            partial = os.path.join(self.folder, f"checkpoint-{trainer.env_steps}.partial")
+            os.symlink("/dev/full", f"{partial}.tmp")
+            write_checkpoint(trainer, self.folder)  # not super().save: it would clean up first
         super().save(trainer)
 
 
@@ -132,12 +136,13 @@ def test_a_failed_save_never_puts_a_step_twice_and_the_finished_run_drops_its_er
     monkeypatch.setenv("ABLATION_LEASE_STALE_S", "2")  # a heartbeat every half second
     uri = f"sqlite:///{tmp_path}/store.db"
     job, _ = _tiny_job(uri, tmp_path, "save-fails")
-    failing = dataclasses.replace(job, checkpoints=FailingSecondSave(job.checkpoints.folder))
-    with pytest.raises(OSError, match="No space left"):
-        run_worker(failing)  # flushed the metrics up to step ~300, then could not save them
+    full = dataclasses.replace(job, checkpoints=FullDiskFromTheSecondSave(job.checkpoints.folder))
+    with pytest.raises(CheckpointError, match="^disk full: "):
+        run_worker(full)  # flushed the metrics up to step ~300, then could not save them
+    assert not list(Path(job.checkpoints.folder).glob("*.tmp"))  # what kept the disk full
     client = MlflowClient(uri)
     failed = client.get_run(job.run_id)
-    assert failed.info.status == "FAILED" and "No space left" in failed.data.tags["error"]
+    assert failed.info.status == "FAILED" and "disk full" in failed.data.tags["error"]
     logged_before = max(m.step for m in client.get_metric_history(job.run_id, "loss/wm"))
     assert logged_before > 200  # past the checkpoint the rerun resumes from
 
@@ -410,8 +415,10 @@ def test_a_tracking_server_outage_mid_run_is_ridden_out(tmp_path: Path) -> None:
     server = _start_server(tmp_path, port)
     args = ["--env", "cartpole", "--seeds", "1", "--arms", "coupled", "--steps", "800"]
     args += ["--tracking-uri", uri, "--checkpoint-every", "200", "--experiment", "outage", *TINY]
-    # A bounded retry window, shorter than the default for the test's sake.
-    command = _start(tmp_path, *args, env={"ABLATION_TRACKING_RETRY_S": "90"})
+    # MLflow's own HTTP retries off (what the startup check used to leak into the workers):
+    # the runner's bounded retry window alone must ride the outage out.
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    command = _start(tmp_path, *args, env={"ABLATION_TRACKING_RETRY_S": "90", **quick})
     try:
         client = MlflowClient(uri)
 

@@ -1,0 +1,110 @@
+"""The report's adaptive seeding page: the procedure, each comparison's decision, the interim
+it was taken at and the seeds used, then every interim's statistics."""
+
+from __future__ import annotations
+
+import textwrap
+
+from matplotlib.figure import Figure
+
+from analysis.decisions import AdaptiveRecord, load_adaptive
+from analysis.load import AblationData
+
+PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches, as the rest of the report
+DECISION_WORDS = {
+    "better": "better than {ref}",
+    "worse": "worse than {ref}",
+    "no difference": "no difference detectable at this budget",
+    "continue": "undecided (interims still to run)",
+}
+
+
+def adaptive_pages(data: AblationData, tracking_uri: str | None) -> list[Figure]:
+    """One page for an adaptive ablation (``--seeds auto``); none for a fixed-seed one."""
+    record = load_adaptive(tracking_uri, data.parent_run_id)
+    return [] if record is None else [_page(record)]
+
+
+def procedure(record: AdaptiveRecord) -> str:
+    """The decision rule in words, from the params recorded before the first run."""
+    rule = record.rule
+    return (
+        f"Seeds were run in interims of {rule['interim']} per arm, at most {rule['max_seeds']} "
+        f"per arm ({rule['interims']} interims). After each interim a group-sequential "
+        f"permutation test (AdaStop, Mathieu et al., TMLR 2024) compared every arm with "
+        f"{rule['reference']} on {rule['metric']}: the statistic is the sum over interims of "
+        "the difference of the interim means, its null distribution comes from permuting each "
+        "interim's runs between the two arms, and the boundaries spend the family-wise error "
+        f"rate alpha = {rule['alpha']} over all comparisons linearly over the interims "
+        f"({rule['spending']}; {rule['permutations']} permutations, generator seed "
+        f"{rule['permutation_seed']}). An arm stops getting seeds once its comparison is "
+        "decided; comparisons still open after the last interim have no difference detectable "
+        "at this budget. The rule was fixed before the first run (params of the parent run)."
+    )
+
+
+def _page(record: AdaptiveRecord) -> Figure:
+    figure = Figure(figsize=PAGE_SIZE)
+    figure.text(0.04, 0.95, "Adaptive seeding", fontsize=16, weight="bold")
+    ref = record.rule["reference"]
+    most = int(record.rule["interims"]) * int(record.rule["interim"])  # MAX_SEEDS, whole interims
+    used = int(record.interims["seeds"].max()) if len(record.interims) else 0
+    figure.text(
+        0.04,
+        0.915,
+        f"Status: {record.status}. Reference {ref}: {used} of {most} seeds. Differences: arm "
+        f"minus reference, in {record.rule['metric']}.",
+        fontsize=10,
+    )
+    figure.text(0.04, 0.89, textwrap.fill(procedure(record), 170), fontsize=8.5, va="top")
+    outcome = record.outcome()
+    rows = [
+        [
+            row.arm,
+            DECISION_WORDS.get(row.decision, row.decision).format(ref=ref),
+            f"{row.interim} of {record.rule['interims']}",
+            f"{row.seeds} of {most}",
+        ]
+        for row in outcome.itertuples()
+    ]
+    top = 0.72
+    if rows:
+        height = 0.05 + 0.035 * len(rows)
+        _table(figure, top, height, ["arm", f"decision vs {ref}", "at interim", "seeds used"], rows)
+        top -= height + 0.05
+    steps = [
+        [
+            str(r.interim),
+            r.arm,
+            str(r.seeds),
+            f"{r.mean_difference:+.3g}",
+            f"{r.boundary_on_mean_difference:.3g}",
+            r.decision,
+        ]
+        for r in record.interims.itertuples()
+    ]
+    if steps:
+        figure.text(0.04, top + 0.01, "Every interim", fontsize=10, weight="bold")
+        header = [
+            "interim",
+            "arm",
+            "seeds per arm",
+            "mean difference",
+            "boundary on |diff.|",
+            "decision",
+        ]
+        _table(figure, top - 0.01, min(0.05 + 0.03 * len(steps), top - 0.05), header, steps)
+    return figure
+
+
+def _table(figure: Figure, top: float, height: float, header: list[str], rows: list) -> None:
+    ax = figure.add_axes((0.04, top - height, 0.92, height))
+    ax.axis("off")
+    drawn = ax.table(cellText=rows, colLabels=header, loc="upper center", cellLoc="center")
+    drawn.auto_set_font_size(False)
+    drawn.set_fontsize(8)
+    for (row, _), cell in drawn.get_celld().items():
+        cell.set_linewidth(0.4)
+        if row == 0:
+            cell.set_text_props(fontweight="bold")
+            cell.set_facecolor("#e8e8e8")

@@ -1,0 +1,196 @@
+"""Adaptive seeding (``--seeds auto``): the planner on synthetic scores, bad input, and a real
+tiny adaptive ablation on CartPole interrupted by a signal and resumed."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from pypdf import PdfReader
+
+from ablations.__main__ import main
+from ablations.adaptive import AdaptiveRule, plan, record_rule
+from ablations.spec import AblationSpec
+from ablations.tracking import AblationStore
+from analysis.sequential import BETTER, NO_DIFFERENCE, OPEN
+from tests.test_ablations import TINY, children, run_cli, start_cli
+
+ARMS3 = ("separate", "coupled", "separate_all")
+
+
+def scores_for(seeds: range, means: dict[str, float], seed: int = 0) -> dict[str, dict[int, float]]:
+    rng = np.random.default_rng(seed)
+    return {arm: {s: mean + rng.normal() for s in seeds} for arm, mean in means.items()}
+
+
+def test_the_plan_runs_interims_and_stops_giving_seeds_to_decided_arms():
+    rule = AdaptiveRule(interim=5, max_seeds=15, alpha=0.05, reference="separate")
+    first = plan(rule, ARMS3, {})
+    assert first.interim == 0 and first.result is None
+    assert sorted(first.next_runs) == sorted((a, s) for a in ARMS3 for s in range(5))
+
+    # coupled is far better: decided at the first interim; separate_all is not.
+    scores = scores_for(range(5), {"separate": 0.0, "coupled": 50.0, "separate_all": 0.0})
+    second = plan(rule, ARMS3, scores)
+    assert second.decisions() == {"coupled": BETTER, "separate_all": OPEN}
+    assert second.interim == 1
+    assert sorted(second.next_runs) == sorted(
+        (a, s) for a in ("separate", "separate_all") for s in range(5, 10)
+    )
+    # Half of interim 2 finished (an interruption): only the other half is asked for.
+    more = scores_for(range(5, 10), {"separate": 0.0, "separate_all": 0.0}, seed=1)
+    partial = {arm: dict(values) for arm, values in scores.items()}
+    for arm in more:
+        partial[arm].update({s: v for s, v in more[arm].items() if s < 7})
+    assert sorted(plan(rule, ARMS3, partial).next_runs) == sorted(
+        (a, s) for a in ("separate", "separate_all") for s in range(7, 10)
+    )
+    # Every interim run: the open comparison ends "no difference" at the last one.
+    last = scores_for(range(10, 15), {"separate": 0.0, "separate_all": 0.0}, seed=2)
+    for arm in ("separate", "separate_all"):
+        scores[arm].update(more[arm])
+        scores[arm].update(last[arm])
+    done = plan(rule, ARMS3, scores)
+    assert done.finished and not done.next_runs and done.interim == 2
+    assert done.decisions() == {"coupled": BETTER, "separate_all": NO_DIFFERENCE}
+    assert done.result.decided_at == (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seeds", "auto", "--interim", "1"], "INTERIM must be 2 or more"),
+        (["--seeds", "auto", "--interim", "0"], "INTERIM must be 2 or more"),
+        (["--seeds", "auto", "--interim", "x"], "INTERIM must be a whole number"),
+        (["--seeds", "auto", "--interim", "5", "--max-seeds", "4"], "MAX_SEEDS must be at least"),
+        (["--seeds", "auto", "--max-seeds", "3"], "MAX_SEEDS must be at least INTERIM (5)"),
+        (["--seeds", "auto", "--max-seeds", "100000"], "MAX_SEEDS must be at most 1000"),
+        (["--seeds", "auto", "--alpha", "0.5"], "ALPHA must be between 0 and 0.5"),
+        (["--seeds", "auto", "--alpha", "0"], "ALPHA must be between 0 and 0.5"),
+        (["--seeds", "auto", "--alpha", "-0.1"], "ALPHA must be between 0 and 0.5"),
+        (["--seeds", "auto", "--alpha", "five"], "ALPHA must be a number"),
+        (["--seeds", "3", "--interim", "2"], "apply only with SEEDS=auto"),
+        (["--seeds", "auto", "--arms", "coupled"], "give at least two ARMS"),
+    ],
+)
+def test_bad_adaptive_input_exits_2_with_one_line_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, flags, message
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["--env", "cartpole", *flags, "--no-report"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_rerun_with_another_rule_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    uri = f"sqlite:///{tmp_path}/store.db"
+    spec = AblationSpec(env="cartpole", seeds=4, preset="debug", name="rule")
+    record_rule(AblationStore(uri, spec), AdaptiveRule(2, 4, 0.05, "separate"))
+    with pytest.raises(SystemExit) as stop:
+        main([
+            "--env", "cartpole", "--seeds", "auto", "--interim", "2", "--max-seeds", "6",
+            "--preset", "debug", "--tracking-uri", uri, "--experiment", "rule", "--no-report",
+        ])  # fmt: skip
+    assert stop.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after MLflow's setup logs
+    assert (
+        line.startswith("usage:") is False
+        and "started with another adaptive rule (interims=2, max_seeds=4)" in line
+    )
+    assert not children(MlflowClient(uri), "rule")
+
+
+@pytest.mark.slow
+def test_tiny_adaptive_ablation_interrupted_after_an_interim_resumes_and_stops(
+    tmp_path: Path,
+) -> None:
+    uri = f"sqlite:///{tmp_path}/store.db"
+    args = ["--env", "cartpole", "--seeds", "auto", "--interim", "2", "--max-seeds", "4"]
+    args += ["--steps", "400", "--jobs", "2", "--tracking-uri", uri, "--experiment", "auto"]
+    args += [*TINY, "--set", "train.eval_episodes=1", "--set", "train.train_ratio=16"]
+    client = MlflowClient(uri)
+
+    process = start_cli(tmp_path, *args)
+    deadline, second_interim = time.time() + 400, None
+    while time.time() < deadline and second_interim is None:
+        assert process.poll() is None, (tmp_path / "stderr.log").read_text()[-2000:]
+        if client.get_experiment_by_name("auto") is not None:
+            second_interim = children(client, "auto").get("separate-seed2")
+            if second_interim is not None and second_interim.info.status != "RUNNING":
+                second_interim = None
+        time.sleep(0.5)
+    assert second_interim is not None, "the second interim never started"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("auto").experiment_id], "tags.`ablation.role` = 'parent'"
+    )
+    assert parent.data.params["adaptive.interim"] == "2"
+    assert parent.data.params["adaptive.max_seeds"] == "4"
+    assert parent.data.params["adaptive.alpha"] == "0.05"
+    assert parent.data.params["adaptive.reference"] == "separate"
+    assert parent.data.tags["adaptive.status"] == "running interim 2 of 2"
+    assert parent.data.tags["adaptive.decision.coupled"] == OPEN
+    table = client.download_artifacts(parent.info.run_id, "adaptive/decisions.csv", str(tmp_path))
+    assert Path(table).read_text().splitlines()[1].startswith("1,coupled,separate,2,")
+    first_interim = {
+        name: (run.info.run_id, run.info.end_time)
+        for name, run in children(client, "auto").items()
+        if name.endswith(("seed0", "seed1"))
+    }
+    assert len(first_interim) == 4 and all(end for _, end in first_interim.values())
+
+    rerun = run_cli(tmp_path, *args)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "adaptive seeding: interim 2 of 2, seeds 2..3 of separate, coupled" in rerun.stdout
+    runs = children(client, "auto")
+    assert sorted(runs) == sorted(f"{a}-seed{s}" for a in ("separate", "coupled") for s in range(4))
+    assert all(run.info.status == "FINISHED" for run in runs.values())
+    # The first interim's runs were not trained again: same runs, same end.
+    assert {n: (runs[n].info.run_id, runs[n].info.end_time) for n in first_interim} == first_interim
+    # Two runs per arm per interim cannot reject (smallest two-sided p-value 1/3): the
+    # comparison ends at the last interim with no difference detectable.
+    parent = client.get_run(parent.info.run_id)
+    assert parent.data.tags["adaptive.status"] == "decided at interim 2 of 2"
+    assert parent.data.tags["adaptive.decision.coupled"] == (
+        "no difference from separate detectable at this budget, at interim 2 of 2 (4 of 4 seeds)"
+    )
+    assert "coupled: no difference from separate detectable" in rerun.stdout
+
+    again = run_cli(tmp_path, *args, report=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "nothing left to run" in again.stdout and "0 to run" in again.stdout
+    # The report's second page: the procedure, the decision, its interim and the seeds used.
+    page = PdfReader(tmp_path / "reports" / "out" / "auto.pdf").pages[1].extract_text()
+    assert "Adaptive seeding" in page and "AdaStop" in page
+    assert "coupled no difference detectable at this budget 2 of 2 4 of 4" in page
+    assert "Reference separate: 4 of 4 seeds" in page
+    assert {n: r.info.end_time for n, r in children(client, "auto").items()} == {
+        n: r.info.end_time for n, r in runs.items()
+    }
+
+
+@pytest.mark.slow
+def test_the_ray_launcher_is_planned_again_for_each_interim() -> None:
+    """Each interim plans its launch in the same process: a second ``ray.init`` must join."""
+    ray = pytest.importorskip("ray")
+    from ablations.launchers import Resources
+    from ablations.ray_launcher import plan as plan_ray
+
+    try:
+        first = plan_ray(Resources(cpus_per_run=1))
+        second = plan_ray(Resources(cpus_per_run=1))
+        assert second.parallel == first.parallel >= 1
+    finally:
+        ray.shutdown()
