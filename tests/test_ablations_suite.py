@@ -160,7 +160,7 @@ def test_two_tasks_two_user_arms_two_seeds_end_to_end(tmp_path: Path) -> None:
     args += ["--experiment", "suite"]
     first = run_cli(tmp_path, *args, report=True)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert "8 runs (2 tasks x r16, r8 x 2 seeds), 0 already finished" in first.stdout
+    assert "8 runs (2 tasks x r8, r16 x 2 seeds), 0 already finished" in first.stdout
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = children(client, "suite")
@@ -181,7 +181,7 @@ def test_two_tasks_two_user_arms_two_seeds_end_to_end(tmp_path: Path) -> None:
     parent = client.search_runs(
         [client.get_experiment_by_name("suite").experiment_id], "tags.`ablation.role` = 'parent'"
     )[0]
-    assert parent.data.tags["reference"] == "r8" and parent.data.tags["arms"] == "r16,r8"
+    assert parent.data.tags["reference"] == "r8" and parent.data.tags["arms"] == "r8,r16"
 
     pages = PdfReader(tmp_path / "reports" / "out" / "suite.pdf").pages
     text = [re.sub(r"\s+", " ", page.extract_text()) for page in pages]
