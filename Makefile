@@ -25,11 +25,25 @@ LAUNCHER ?= local
 PORT     ?= 5000
 
 # SET="train.train_ratio=32 train.eval_every=500": config overrides, one --set each.
-ABLATION_ARGS = --env $(call q,$(ENV)) --seeds $(call q,$(SEEDS)) --arms $(call q,$(ARMS)) \
+ABLATION_ARGS = $(ENV_ARG) --seeds $(call q,$(SEEDS)) --arms $(call q,$(ARMS)) \
 	--launcher $(call q,$(LAUNCHER)) $(if $(PRESET),--preset $(call q,$(PRESET))) \
 	$(if $(STEPS),--steps $(call q,$(STEPS))) $(if $(JOBS),--jobs $(call q,$(JOBS))) \
 	$(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) \
 	$(foreach s,$(SET),--set $(call q,$(s)))
+
+# Tasks and arms: SUITE=classic runs a named list of tasks (ENV then stays unset; ENV=a,b,c
+# lists tasks by hand); ARMS_FILE=arms.toml and ARM="name:key=value,key=value ..." add user
+# arms; REFERENCE=<arm> is the arm every other is compared with; GRID="key=v1,v2" crosses
+# every arm with each value.
+SUITE     ?=
+ARMS_FILE ?=
+ARM       ?=
+REFERENCE ?=
+GRID      ?=
+ENV_ARG = $(if $(and $(SUITE),$(filter file,$(origin ENV))),,--env $(call q,$(ENV)))
+ABLATION_ARGS += $(if $(SUITE),--suite $(call q,$(SUITE))) \
+	$(if $(ARMS_FILE),--arms-file $(call q,$(ARMS_FILE))) $(foreach a,$(ARM),--arm $(call q,$(a))) \
+	$(if $(REFERENCE),--reference $(call q,$(REFERENCE))) $(if $(GRID),--grid $(call q,$(GRID)))
 
 .PHONY: install test lint format train ablation report ui bench bench-learn clean
 
@@ -55,6 +69,7 @@ train: $(STAMP)
 	$(BIN)/python -m agent.train $(call qw,$(ARGS))
 
 # The ablation: make ablation ENV=atari_pong SEEDS=5 [ARMS=...] [PRESET=] [STEPS=] [JOBS=] [EXPERIMENT=] [SET=]
+# [SUITE=classic] [ARMS_FILE=] [ARM=] [REFERENCE=] [GRID=]
 ablation: $(STAMP)
 	$(BIN)/python -m ablations $(ABLATION_ARGS)
 

@@ -25,6 +25,7 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from ablations import adaptive
+from ablations.arms import load_arms_file, parse_arm_flag, resolve_arms
 from ablations.checkpoints import CHECKPOINT_STORES, default_checkpoint_store
 from ablations.estimate import (
     CPU_FIT_SECONDS,
@@ -36,6 +37,7 @@ from ablations.launchers import FAILED, LAUNCHERS, TAKEN, LauncherError, Resourc
 from ablations.leases import COMMAND_ID
 from ablations.retries import first_line, retry_locked
 from ablations.spec import ARMS, SEED_LIMIT, AblationSpec, RunSpec
+from ablations.suites import SUITES, resolve_tasks
 from ablations.tracking import (
     AblationStore,
     TrackingError,
@@ -54,7 +56,14 @@ def build_parser() -> ArgumentParser:
         prog="python -m ablations",
         description="Compare DreamerV3 training schedules over seeds, logged to MLflow.",
     )
-    parser.add_argument("--env", required=True, help=f"one of: {', '.join(sorted(ENV_PRESETS))}")
+    parser.add_argument(
+        "--env",
+        default=None,
+        help=f"a task or a comma list of tasks, from: {', '.join(sorted(ENV_PRESETS))}",
+    )
+    parser.add_argument(
+        "--suite", default=None, help=f"a named list of tasks instead of --env: {', '.join(SUITES)}"
+    )
     parser.add_argument(
         "--seeds",
         required=True,
@@ -123,6 +132,27 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config override"
     )
+    parser.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,KEY=VALUE",
+        help="a user arm: a name and its config overrides (repeatable)",
+    )
+    parser.add_argument(
+        "--arms-file", default=None, help="TOML file of user arms, one table per arm"
+    )
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="the arm every other is compared with (default: separate, else the first arm)",
+    )
+    parser.add_argument(
+        "--grid",
+        default=None,
+        metavar="KEY=V1,V2 ...",
+        help="cross every arm with each value (arm names get a suffix)",
+    )
     parser.add_argument("--no-report", action="store_true", help="skip building the PDF report")
     return parser
 
@@ -180,16 +210,34 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
     args = parser.parse_args(argv)
     try:
         preset = args.preset or ("S" if torch.cuda.is_available() else "small")
-        arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+        tasks, suite = resolve_tasks(args.suite, args.env)
+        arm_table = resolve_arms(
+            ARMS,
+            tuple(a.strip() for a in args.arms.split(",") if a.strip()),
+            load_arms_file(args.arms_file) if args.arms_file else {},
+            [parse_arm_flag(text) for text in args.arm],
+            args.grid or "",
+        )
+        arms = tuple(arm_table)
+        if args.reference in arms:  # adaptive seeding compares every arm with the first
+            arms = (args.reference, *(arm for arm in arms if arm != args.reference))
         rule = adaptive.rule_from_flags(args.seeds, args.interim, args.max_seeds, args.alpha, arms)
+        if rule is not None and len(tasks) > 1:
+            raise ConfigError(
+                "SEEDS=auto decides on one task; give one ENV, or a number of SEEDS for a suite"
+            )
         spec = AblationSpec(
-            env=args.env,
+            env=tasks[0],
             seeds=rule.seed_budget if rule else _seeds(args.seeds),
             arms=arms,
             preset=preset,
             steps=positive_int("STEPS", args.steps),
             overrides=parse_overrides(args.set),
             name=args.experiment or "",
+            tasks=tasks,
+            suite=suite,
+            arm_table=arm_table,
+            reference=args.reference or (rule.reference if rule else ""),
         )
         spec.validate()
         resources = Resources(
@@ -243,8 +291,10 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
         parser.error(f"cannot use the tracking store at {uri}: {first_line(error)}")
 
     elsewhere = f"{len(held)} being trained by another command, " if held else ""
+    tasks = f"{len(spec.tasks)} tasks x " if spec.multi_task else ""
     print(
-        f"ablation '{spec.name}': {len(runs)} runs ({', '.join(spec.arms)} x {spec.seeds} seeds), "
+        f"ablation '{spec.name}': {len(runs)} runs ({tasks}{', '.join(spec.arms)} x "
+        f"{spec.seeds} seeds), "
         f"{finished} already finished, {elsewhere}{len(todo)} to run | preset {spec.preset} | "
         f"{min(plan.parallel, max(len(todo), 1))} parallel, {plan.threads} torch threads each "
         f"on {plan.where} | MLflow {uri}"
@@ -366,13 +416,16 @@ def _ensure_marked_failed(store: AblationStore, job: WorkerJob) -> None:
 
 
 def print_summary(summary: dict[str, dict[str, float]], spec: AblationSpec) -> None:
-    """Per-arm table of finished runs: mean final eval return and updates/s."""
-    print(f"\n{'arm':<14} {'runs':>4} {'final return':>13} {'updates/s':>10}")
-    for arm in spec.arms:
-        row = summary.get(arm, {})
+    """Per-arm (per task and arm over several tasks) table of finished runs: mean final eval
+    return and updates/s."""
+    keys = [f"{t}/{a}" if spec.multi_task else a for t in spec.tasks for a in spec.arms]
+    width = max([14, *(len(key) for key in keys)])
+    print(f"\n{'arm':<{width}} {'runs':>4} {'final return':>13} {'updates/s':>10}")
+    for key in keys:
+        row = summary.get(key, {})
         final = row.get("final_return", math.nan)
         speed = row.get("updates_per_s", math.nan)
-        print(f"{arm:<14} {int(row.get('runs', 0)):>4} {final:>13.2f} {speed:>10.2f}")
+        print(f"{key:<{width}} {int(row.get('runs', 0)):>4} {final:>13.2f} {speed:>10.2f}")
 
 
 def _build_report(experiment: str, uri: str) -> None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ablations.spec import AblationSpec, RunSpec
+from ablations.spec import ARMS, AblationSpec, RunSpec
 from agent.bench import filled_trainer, time_iteration
 from agent.config import Config, TrainConfig
 from agent.envs import make_env
@@ -140,15 +140,31 @@ def estimate_seconds(
     costs: dict[str, RunCosts] | None = None,
 ) -> float:
     """Wall-clock of ``runs`` with ``parallel`` at a time, each on the slot that frees first
-    (costs timed once per arm, kept in ``costs`` when given)."""
+    (costs kept in ``costs`` when given, keyed by :func:`cost_key`). Each arm is timed whole
+    on the first task of each kind of env (suite, observation and action kind); the suite's
+    other tasks of that kind reuse its model costs and time only their env (a random
+    episode), so a 26-game suite times two models per arm, not 26."""
     costs = {} if costs is None else costs
     slots = [0.0] * max(parallel, 1)
     for run in runs:
         config = run.config()
-        if run.arm not in costs:
-            costs[run.arm] = time_costs(config)
-        slots[slots.index(min(slots))] += run_seconds(config.train, costs[run.arm], startup)
+        if cost_key(run) not in costs:
+            env = config.env
+            kind = f"{env.suite}:{env.vision}:{env.actions}/{run.arm}"
+            if kind in costs:
+                random_step, length = _random_episode(config)
+                costs[cost_key(run)] = dataclasses.replace(
+                    costs[kind], random_step=random_step, episode_length=length
+                )
+            else:
+                costs[cost_key(run)] = costs[kind] = time_costs(config)
+        slots[slots.index(min(slots))] += run_seconds(config.train, costs[cost_key(run)], startup)
     return max(slots)
+
+
+def cost_key(run: RunSpec) -> str:
+    """Runs of one task and arm cost the same per step: ``<task>/<arm>``."""
+    return f"{run.env}/{run.arm}"
 
 
 def steps_within(
@@ -165,7 +181,7 @@ def steps_within(
         slots = [0.0] * max(parallel, 1)
         for run in runs:
             train = dataclasses.replace(run.config().train, steps=steps)
-            slots[slots.index(min(slots))] += run_seconds(train, costs[run.arm], startup)
+            slots[slots.index(min(slots))] += run_seconds(train, costs[cost_key(run)], startup)
         return max(slots) <= seconds
 
     train = runs[0].config().train
@@ -195,18 +211,29 @@ def cpu_sized_command(
     overrides = {k: v for k, v in spec.overrides.items() if k != "train.steps"}
     ratio = 0.0
     for _ in range(12):
-        small = AblationSpec(spec.env, spec.seeds, spec.arms, "debug", None, overrides).runs()
+        small = dataclasses.replace(
+            spec, preset="debug", steps=None, overrides=overrides, name="-"
+        ).runs()
         ratio = ratio or small[0].config().train.train_ratio
-        estimate_seconds(small[: len(spec.arms)], 1, startup, costs)  # times each arm once
+        first = small[: len(spec.arms) * len(spec.tasks)]
+        estimate_seconds(first, 1, startup, costs)  # times each task x arm once
         steps = steps_within(small, costs, parallel, seconds, startup)
         if steps is not None:
-            words = [f"ENV={spec.env}", f"SEEDS={spec.seeds}"]
-            if spec.arms != ("separate", "coupled"):
+            where = f"SUITE={spec.suite}" if spec.suite else f"ENV={spec.env}"
+            words = [where, f"SEEDS={spec.seeds}"]
+            # User or crossed arms: their names alone would not define them again.
+            user = any(spec.arm_table.get(arm) != ARMS.get(arm) for arm in spec.arms)
+            if spec.arms != ("separate", "coupled") and not user:
                 words.append(f"ARMS={','.join(spec.arms)}")
             fewest = small[0].config().train.prefill + small[0].config().train.collect_every + 1
             words += ["PRESET=debug", f"STEPS={max(round_steps(steps), fewest)}"]
             sets = " ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
-            return "make ablation " + " ".join(words) + (f' SET="{sets}"' if sets else "")
+            default_reference = "separate" if "separate" in spec.arms else spec.arms[0]
+            if spec.reference != default_reference:
+                words.append(f"REFERENCE={spec.reference}")
+            same = " with the same ARMS, ARMS_FILE, ARM and GRID" if user else ""
+            command = "make ablation " + " ".join(words) + (f' SET="{sets}"' if sets else "")
+            return command + same
         ratio /= 2
         overrides["train.train_ratio"] = f"{ratio:g}"
     return None

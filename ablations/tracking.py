@@ -9,10 +9,15 @@ The layout in the store (the contract that ``analysis/`` reads):
 - a parent run named after the ablation (tag ``ablation.role=parent``) whose description
   is a markdown table of arms linking every run, updated as runs finish; it also holds
   the children's leases as params ``lease.<run name>.<generation>`` (:mod:`ablations.leases`);
-- a child run ``<arm>-seed<k>`` per run (tags ``ablation.role=child``, ``arm``,
-  ``schedule``, ``starts``, ``seed``, ``env``, ``preset``, ``git_commit``, ``device``,
-  ``torch_version``, ``hardware``, ``config_hash``), the flattened config as params and
-  every agent metric stepped by agent env steps.
+  its tags ``arms`` (in the ablation's order), ``reference`` (the arm every other is
+  compared with), ``tasks`` (comma list) and ``suite`` (its name, or empty);
+- a child run ``<arm>-seed<k>`` per run (``<task>/<arm>-seed<k>`` in an ablation over
+  several tasks; tags ``ablation.role=child``, ``arm``, ``arm.overrides``, ``schedule``,
+  ``starts``, ``seed``, ``env``, ``task``, ``preset``, ``git_commit``, ``device``,
+  ``torch_version``, ``hardware``, ``config_hash``, and the task's score references
+  ``score.random``, ``score.best``, ``score.kind``, ``score.source`` where it has them),
+  the flattened config as params (so an arm's overrides are params too) and every agent
+  metric stepped by agent env steps.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ from typing import Any
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from ablations.arms import describe
 from ablations.leases import COMMAND_ID, LeaseState, read_lease
 from ablations.retries import retry_locked
-from ablations.spec import ARMS, AblationSpec, RunSpec
+from ablations.spec import AblationSpec, RunSpec
 from agent.config import flatten
+from agent.score_references import SCORE_REFERENCES
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 BATCH_LIMIT = 1000  # MlflowClient.log_batch takes at most 1000 metrics per call
@@ -211,9 +218,14 @@ class AblationStore:
         retry_locked(self.client.set_experiment_tag, self.experiment_id, NOTE, note)
         retry_locked(self.client.set_experiment_tag, self.experiment_id, ARMS_VIEW_TAG, ARMS_VIEW)
         arms = {run.data.tags.get("arm", "") for run in self.children().values()} - {""}
-        retry_locked(
-            self.client.set_tag, self.parent_id, "arms", ",".join(sorted(arms | set(spec.arms)))
-        )
+        order = [*spec.arms, *sorted(arms - set(spec.arms))]
+        for key, value in (
+            ("arms", ",".join(order)),
+            ("reference", spec.reference),
+            ("tasks", ",".join(spec.tasks)),
+            ("suite", spec.suite),
+        ):
+            retry_locked(self.client.set_tag, self.parent_id, key, value)
 
     def _ensure_experiment(self) -> str:
         experiment = retry_locked(self.client.get_experiment_by_name, self.spec.name)
@@ -278,17 +290,19 @@ class AblationStore:
         import torch
 
         config = run.config()
-        arm = ARMS[run.arm]
         tags = {
             "mlflow.parentRunId": self.parent_id,
             "mlflow.note.content": run.description(),
             "ablation.role": "child",
             "ablation.name": run.ablation,
             "arm": run.arm,
-            "schedule": arm["train.schedule"],
-            "starts": arm["train.starts"],
+            "arm.overrides": describe(run.arm_values)[:5000],
+            "schedule": config.train.schedule,
+            "starts": config.train.starts,
             "seed": str(run.seed),
             "env": run.env,
+            "task": run.env,
+            **score_tags(run.env),
             "preset": run.preset,
             "git_commit": git_commit(),
             "device": device,
@@ -312,7 +326,8 @@ class AblationStore:
         for run in self.children().values():
             if run.info.status != "FINISHED":
                 continue
-            arm = summary.setdefault(run.data.tags.get("arm", "?"), {"final": [], "ups": []})
+            key = summary_key(run.data.tags, self.spec.multi_task)
+            arm = summary.setdefault(key, {"final": [], "ups": []})
             if "final/eval_return" in run.data.metrics:
                 arm["final"].append(run.data.metrics["final/eval_return"])
             if "final/updates_per_s" in run.data.metrics:
@@ -482,8 +497,13 @@ def parent_note(
     ]
     by_arm: dict[str, list[Any]] = {}
     for run in children.values():
-        by_arm.setdefault(run.data.tags.get("arm", "?"), []).append(run)
-    for arm in sorted(by_arm, key=lambda a: (a not in spec.arms, a)):
+        by_arm.setdefault(summary_key(run.data.tags, spec.multi_task), []).append(run)
+    order = [
+        f"{task}/{arm}" if spec.multi_task else arm for task in spec.tasks for arm in spec.arms
+    ]
+    for arm in sorted(
+        by_arm, key=lambda a: (a not in order, order.index(a) if a in order else 0, a)
+    ):
         runs = sorted(by_arm[arm], key=lambda run: int(run.data.tags.get("seed", "0") or 0))
         done = sum(run.info.status == "FINISHED" for run in runs)
         row = means.get(arm, {})
@@ -502,6 +522,25 @@ def parent_note(
         "once the ablation has finished.",
     ]
     return "\n".join(lines)
+
+
+def summary_key(tags: Mapping[str, str], multi_task: bool) -> str:
+    """A child's row in the parent's summary: its arm, or ``<task>/<arm>`` over several tasks."""
+    arm = tags.get("arm", "?")
+    return f"{tags.get('task') or tags.get('env', '?')}/{arm}" if multi_task else arm
+
+
+def score_tags(task: str) -> dict[str, str]:
+    """The task's score references as child tags (none for a task without references)."""
+    reference = SCORE_REFERENCES.get(task)
+    if reference is None:
+        return {}
+    return {
+        "score.random": repr(reference.random),
+        "score.best": repr(reference.best),
+        "score.kind": reference.kind,
+        "score.source": reference.source[:5000],
+    }
 
 
 def _params(values: Mapping[str, Any]) -> list[Param]:

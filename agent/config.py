@@ -218,16 +218,18 @@ SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "L": {"model.deter": 2048, "model.units": 768, "model.cnn_depth": 64, "model.layers": 4},
 }
 
+# The 26 games of the Atari100k benchmark (Kaiser et al. 2020), plus SpaceInvaders.
 ATARI_GAMES = {
-    "pong": "Pong",
-    "breakout": "Breakout",
-    "boxing": "Boxing",
-    "freeway": "Freeway",
-    "krull": "Krull",
-    "ms_pacman": "MsPacman",
-    "seaquest": "Seaquest",
+    "alien": "Alien", "amidar": "Amidar", "assault": "Assault", "asterix": "Asterix",
+    "bank_heist": "BankHeist", "battle_zone": "BattleZone", "boxing": "Boxing",
+    "breakout": "Breakout", "chopper_command": "ChopperCommand",
+    "crazy_climber": "CrazyClimber", "demon_attack": "DemonAttack", "freeway": "Freeway",
+    "frostbite": "Frostbite", "gopher": "Gopher", "hero": "Hero", "jamesbond": "Jamesbond",
+    "kangaroo": "Kangaroo", "krull": "Krull", "kung_fu_master": "KungFuMaster",
+    "ms_pacman": "MsPacman", "pong": "Pong", "private_eye": "PrivateEye", "qbert": "Qbert",
+    "road_runner": "RoadRunner", "seaquest": "Seaquest", "up_n_down": "UpNDown",
     "space_invaders": "SpaceInvaders",
-}
+}  # fmt: skip
 
 
 def _atari_preset(game: str) -> dict[str, Any]:
@@ -315,6 +317,19 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         "env.suite": "gym",
         "env.id": "Pendulum-v1",
         "env.actions": "continuous",
+        "train.steps": 20_000,
+        "train.train_ratio": 512.0,
+        "train.eval_every": 1000,
+        "train.eval_episodes": 10,
+        "train.log_every": 250,
+        "train.prefill": 1000,
+    },
+    # Acrobot-v1: swing the tip above the bar; reward -1 per step, 500-step episodes
+    # (random about -500, good policies about -80). A second cheap discrete task.
+    "acrobot": {
+        "env.name": "acrobot",
+        "env.suite": "gym",
+        "env.id": "Acrobot-v1",
         "train.steps": 20_000,
         "train.train_ratio": 512.0,
         "train.eval_every": 1000,

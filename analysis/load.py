@@ -3,10 +3,14 @@
 The contract (written by ``ablations/``): one experiment per ablation; a parent run tagged
 ``ablation.role=parent``; child runs tagged ``ablation.role=child`` (and ``mlflow.parentRunId``)
 with tags ``arm, schedule, starts, seed, env, preset, git_commit, device, torch_version,
-hardware`` and the machine's conditions ``cpu_count, gpu, load_avg_start`` (empty for runs
-recorded before them); every metric stepped by agent env steps; ``time/total`` is cumulative
-training seconds (collect + updates, evaluation excluded). Curves come from
-``get_metric_history`` (``search_runs`` only keeps the latest value of each metric).
+hardware``, ``task`` (the env stands in for runs recorded before it), the task's score
+references ``score.random, score.best, score.kind, score.source`` (where it has them) and the
+machine's conditions ``cpu_count, gpu, load_avg_start`` (empty for runs recorded before
+them); every metric stepped by agent env steps; ``time/total`` is cumulative training
+seconds (collect + updates, evaluation excluded). Curves come from ``get_metric_history``
+(``search_runs`` only keeps the latest value of each metric). The parent's tags
+``reference``, ``arms`` and ``tasks`` name the arm the others are compared with, the arms'
+order and the tasks' order.
 """
 
 from __future__ import annotations
@@ -33,7 +37,12 @@ RUN_TAGS = (
     "cpu_count",
     "gpu",
     "load_avg_start",
+    "task",
 )
+SCORE_TAGS = {"score.random": "score_random", "score.best": "score_best"}
+"""A task's score references (tags of its runs) -> float columns; NaN when it has none."""
+DEFAULT_REFERENCE = "separate"
+"""The reference arm of ablations recorded before the parent run named its own."""
 RUNS_COLUMNS = (
     "run_id",
     "run_name",
@@ -41,6 +50,10 @@ RUNS_COLUMNS = (
     "seed",
     "status",
     *RUN_TAGS[1:],
+    "score_random",
+    "score_best",
+    "score_kind",
+    "score_source",
     "final_step",
     "wall_clock",
     "start_time",
@@ -64,6 +77,9 @@ class AblationData:
         runs: one row per child run, columns ``RUNS_COLUMNS`` (all statuses).
         metrics: long frame, one row per logged point, columns ``METRICS_COLUMNS``.
         params: flattened config of one child run (a finished one when available).
+        reference: the arm every other is compared with (the parent's ``reference`` tag).
+        arm_order: the ablation's arms in its own order (the parent's ``arms`` tag).
+        tasks: the ablation's tasks in order (the parent's ``tasks`` tag, else the runs').
     """
 
     experiment: str
@@ -72,6 +88,14 @@ class AblationData:
     runs: pd.DataFrame
     metrics: pd.DataFrame
     params: dict[str, str] = field(default_factory=dict)
+    reference: str = DEFAULT_REFERENCE
+    arm_order: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+
+    @property
+    def multi_task(self) -> bool:
+        """An ablation over several tasks (a suite or an env list)."""
+        return len(self.tasks) > 1
 
     @property
     def finished_runs(self) -> pd.DataFrame:
@@ -118,7 +142,21 @@ def load_ablation(experiment: str, tracking_uri: str | None = None) -> AblationD
     runs = _runs_frame(children, metrics)
     finished = [run for run in children if run.info.status == "FINISHED"]
     params = dict((finished or children)[0].data.params)
-    return AblationData(experiment, found.experiment_id, parent_run_id, runs, metrics, params)
+    tags = parents[0].data.tags if parents else {}
+    seen = list(dict.fromkeys(runs["task"]))
+    tasks = [task for task in tags.get("tasks", "").split(",") if task]
+    tasks += [task for task in seen if task not in tasks]
+    return AblationData(
+        experiment,
+        found.experiment_id,
+        parent_run_id,
+        runs,
+        metrics,
+        params,
+        reference=tags.get("reference") or DEFAULT_REFERENCE,
+        arm_order=tuple(arm for arm in tags.get("arms", "").split(",") if arm),
+        tasks=tuple(tasks),
+    )
 
 
 def latest_ablation(tracking_uri: str | None = None) -> str:
@@ -206,6 +244,13 @@ def _run_metrics(client: MlflowClient, run: Run) -> pd.DataFrame:
     return frame[list(METRICS_COLUMNS)]
 
 
+def _float(value: str | None) -> float:
+    try:
+        return float(value) if value else np.nan
+    except ValueError:
+        return np.nan
+
+
 def _runs_frame(children: list[Run], metrics: pd.DataFrame) -> pd.DataFrame:
     by_run = metrics.groupby("run_id")
     final_step = by_run["step"].max()
@@ -223,6 +268,10 @@ def _runs_frame(children: list[Run], metrics: pd.DataFrame) -> pd.DataFrame:
                 "seed": _seed(run),
                 "status": run.info.status,
                 **{tag: tags.get(tag, "") for tag in RUN_TAGS[1:]},
+                "task": tags.get("task") or tags.get("env", ""),
+                **{column: _float(tags.get(tag)) for tag, column in SCORE_TAGS.items()},
+                "score_kind": tags.get("score.kind", ""),
+                "score_source": tags.get("score.source", ""),
                 "final_step": final_step.get(run_id, np.nan),
                 "wall_clock": wall_clock.get(run_id, np.nan),
                 "start_time": pd.to_datetime(run.info.start_time, unit="ms"),

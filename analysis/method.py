@@ -89,7 +89,7 @@ def refilter_cost(phases: pd.DataFrame) -> str:
 
 def method_lines(data: AblationData, table: pd.DataFrame, phases: pd.DataFrame) -> list[str]:
     """The method page as text lines (a heading ends with ':'), every number computed."""
-    arms = summary.ordered_arms(data.runs["arm"])
+    arms = summary.ordered_arms(data.runs["arm"], data.reference, data.arm_order)
     fewest, most = eval_points_in_window(data)
     n = updates_per_iteration(data.params)
     m = summary.holm_family_size(table)

@@ -13,8 +13,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from analysis import stats
+from analysis.load import DEFAULT_REFERENCE
 from analysis.summary import (
-    REFERENCE_ARM,
     RETURN_METRIC,
     TRAINING_PHASES,
     ordered_arms,
@@ -256,7 +256,7 @@ def diversity_curves(metrics: pd.DataFrame) -> Figure:
     return figure
 
 
-def effect_panel(table: pd.DataFrame, reference: str = REFERENCE_ARM) -> Figure:
+def effect_panel(table: pd.DataFrame, reference: str = DEFAULT_REFERENCE) -> Figure:
     """Per arm vs the reference: P(improvement) and difference of means, with 95% CIs where
     there are enough runs for one (``stats.MIN_BOOTSTRAP_N``); Hedges' g in the arm label.
 
@@ -291,4 +291,59 @@ def effect_panel(table: pd.DataFrame, reference: str = REFERENCE_ARM) -> Figure:
     no_ci = others["ci_note"].astype(str).str.len().gt(0).any() if "ci_note" in others else False
     suffix = f" (no CI: fewer than {stats.MIN_BOOTSTRAP_N} runs per arm)" if no_ci else ""
     figure.suptitle("Effect sizes versus the reference arm" + suffix)
+    return figure
+
+
+def performance_profiles(
+    taus: np.ndarray, profiles: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> Figure:
+    """Per arm, the fraction of runs with normalised score above tau, with its stratified
+    bootstrap 95% band. ``profiles``: arm -> ``(value, low, high)``, each ``(len(taus),)``."""
+    figure = _figure(8.0, 5.0)
+    ax = figure.subplots()
+    for arm, (value, low, high) in profiles.items():
+        color = arm_color(arm)
+        ax.plot(taus, value, color=color, linestyle=ARM_LINESTYLES.get(arm, "-"), label=arm)
+        ax.fill_between(taus, low, high, color=color, alpha=0.2, linewidth=0)
+    ax.set_xlabel("normalised score tau")
+    ax.set_ylabel("fraction of runs with score > tau")
+    ax.set_ylim(-0.02, 1.02)
+    _style(ax)
+    if profiles:
+        ax.legend(fontsize=8)
+    figure.suptitle("Performance profiles over the tasks with score references (95% CI bands)")
+    return figure
+
+
+def task_learning_curves(
+    metrics: pd.DataFrame, task_of: dict[str, str], tasks: list[str], arms: list[str]
+) -> Figure:
+    """Small multiples: one panel per task, eval return over agent steps, one colour per arm
+    (mean and 95% t-CI over seeds, thin lines per seed). ``task_of``: run id -> task."""
+    columns = int(np.ceil(np.sqrt(len(tasks))))
+    rows = int(np.ceil(len(tasks) / columns))
+    figure = _figure(3.6 * columns, 2.8 * rows)
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    selected = metrics[metrics["metric"] == RETURN_METRIC].dropna(subset=["step", "value"])
+    for ax, task in zip(axes, tasks, strict=False):
+        in_task = selected[selected["run_id"].map(task_of) == task]
+        for arm in arms:
+            runs = [
+                (run.sort_values("step")["step"].to_numpy(float),
+                 run.sort_values("step")["value"].to_numpy(float))
+                for _, run in in_task[in_task["arm"] == arm].groupby("run_id")
+            ]  # fmt: skip
+            if runs:
+                _band(ax, runs, arm)
+        ax.set_title(task, fontsize=9)
+        ax.tick_params(labelsize=7)
+        _style(ax)
+    for ax in axes[len(tasks) :]:
+        ax.axis("off")
+    handles = [
+        axes[0].plot([], [], color=arm_color(arm), linestyle=ARM_LINESTYLES.get(arm, "-"))[0]
+        for arm in arms
+    ]
+    figure.legend(handles, arms, loc="outside lower center", ncol=min(len(arms), 6), fontsize=8)
+    figure.suptitle("Eval return over agent steps per task (mean, 95% CI over seeds)")
     return figure

@@ -5,20 +5,14 @@ Uses :mod:`analysis.stats` for every number; knows the metric names of the run c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
 from analysis import stats
+from analysis.load import DEFAULT_REFERENCE
 
-REFERENCE_ARM = "separate"
-ARM_ORDER = (
-    "separate",
-    "coupled",
-    "coupled_refiltered",
-    "separate_all",
-    "coupled_all",
-    "coupled_refiltered_all",
-)
 RETURN_METRIC = "eval/return"
 TRAINING_SECONDS_METRIC = "time/total"
 UPDATES_METRIC = "progress/wm_updates"
@@ -42,11 +36,14 @@ TESTED_SCORES = {
 }
 
 
-def ordered_arms(arms: pd.Series | list[str]) -> list[str]:
-    """Arms in the fixed report order (reference first), unknown arms appended sorted."""
+def ordered_arms(
+    arms: pd.Series | list[str], reference: str | None = None, order: Sequence[str] = ()
+) -> list[str]:
+    """The arms present in report order: the reference first, then as in ``order`` (the
+    ablation's own order), then any others sorted."""
     present = set(arms)
-    known = [arm for arm in ARM_ORDER if arm in present]
-    return known + sorted(present - set(ARM_ORDER))
+    first = [arm for arm in dict.fromkeys([reference, *order]) if arm in present]
+    return first + sorted(present - set(first))
 
 
 def per_run_scores(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
@@ -170,8 +167,9 @@ def phase_summary(phases: pd.DataFrame) -> pd.DataFrame:
 def compare_arms(
     scores: pd.DataFrame,
     rng: np.random.Generator,
-    reference: str = REFERENCE_ARM,
+    reference: str = DEFAULT_REFERENCE,
     n_resamples: int = stats.DEFAULT_RESAMPLES,
+    order: Sequence[str] = (),
 ) -> pd.DataFrame:
     """The answer table: each arm against the reference, FINISHED runs only.
 
@@ -179,6 +177,7 @@ def compare_arms(
         scores: :func:`per_run_scores` output (all statuses; non-FINISHED rows are dropped).
         rng: drives every bootstrap CI and permutation test (same seed, same table).
         reference: the arm every other arm is compared with.
+        order: the ablation's arms in its own order (the rows' order after the reference).
 
     Returns:
         One row per arm (reference first). ``return_mean`` with a Student-t 95% CI
@@ -203,7 +202,7 @@ def compare_arms(
         return function(*args, rng, n_resamples) if enough else (np.nan, np.nan)
 
     rows = []
-    for arm in ordered_arms(finished["arm"]):
+    for arm in ordered_arms(finished["arm"], reference, order):
         frame = by_arm[arm]
         x = values(frame, "final_return")
         n = int(np.isfinite(x).sum())
@@ -274,7 +273,7 @@ def holm_family_size(table: pd.DataFrame) -> int:
     return int(table["holm_m"].iloc[0]) if "holm_m" in table and len(table) else 0
 
 
-def verdict(table: pd.DataFrame, reference: str = REFERENCE_ARM, alpha: float = ALPHA) -> str:
+def verdict(table: pd.DataFrame, reference: str = DEFAULT_REFERENCE, alpha: float = ALPHA) -> str:
     """The answer in sentences: final return first, then return AUC, speed and diversity.
 
     A difference is called significant only where its Holm-adjusted p < alpha; where no
@@ -410,16 +409,21 @@ def speed_conditions(scores: pd.DataFrame) -> list[str]:
 
 
 def missing_runs(runs: pd.DataFrame) -> list[str]:
-    """Names (``<arm>-seed<k>``) of arm x seed pairs with no run at all, given the seeds seen.
+    """Names (``<arm>-seed<k>``, ``<task>/<arm>-seed<k>`` over several tasks) of task x arm
+    x seed combinations with no run at all, given the tasks, arms and seeds seen.
 
-    The ablation grid is inferred as every arm present x every seed present in any arm.
+    The ablation grid is inferred as every task x arm x seed present in any run.
     """
-    present = set(zip(runs["arm"], runs["seed"], strict=True))
+    tasks = list(dict.fromkeys(runs["task"])) if "task" in runs else [""]
+    task_of = runs["task"] if "task" in runs else pd.Series([""] * len(runs), index=runs.index)
+    present = set(zip(task_of, runs["arm"], runs["seed"], strict=True))
+    prefix = len(tasks) > 1
     return [
-        f"{arm}-seed{seed}"
+        (f"{task}/" if prefix else "") + f"{arm}-seed{seed}"
+        for task in tasks
         for arm in ordered_arms(runs["arm"])
         for seed in sorted(set(runs["seed"]))
-        if (arm, seed) not in present
+        if (task, arm, seed) not in present
     ]
 
 

@@ -32,9 +32,15 @@ from mlflow.tracking import MlflowClient
 from analysis import method, plots, stats, summary
 from analysis.load import AblationData, AblationDataError, latest_ablation, load_ablation
 from analysis.stats import DEFAULT_RESAMPLES
+from reports import suite
 from reports.adaptive_page import adaptive_pages
+from reports.layout import PAGE_SIZE
+from reports.layout import draw_table as _draw_table
+from reports.layout import format_ci as _format_ci
+from reports.layout import format_p as _format_p
+from reports.layout import text_page as _text_page
+from reports.layout import write_lines as _write_lines
 
-PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches
 ENVIRONMENT_TAGS = ("hardware", "device", "torch_version", "git_commit", "env", "preset")
 RUNS_PER_PAGE = 32
 CONFIG_LINES_PER_COLUMN = 48
@@ -72,24 +78,10 @@ def build_report(
         )
     rng = np.random.default_rng(seed)
     scores = summary.per_run_scores(data.runs, data.metrics)
-    table = summary.compare_arms(scores, rng, n_resamples=n_resamples)
-
-    finished_metrics = data.finished_metrics
-    phases = summary.phase_seconds(finished_metrics)  # (n_runs, phases): seconds per iteration
-    figures = {
-        "learning_curves_steps": plots.learning_curves(finished_metrics, x="step"),
-        "learning_curves_wall_clock": plots.learning_curves(finished_metrics, x="wall_clock"),
-        "final_return": plots.final_return_distribution(scores),
-        "time_breakdown": plots.time_breakdown(finished_metrics),
-        "diversity": plots.diversity_curves(finished_metrics),
-        "effect_sizes": plots.effect_panel(table),
-    }
-    tables = {
-        "answer": table,
-        "runs": scores.drop(columns=["start_time", "end_time"]),
-        "config": pd.DataFrame(sorted(data.params.items()), columns=["param", "value"]),
-        "phases": summary.phase_summary(phases),
-    }
+    if data.multi_task:
+        front, figures, tables = suite.suite_report(data, scores, rng, n_resamples)
+    else:
+        front, figures, tables = _single_task_report(data, scores, rng, n_resamples)
 
     out_dir = Path(out_dir)
     files_dir = out_dir / _safe_name(experiment)
@@ -100,11 +92,6 @@ def build_report(
     for name, frame in tables.items():
         frame.to_csv(files_dir / "tables" / f"{name}.csv", index=False)
 
-    front = [
-        _answer_page(data, table, scores),
-        _method_page(data, table, phases),
-        _speed_page(table, scores, phases),
-    ]
     pages = [*front, *figures.values(), *_appendix_pages(data, scores)]
     pages[1:1] = adaptive_pages(data, tracking_uri)  # after the answer, when SEEDS=auto
     pdf_path = out_dir / f"{_safe_name(experiment)}.pdf"
@@ -115,23 +102,40 @@ def build_report(
     return pdf_path
 
 
+def _single_task_report(
+    data: AblationData, scores: pd.DataFrame, rng: np.random.Generator, n_resamples: int
+) -> tuple[list[Figure], dict[str, Figure], dict[str, pd.DataFrame]]:
+    """Front pages, figures and tables of a one-task ablation."""
+    table = summary.compare_arms(scores, rng, data.reference, n_resamples, data.arm_order)
+
+    finished_metrics = data.finished_metrics
+    phases = summary.phase_seconds(finished_metrics)  # (n_runs, phases): seconds per iteration
+    figures = {
+        "learning_curves_steps": plots.learning_curves(finished_metrics, x="step"),
+        "learning_curves_wall_clock": plots.learning_curves(finished_metrics, x="wall_clock"),
+        "final_return": plots.final_return_distribution(scores),
+        "time_breakdown": plots.time_breakdown(finished_metrics),
+        "diversity": plots.diversity_curves(finished_metrics),
+        "effect_sizes": plots.effect_panel(table, data.reference),
+    }
+    tables = {
+        "answer": table,
+        "runs": scores.drop(columns=["start_time", "end_time"]),
+        "config": pd.DataFrame(sorted(data.params.items()), columns=["param", "value"]),
+        "phases": summary.phase_summary(phases),
+    }
+
+    front = [
+        _answer_page(data, table, scores),
+        _method_page(data, table, phases),
+        _speed_page(table, scores, phases),
+    ]
+    return front, figures, tables
+
+
 # ----------------------------------------------------------------------------------------------
 # Page 1: the answer
 # ----------------------------------------------------------------------------------------------
-
-
-def _format_p(p: float) -> str:
-    if not np.isfinite(p):
-        return "n/a"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _format_ci(value: float, low: float, high: float, digits: int = 3) -> str:
-    if not np.isfinite(value):
-        return "n/a"
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{value:.{digits}g}"
-    return f"{value:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
 
 
 def _primary_p(row: dict, column: str) -> str:
@@ -140,9 +144,8 @@ def _primary_p(row: dict, column: str) -> str:
     return cell + (" MW*" if row.get(f"{column}_test") == "Mann-Whitney" else "")
 
 
-def _answer_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+def _answer_rows(table: pd.DataFrame, reference: str) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the page-1 table (one row per arm, reference first)."""
-    reference = summary.REFERENCE_ARM
     header = [
         "arm",
         "n seeds",
@@ -180,7 +183,7 @@ def _answer_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _secondary_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+def _secondary_rows(table: pd.DataFrame, reference: str) -> tuple[list[str], list[list[str]]]:
     """IQM, speed, and the other members of the Holm family (AUC, speed, diversity tests)."""
     header = [
         "arm",
@@ -199,7 +202,7 @@ def _secondary_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             "n/a" if not np.isfinite(row["updates_per_s"]) else f"{row['updates_per_s']:.3g}",
         ]
         for column in ("auc_return", "updates_per_s", "h_dispersion"):
-            is_reference = row["arm"] == summary.REFERENCE_ARM
+            is_reference = row["arm"] == reference
             cells.append("–" if is_reference else _primary_p(row, column))
         note = row.get("note", "")
         cells.append(textwrap.shorten(note, 70) if isinstance(note, str) else "")
@@ -207,50 +210,18 @@ def _secondary_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _draw_table(ax, header: list[str], rows: list[list[str]], font_size: float = 7.5) -> None:
-    """A plain table filling the axes width; columns sized by their longest line of text."""
-    ax.axis("off")
-    if not rows:
-        return
-    lengths = [
-        max(len(line) for text in [name, *column] for line in str(text).split("\n")) + 2
-        for name, *column in zip(header, *rows, strict=True)
-    ]
-    widths = [length / sum(lengths) for length in lengths]
-    drawn = ax.table(
-        cellText=rows, colLabels=header, colWidths=widths, loc="upper center", cellLoc="center"
-    )
-    drawn.auto_set_font_size(False)
-    drawn.set_fontsize(font_size)
-    drawn.scale(1.0, 1.5)
-    for (row_index, _), cell in drawn.get_celld().items():
-        cell.set_linewidth(0.4)
-        if row_index == 0:
-            cell.set_text_props(fontweight="bold")
-            cell.set_facecolor("#e8e8e8")
-            cell.set_height(cell.get_height() * max(h.count("\n") + 1 for h in header))
-
-
 def _span(low: int, high: int) -> str:
     return str(low) if low == high else f"{low}-{high}"
-
-
-def _write_lines(figure: Figure, lines: list[tuple[str, float, str]], y: float) -> float:
-    """Wrapped paragraphs from ``y`` down; returns the y below the last one."""
-    for text, size, weight in lines:
-        wrapped = textwrap.fill(text, width=int(1300 / size))
-        figure.text(0.04, y, wrapped, fontsize=size, weight=weight, va="top")
-        y -= 0.018 * size / 9 * (wrapped.count("\n") + 1) + 0.02
-    return y
 
 
 def _answer_page(data: AblationData, table: pd.DataFrame, scores: pd.DataFrame) -> Figure:
     figure = Figure(figsize=PAGE_SIZE)
     figure.text(0.04, 0.95, f"Ablation report: {data.experiment}", fontsize=16, weight="bold")
-    arms = ", ".join(summary.ordered_arms(data.runs["arm"]))
+    reference = data.reference
+    arms = ", ".join(summary.ordered_arms(data.runs["arm"], reference, data.arm_order))
     fewest, most = method.eval_points_in_window(data)
     intro = (
-        f"Arms: {arms}. Reference arm: {summary.REFERENCE_ARM}. Final return = mean eval return "
+        f"Arms: {arms}. Reference arm: {reference}. Final return = mean eval return "
         f"over the last 10% of training steps ({_span(fewest, most)} eval "
         f"point{'' if most == 1 else 's'} per run); "
         "FINISHED runs only. Method, definitions and confounds: page 2."
@@ -259,15 +230,19 @@ def _answer_page(data: AblationData, table: pd.DataFrame, scores: pd.DataFrame) 
     # Tables grow downwards from the axes top; ~0.06 of the page per header, ~0.03 per row.
     height = 0.06 + 0.03 * len(table)
     top = 0.87
-    _draw_table(figure.add_axes((0.03, top - height, 0.94, height)), *_answer_rows(table))
+    _draw_table(
+        figure.add_axes((0.03, top - height, 0.94, height)), *_answer_rows(table, reference)
+    )
     top -= height + 0.04
-    _draw_table(figure.add_axes((0.06, top - height, 0.88, height)), *_secondary_rows(table))
+    _draw_table(
+        figure.add_axes((0.06, top - height, 0.88, height)), *_secondary_rows(table, reference)
+    )
 
     n_per_arm = int(table["n"].min()) if not table.empty else 0
     m = summary.holm_family_size(table)
     small = [note for note in table.get("ci_note", pd.Series(dtype=str)) if note]
     lines = [
-        ("Verdict: " + summary.verdict(table), 10, "bold"),
+        ("Verdict: " + summary.verdict(table, reference), 10, "bold"),
         (summary.power_note(n_per_arm, m), 9, "normal"),
         (summary.problems_note(data.runs) or "All runs finished.", 9, "normal"),
         *_speed_caution(summary.speed_conditions(scores)),
@@ -283,7 +258,7 @@ def _answer_page(data: AblationData, table: pd.DataFrame, scores: pd.DataFrame) 
             )
             + ". Arms share seeds but are not paired: all tests treat them as independent. "
             "Speed = WM updates / training seconds (evaluation excluded); ratios are "
-            f"mean(arm) / mean({summary.REFERENCE_ARM}) of per-run values.",
+            f"mean(arm) / mean({reference}) of per-run values.",
             8,
             "normal",
         ),
@@ -319,7 +294,9 @@ def _speed_page(table: pd.DataFrame, scores: pd.DataFrame, phases: pd.DataFrame)
     header = ["arm", "runs", "updates/s\nmedian [min, max]", *names]
     rows = []
     finished = scores[scores["status"] == "FINISHED"]
-    for arm in summary.ordered_arms(per_phase["arm"]) if not per_phase.empty else []:
+    order = list(table["arm"]) if "arm" in table else []
+    arms = summary.ordered_arms(per_phase["arm"], None, order) if not per_phase.empty else []
+    for arm in arms:
         speed = finished.loc[finished["arm"] == arm, "updates_per_s"].to_numpy(float)
         speed = speed[np.isfinite(speed)]
         cells = [arm, str(speed.size)]
@@ -367,12 +344,6 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
-def _text_page(title: str) -> Figure:
-    figure = Figure(figsize=PAGE_SIZE)
-    figure.text(0.04, 0.95, title, fontsize=14, weight="bold")
-    return figure
-
-
 def _appendix_pages(data: AblationData, scores: pd.DataFrame) -> list[Figure]:
     pages = []
     header = ["run", "arm", "status", "seed", "steps", "final return", "wall-clock"]
@@ -386,7 +357,7 @@ def _appendix_pages(data: AblationData, scores: pd.DataFrame) -> list[Figure]:
             "n/a" if pd.isna(row.final_return) else f"{row.final_return:.1f}",
             _format_seconds(row.wall_clock),
         ]
-        for arm in summary.ordered_arms(scores["arm"])
+        for arm in summary.ordered_arms(scores["arm"], data.reference, data.arm_order)
         for row in scores[scores["arm"] == arm].itertuples()
     ]
     for start in range(0, len(rows), RUNS_PER_PAGE):

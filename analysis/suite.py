@@ -1,0 +1,191 @@
+"""The answer over a suite of tasks: normalised scores, per-arm aggregates with stratified
+bootstrap CIs and per-task comparisons with one Holm family across tasks.
+
+Uses :mod:`analysis.aggregate` for the suite statistics and :mod:`analysis.summary` for each
+task's single-task statistics. A task's normalised score is ``(final return - random) /
+(best - random)`` with the references its runs carry (tags ``score.random``, ``score.best``);
+tasks without them are kept out of the aggregates and reported on raw scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis import aggregate, stats, summary
+
+PROFILE_TAUS = np.linspace(0.0, 1.5, 31)
+"""Thresholds of the performance profiles, in normalised score."""
+
+
+def normalised_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` (:func:`summary.per_run_scores` output with the ``task`` and
+    ``score_random``/``score_best`` columns) plus ``normalised``: NaN for a task without
+    references."""
+    span = scores["score_best"] - scores["score_random"]
+    out = scores.copy()
+    out["normalised"] = (scores["final_return"] - scores["score_random"]) / span.where(span != 0)
+    return out
+
+
+def tasks_with_references(scores: pd.DataFrame, tasks: Sequence[str]) -> list[str]:
+    """The tasks (in ``tasks`` order) whose finished runs all have finite normalised scores."""
+    finished = scores[scores["status"] == "FINISHED"]
+    keep = []
+    for task in tasks:
+        rows = finished[finished["task"] == task]
+        if len(rows) and np.isfinite(rows["normalised"].to_numpy(float)).all():
+            keep.append(task)
+    return keep
+
+
+def arm_matrix(scores: pd.DataFrame, arm: str, tasks: Sequence[str], column: str) -> np.ndarray:
+    """One arm's FINISHED runs as ``(runs, tasks)`` of ``column``, NaN-padded."""
+    finished = scores[(scores["status"] == "FINISHED") & (scores["arm"] == arm)]
+    values = {
+        task: finished.loc[finished["task"] == task, column].dropna().tolist() for task in tasks
+    }
+    return aggregate.score_matrix(values, list(tasks))
+
+
+def _runnable(matrix: np.ndarray) -> bool:
+    return matrix.size > 0 and bool(np.isfinite(matrix).any(0).all())
+
+
+def _geometric_ratio(arm: np.ndarray, reference: np.ndarray) -> float:
+    """Geometric mean over tasks of the ratio of per-task means; NaN unless every task has
+    a positive finite ratio. Both ``(runs, tasks)``."""
+    if arm.size == 0 or reference.size == 0:
+        return float("nan")
+    with np.errstate(all="ignore"):
+        ratios = np.nanmean(arm, 0) / np.nanmean(reference, 0)
+    if not (np.isfinite(ratios).all() and (ratios > 0).all()):
+        return float("nan")
+    return float(np.exp(np.mean(np.log(ratios))))
+
+
+def suite_aggregates(
+    scores: pd.DataFrame,
+    arms: Sequence[str],
+    tasks: Sequence[str],
+    reference: str,
+    rng: np.random.Generator,
+    n_resamples: int = stats.DEFAULT_RESAMPLES,
+) -> pd.DataFrame:
+    """One row per arm (``arms`` order, reference first): ``runs`` and ``min_runs`` (the
+    fewest finished runs on any task), each of :data:`aggregate.AGGREGATES` of the
+    normalised final scores over ``tasks`` with its stratified 95% CI (``<name>``,
+    ``<name>_low``, ``<name>_high``), P(arm > reference) with its CI (``poi``...), and the
+    speed and diversity ratios: the geometric mean over all tasks of mean(arm) /
+    mean(reference) updates/s (``speed_ratio``) and h dispersion (``diversity_ratio``).
+    NaN where an arm lacks a finished run on some task."""
+    scores = normalised_scores(scores) if "normalised" not in scores else scores
+    all_tasks = list(dict.fromkeys(scores["task"]))
+    base = arm_matrix(scores, reference, tasks, "normalised")
+    rows = []
+    for arm in arms:
+        matrix = arm_matrix(scores, arm, tasks, "normalised")
+        counts = np.isfinite(matrix).sum(0)
+        row: dict[str, object] = {
+            "arm": arm,
+            "runs": int(counts.sum()),
+            "min_runs": int(counts.min()) if counts.size else 0,
+        }
+        for name, statistic in aggregate.AGGREGATES.items():
+            value = low = high = np.nan
+            if _runnable(matrix):
+                value, low, high = aggregate.aggregate_ci(matrix, statistic, rng, n_resamples)
+            row[name], row[f"{name}_low"], row[f"{name}_high"] = value, low, high
+        row["poi"] = row["poi_low"] = row["poi_high"] = np.nan
+        if arm != reference and _runnable(matrix) and _runnable(base):
+            row["poi"], row["poi_low"], row["poi_high"] = aggregate.probability_of_improvement_ci(
+                matrix, base, rng, n_resamples
+            )
+        for name, column in (("speed", "updates_per_s"), ("diversity", "h_dispersion")):
+            row[f"{name}_ratio"] = _geometric_ratio(
+                arm_matrix(scores, arm, all_tasks, column),
+                arm_matrix(scores, reference, all_tasks, column),
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_task_tables(
+    scores: pd.DataFrame,
+    tasks: Sequence[str],
+    reference: str,
+    rng: np.random.Generator,
+    n_resamples: int = stats.DEFAULT_RESAMPLES,
+    order: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Each task's :func:`summary.compare_arms` table stacked (column ``task``), with every
+    primary p-value Holm-adjusted again as one family over all tasks x arms x scores
+    (``*_p_holm``; its size in ``holm_m``)."""
+    tables = []
+    for task in tasks:
+        rows = scores[scores["task"] == task]
+        if (rows["status"] == "FINISHED").any():
+            table = summary.compare_arms(rows, rng, reference, n_resamples, order)
+            table.insert(0, "task", task)
+            tables.append(table)
+    if not tables:
+        return pd.DataFrame(columns=["task", "arm", "n"])
+    table = pd.concat(tables, ignore_index=True)
+    p_columns = [f"{c}_p" for c in summary.TESTED_SCORES if f"{c}_p" in table]
+    if p_columns:
+        family = table[p_columns].to_numpy(float)  # (tasks x arms, scores)
+        adjusted = stats.holm(family.ravel()).reshape(family.shape)
+        for index, column in enumerate(p_columns):
+            table[f"{column}_holm"] = adjusted[:, index]
+        table["holm_m"] = int(np.isfinite(family).sum())
+    return table
+
+
+def suite_verdict(
+    aggregates: pd.DataFrame, reference: str, n_tasks: int, excluded: Sequence[str]
+) -> str:
+    """The answer over the suite in sentences, honest about how much the runs can say."""
+    if n_tasks == 0:
+        return (
+            "No aggregate over tasks: no task has score references, so every task is "
+            "reported on raw scores only (per-task table below)."
+        )
+    others = aggregates[aggregates["arm"] != reference]
+    if others.empty:
+        return f"No comparison possible: no arm besides {reference} has finished runs."
+    parts = []
+    for row in others.itertuples():
+        if not np.isfinite(row.poi):
+            parts.append(f"{row.arm}: not every task has a finished run of both arms")
+        elif row.poi_low > 0.5:
+            parts.append(
+                f"{row.arm} beats {reference} (P(improvement) {row.poi:.2f}, 95% CI "
+                f"[{row.poi_low:.2f}, {row.poi_high:.2f}] above 0.5)"
+            )
+        elif row.poi_high < 0.5:
+            parts.append(
+                f"{row.arm} is worse than {reference} (P(improvement) {row.poi:.2f}, 95% CI "
+                f"[{row.poi_low:.2f}, {row.poi_high:.2f}] below 0.5)"
+            )
+        else:
+            parts.append(
+                f"{row.arm} cannot be told apart from {reference} (P(improvement) "
+                f"{row.poi:.2f}, 95% CI [{row.poi_low:.2f}, {row.poi_high:.2f}] includes 0.5)"
+            )
+    runs = int(aggregates["min_runs"].min())
+    power = (
+        f"With as few as {runs} run(s) per task and arm, the stratified bootstrap resamples "
+        f"only {runs} value(s) per task, so its intervals understate the uncertainty: treat "
+        "any call as provisional (Agarwal et al. 2021 suggest 5+ runs per task)."
+        if runs < 5
+        else f"{runs}+ runs per task and arm: the stratified intervals are usable."
+    )
+    left_out = (
+        f" Left out of the aggregates (no score references, raw scores only): "
+        f"{', '.join(excluded)}."
+        if excluded
+        else ""
+    )
+    return f"Over {n_tasks} task(s): " + "; ".join(parts) + ". " + power + left_out

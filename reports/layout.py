@@ -1,0 +1,63 @@
+"""Page layout shared by the report's pages: tables, wrapped text and number formats."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+from matplotlib.figure import Figure
+
+PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches
+
+
+def format_p(p: float) -> str:
+    if not np.isfinite(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def format_ci(value: float, low: float, high: float, digits: int = 3) -> str:
+    if not np.isfinite(value):
+        return "n/a"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{value:.{digits}g}"
+    return f"{value:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
+def draw_table(ax, header: list[str], rows: list[list[str]], font_size: float = 7.5) -> None:
+    """A plain table filling the axes width; columns sized by their longest line of text."""
+    ax.axis("off")
+    if not rows:
+        return
+    lengths = [
+        max(len(line) for text in [name, *column] for line in str(text).split("\n")) + 2
+        for name, *column in zip(header, *rows, strict=True)
+    ]
+    widths = [length / sum(lengths) for length in lengths]
+    drawn = ax.table(
+        cellText=rows, colLabels=header, colWidths=widths, loc="upper center", cellLoc="center"
+    )
+    drawn.auto_set_font_size(False)
+    drawn.set_fontsize(font_size)
+    drawn.scale(1.0, 1.5)
+    for (row_index, _), cell in drawn.get_celld().items():
+        cell.set_linewidth(0.4)
+        if row_index == 0:
+            cell.set_text_props(fontweight="bold")
+            cell.set_facecolor("#e8e8e8")
+            cell.set_height(cell.get_height() * max(h.count("\n") + 1 for h in header))
+
+
+def write_lines(figure: Figure, lines: list[tuple[str, float, str]], y: float) -> float:
+    """Wrapped paragraphs from ``y`` down; returns the y below the last one."""
+    for text, size, weight in lines:
+        wrapped = textwrap.fill(text, width=int(1300 / size))
+        figure.text(0.04, y, wrapped, fontsize=size, weight=weight, va="top")
+        y -= 0.018 * size / 9 * (wrapped.count("\n") + 1) + 0.02
+    return y
+
+
+def text_page(title: str) -> Figure:
+    figure = Figure(figsize=PAGE_SIZE)
+    figure.text(0.04, 0.95, title, fontsize=14, weight="bold")
+    return figure

@@ -1,0 +1,199 @@
+"""The report of an ablation over several tasks: page 1 answers over the suite, then the
+per-task table, performance profiles and per-task learning curves (the appendix of runs
+is added by :mod:`reports.build`)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis import plots, suite, summary
+from analysis.load import AblationData
+from reports.layout import PAGE_SIZE, draw_table, format_ci, format_p, text_page, write_lines
+
+TASK_ROWS_PER_PAGE = 26
+
+
+def suite_report(
+    data: AblationData, scores: pd.DataFrame, rng: np.random.Generator, n_resamples: int
+) -> tuple[list[Figure], dict[str, Figure], dict[str, pd.DataFrame]]:
+    """Front pages, figures and tables (for CSV) of a multi-task ablation.
+
+    ``scores``: :func:`analysis.summary.per_run_scores` of every run.
+    """
+    reference = data.reference
+    scores = suite.normalised_scores(scores)
+    arms = summary.ordered_arms(scores["arm"], reference, data.arm_order)
+    tasks = [task for task in data.tasks if (scores["task"] == task).any()]
+    normalised = suite.tasks_with_references(scores, tasks)
+    excluded = [task for task in tasks if task not in normalised]
+    aggregates = suite.suite_aggregates(scores, arms, normalised, reference, rng, n_resamples)
+    per_task = suite.per_task_tables(scores, tasks, reference, rng, n_resamples, data.arm_order)
+
+    profiles = {}
+    for arm in arms:
+        matrix = suite.arm_matrix(scores, arm, normalised, "normalised")
+        if normalised and np.isfinite(matrix).any(0).all():
+            profiles[arm] = suite.aggregate.performance_profile_ci(
+                matrix, suite.PROFILE_TAUS, rng, n_resamples
+            )
+    finished = data.finished_metrics
+    task_of = dict(zip(data.runs["run_id"], data.runs["task"], strict=True))
+    figures = {
+        "performance_profiles": plots.performance_profiles(suite.PROFILE_TAUS, profiles),
+        "task_learning_curves": plots.task_learning_curves(finished, task_of, tasks, arms),
+    }
+    tables = {
+        "aggregates": aggregates,
+        "per_task": per_task,
+        "runs": scores.drop(columns=["start_time", "end_time"]),
+        "config": pd.DataFrame(sorted(data.params.items()), columns=["param", "value"]),
+    }
+    front = [
+        _aggregate_page(data, aggregates, scores, tasks, normalised, excluded),
+        *_per_task_pages(per_task, scores, reference),
+    ]
+    return front, figures, tables
+
+
+def _aggregate_rows(aggregates: pd.DataFrame, reference: str) -> tuple[list[str], list[list]]:
+    header = [
+        "arm",
+        "runs\n(fewest per task)",
+        "IQM\n[95% CI]",
+        "mean\n[95% CI]",
+        "median\n[95% CI]",
+        "optimality gap\n[95% CI]",
+        f"P(arm > {reference})\n[95% CI]",
+        "speed ratio\n(updates/s)",
+        "diversity ratio\n(h disp.)",
+    ]
+    rows = []
+    for row in aggregates.to_dict("records"):
+        cells = [row["arm"], f"{row['runs']} ({row['min_runs']})"]
+        for name in ("IQM", "mean", "median", "optimality gap"):
+            cells.append(format_ci(row[name], row[f"{name}_low"], row[f"{name}_high"], 2))
+        if row["arm"] == reference:
+            cells += ["reference", "1", "1"]
+        else:
+            cells.append(format_ci(row["poi"], row["poi_low"], row["poi_high"], 2))
+            for name in ("speed_ratio", "diversity_ratio"):
+                cells.append("n/a" if not np.isfinite(row[name]) else f"{row[name]:.3g}")
+        rows.append(cells)
+    return header, rows
+
+
+def _aggregate_page(
+    data: AblationData,
+    aggregates: pd.DataFrame,
+    scores: pd.DataFrame,
+    tasks: list[str],
+    normalised: list[str],
+    excluded: list[str],
+) -> Figure:
+    figure = Figure(figsize=PAGE_SIZE)
+    figure.text(0.04, 0.95, f"Ablation report: {data.experiment}", fontsize=16, weight="bold")
+    intro = (
+        f"Tasks ({len(tasks)}): {', '.join(tasks)}. Arms: {', '.join(aggregates['arm'])}. "
+        f"Reference arm: {data.reference}. Final return = mean eval return over the last 10% "
+        "of training steps, FINISHED runs only; normalised score = (final return - random) / "
+        "(best - random), best = the human score (Atari) or the task's maximum return. "
+        f"Aggregates over the {len(normalised)} task(s) with score references "
+        f"({', '.join(normalised) or 'none'}): stratified bootstrap 95% CIs (runs resampled "
+        "within each task, tasks fixed); P(arm > reference) = per-task Mann-Whitney U/(n m) "
+        "averaged over tasks; speed and diversity ratios = geometric mean over all tasks of "
+        "mean(arm) / mean(reference)."
+    )
+    wrapped = textwrap.fill(intro, width=150)
+    figure.text(0.04, 0.93, wrapped, fontsize=9, va="top")
+    header, rows = _aggregate_rows(aggregates, data.reference)
+    height = 0.06 + 0.03 * len(rows)
+    top = 0.93 - 0.019 * (wrapped.count("\n") + 1) - 0.04  # below the intro, however long
+    draw_table(figure.add_axes((0.03, top - height, 0.94, height)), header, rows)
+    verdict = suite.suite_verdict(aggregates, data.reference, len(normalised), excluded)
+    references = _reference_lines(scores, tasks)
+    lines = [
+        ("Verdict over the suite: " + verdict, 10, "bold"),
+        (summary.problems_note(data.runs) or "All runs finished.", 9, "normal"),
+        ("Score references: " + references, 8, "normal"),
+        (
+            "Per-task statistics (page 2): Welch's t-test per task and arm against the "
+            "reference, Holm-adjusted over all tasks x arms x {final return, return AUC, "
+            "updates/s, h dispersion}.",
+            8,
+            "normal",
+        ),
+    ]
+    write_lines(figure, lines, top - height - 0.05)
+    return figure
+
+
+def _reference_lines(scores: pd.DataFrame, tasks: list[str]) -> str:
+    parts, sources = [], []
+    for task in tasks:
+        rows = scores[scores["task"] == task]
+        random, best = rows["score_random"].iloc[0], rows["score_best"].iloc[0]
+        if not (np.isfinite(random) and np.isfinite(best)):
+            parts.append(f"{task}: none (raw scores only, left out of the aggregates)")
+            continue
+        parts.append(f"{task}: random {random:g}, {rows['score_kind'].iloc[0]} {best:g}")
+        source = rows["score_source"].iloc[0]
+        if source and source not in sources:
+            sources.append(source)
+    return "; ".join(parts) + ". Sources: " + " | ".join(sources or ["none"]) + "."
+
+
+def _per_task_pages(per_task: pd.DataFrame, scores: pd.DataFrame, reference: str) -> list[Figure]:
+    header = [
+        "task",
+        "arm",
+        "n",
+        "final return\n(mean ± 95% CI)",
+        "normalised\n(mean)",
+        f"Δ vs {reference}\n[95% CI]",
+        "Welch p\n(Holm over tasks)",
+        "P(improvement)\n[95% CI]",
+        "updates/s",
+    ]
+    means = scores[scores["status"] == "FINISHED"].groupby(["task", "arm"])["normalised"].mean()
+    rows = []
+    for row in per_task.to_dict("records"):
+        normalised = means.get((row["task"], row["arm"]), np.nan)
+        cells = [
+            row["task"],
+            row["arm"],
+            str(row["n"]),
+            f"{row['return_mean']:.1f} ± {row['return_ci_half']:.1f}",
+            "raw only" if not np.isfinite(normalised) else f"{normalised:.3f}",
+        ]
+        if row["arm"] == reference:
+            cells += ["reference", "–", "–"]
+        else:
+            p = f"{format_p(row['final_return_p'])} ({format_p(row['final_return_p_holm'])})"
+            mw = " MW*" if row.get("final_return_test") == "Mann-Whitney" else ""
+            cells += [
+                format_ci(row["diff"], row["diff_ci_low"], row["diff_ci_high"]),
+                p + mw,
+                format_ci(row["poi"], row["poi_ci_low"], row["poi_ci_high"], digits=2),
+            ]
+        speed = row.get("updates_per_s", np.nan)
+        cells.append("n/a" if not np.isfinite(speed) else f"{speed:.3g}")
+        rows.append(cells)
+    m = int(per_task["holm_m"].iloc[0]) if "holm_m" in per_task and len(per_task) else 0
+    pages = []
+    for start in range(0, max(len(rows), 1), TASK_ROWS_PER_PAGE):
+        page = text_page("Per task: final return per arm (p in brackets: Holm-adjusted)")
+        chunk = rows[start : start + TASK_ROWS_PER_PAGE]
+        height = min(0.06 + 0.03 * len(chunk), 0.8)
+        draw_table(page.add_axes((0.03, 0.9 - height, 0.94, height)), header, chunk)
+        note = (
+            f"Holm family: {m} finite p-values over all tasks x arms x scores. MW* = Welch "
+            "undefined (zero variance), exact Mann-Whitney p used. CIs of differences and "
+            "P(improvement) need 5+ runs per arm and are not shown below that."
+        )
+        write_lines(page, [(note, 8, "normal")], 0.9 - height - 0.04)
+        pages.append(page)
+    return pages
