@@ -125,17 +125,11 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(
     assert list((tmp_path / "store").iterdir()) == []
 
 
-def test_make_passes_suite_without_the_default_env() -> None:
+def test_make_passes_suite_without_the_default_env(tmp_path: Path) -> None:
     # The Makefile's default ENV must not reach the command next to SUITE (that is an error).
-    import subprocess
+    from test_makefile import make
 
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "ablation", "SUITE=classic", "GRID=a.b=1,2"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-    )
+    result = make("-n", "ablation", "SUITE=classic", "GRID=a.b=1,2", cwd=tmp_path)
     line = result.stdout.strip().splitlines()[-1]
     assert "--suite 'classic'" in line and "--env" not in line and "--grid 'a.b=1,2'" in line
 

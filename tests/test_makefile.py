@@ -17,7 +17,9 @@ def make(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     bin_dir = str(Path(sys.executable).parent)
     command = ["make", "-f", str(REPO_ROOT / "Makefile"), "-o", ".venv/.installed"]
     command += [f"BIN={bin_dir}", *args]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # Not a sub-make of `make test`: its flags would add "Entering directory" lines.
+    own = {"MLFLOW_TRACKING_URI", "MAKEFLAGS", "MAKELEVEL", "MFLAGS"}
+    env = {k: v for k, v in os.environ.items() if k not in own}
     process = subprocess.Popen(
         command,
         cwd=cwd,
