@@ -196,7 +196,7 @@ def test_cli_trains_and_prints_a_summary(schedule):
     ("args", "message"),
     [
         (["--schedule", "bogus"], "invalid choice: 'bogus'"),
-        (["--env", "nope"], "unknown env 'nope'; known envs: atari_boxing"),
+        (["--env", "nope"], "unknown env 'nope'; known envs: acrobot, atari_alien"),
         (["--set", "train.batch_size=abc"], "train.batch_size expects int, got 'abc'"),
         (["--set", "train.batch_size=2.5"], "train.batch_size expects int, got '2.5'"),
         (["--set", "nonsense"], "--set expects KEY=VALUE"),
