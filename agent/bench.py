@@ -17,13 +17,16 @@ import copy
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
+from agent.acceleration import use_compile, use_graphs
 from agent.cli import ArgumentParser, line_buffered_stdout
 from agent.config import ENV_PRESETS, SIZE_PRESETS, Config, ConfigError, make_config
-from agent.trainer import SCHEDULES, Trainer
+from agent.trainer import SCHEDULES, Trainer, resolve_device
 
 PHASES = ("wm", "starts", "imagine", "ac")
 
@@ -113,21 +116,79 @@ def compare_schedules(config: Config, iterations: int, warmup: int) -> dict[str,
     return result
 
 
-def time_full_update(configs: dict[str, Config], iterations: int, warmup: int) -> dict[str, float]:
+@dataclass(frozen=True)
+class FullUpdate:
+    """One WM + AC update of a config: its median wall-clock and its arithmetic."""
+
+    seconds: float
+    flops: int
+    """Floating-point operations of one update as torch's counter
+    (:class:`~torch.utils.flop_counter.FlopCounterMode`) counts them: matrix products and
+    convolutions, forward and backward (2 per multiply-add); elementwise work is not counted."""
+
+    @property
+    def gflops_per_s(self) -> float:
+        return self.flops / self.seconds / 1e9
+
+
+def is_eager(config: Config) -> bool:
+    """Whether ``config``'s updates run op by op, where the FLOP counter sees every op: a
+    CUDA graph replays kernels, and compiled code runs fused kernels, behind its back."""
+    device = resolve_device(config.train.device)
+    return not use_graphs(config.train.cuda_graphs, device) and not use_compile(
+        config.train.compile, device
+    )
+
+
+def counted_update(trainer: Trainer) -> int:
+    """Run one full update (see :func:`time_full_update`) of an eager ``trainer`` under
+    torch's FLOP counter; returns its FLOPs."""
+    assert is_eager(trainer.config), "graphed or compiled ops are invisible to the counter"
+    with FlopCounterMode(display=False) as counter:
+        time_iteration(trainer, 1)
+    return int(counter.get_total_flops())
+
+
+def update_flops(config: Config) -> int:
+    """FLOPs of one full update of ``config``, counted on an eager twin (same maths, CUDA
+    graphs and compilation off) with a replay of one sequence's worth of random steps."""
+    twin = copy.deepcopy(config)
+    twin.train.schedule, twin.train.starts = "coupled", "all"
+    twin.train.cuda_graphs, twin.train.compile = "off", "off"
+    twin.train.prefill = max(twin.train.seq_len, 64)
+    return counted_update(filled_trainer(twin))
+
+
+def time_full_update(
+    configs: dict[str, Config], iterations: int, warmup: int
+) -> dict[str, FullUpdate]:
     """Median seconds of one WM update plus one AC update from all its posteriors, for each
-    named config, alternating between them so that machine-load drift hits all alike."""
+    named config, alternating between them so that machine-load drift hits all alike, and
+    the FLOPs of that update, counted once per config outside the timed updates: in the
+    first warm-up update of an eager config (an extra update without warm-up), on an eager
+    twin otherwise (:func:`update_flops`)."""
     for config in configs.values():
         config.train.schedule, config.train.starts = "coupled", "all"
     trainers = filled_trainers(configs)
+    flops: dict[str, int] = {}
+    for name, trainer in trainers.items():
+        if not is_eager(trainer.config):
+            flops[name] = update_flops(trainer.config)
+        elif warmup == 0:
+            flops[name] = counted_update(trainer)
     times: dict[str, list[float]] = {name: [] for name in trainers}
     with progress_bar((warmup + iterations) * len(trainers), "update") as bar:
         for i in range(warmup + iterations):
             for name, trainer in trainers.items():
+                if name not in flops:  # the first warm-up update, counted
+                    flops[name] = counted_update(trainer)
+                    bar.update(1)
+                    continue
                 seconds = time_iteration(trainer, 1)["total"]
                 bar.update(1)
                 if i >= warmup:
                     times[name].append(seconds)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: FullUpdate(statistics.median(t), flops[name]) for name, t in times.items()}
 
 
 # Kernel launches and host-device synchronisations, as the profiler names them on CUDA.
@@ -163,6 +224,11 @@ def profile_update(config: Config, updates: int, warmup: int, rows: int = 25) ->
         f"(the bench's timing and metric flush add 3), {reads:.0f} scalar reads"
     )
     return "\n".join(lines)
+
+
+def rate(update: FullUpdate) -> str:
+    """``'131.2 GFLOP/s (802.1 GFLOP per update)'`` (four significant digits of GFLOP)."""
+    return f"{update.gflops_per_s:.1f} GFLOP/s ({update.flops / 1e9:.4g} GFLOP per update)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,13 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.shape or args.full or args.versus:
         configs = {"this": config} | ({"versus": versus} if args.versus else {})
-        seconds = time_full_update(configs, args.iterations, args.warmup)
+        updates = time_full_update(configs, args.iterations, args.warmup)
         label = f"shape {args.shape}" if args.shape else f"preset {preset}"
-        print(f"one WM + AC update at {label}: {seconds['this'] * 1000:.1f} ms (median)")
+        this = updates["this"]
+        print(f"one WM + AC update at {label}: {this.seconds * 1000:.1f} ms (median), {rate(this)}")
         if args.versus:
+            versus = updates["versus"]
             print(
-                f"with {' '.join(args.versus)}: {seconds['versus'] * 1000:.1f} ms; "
-                f"speed-up {seconds['versus'] / seconds['this']:.2f}x"
+                f"with {' '.join(args.versus)}: {versus.seconds * 1000:.1f} ms, {rate(versus)}; "
+                f"speed-up {versus.seconds / this.seconds:.2f}x"
             )
         return 0
 
