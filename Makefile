@@ -109,10 +109,13 @@ clean:
 
 # --- Scale out: Ray tasks and one MLflow tracking server (README "Scale out") ---------------
 # make ablation LAUNCHER=ray [GPUS_PER_RUN=1] [CPUS_PER_RUN=4]: passed only when set.
+# make ablation RUNS_PER_GPU=4: the local launcher's k runs sharing each GPU (CUDA MPS).
 GPUS_PER_RUN ?=
 CPUS_PER_RUN ?=
+RUNS_PER_GPU ?=
 ABLATION_ARGS += $(if $(GPUS_PER_RUN),--gpus-per-run $(call q,$(GPUS_PER_RUN))) \
-	$(if $(CPUS_PER_RUN),--cpus-per-run $(call q,$(CPUS_PER_RUN)))
+	$(if $(CPUS_PER_RUN),--cpus-per-run $(call q,$(CPUS_PER_RUN))) \
+	$(if $(RUNS_PER_GPU),--runs-per-gpu $(call q,$(RUNS_PER_GPU)))
 HOST ?= 127.0.0.1
 ALLOWED_HOSTS ?=
 

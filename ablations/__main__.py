@@ -29,10 +29,13 @@ from ablations.arms import load_arms_file, parse_arm_flag, resolve_arms
 from ablations.checkpoints import CHECKPOINT_STORES, default_checkpoint_store
 from ablations.estimate import (
     CPU_FIT_SECONDS,
+    RunCosts,
     cpu_sized_command,
     estimate_seconds,
     format_duration,
+    run_costs,
 )
+from ablations.gpu_share import GIB, run_memory_need, share_problem
 from ablations.launchers import FAILED, LAUNCHERS, TAKEN, LauncherError, Resources
 from ablations.leases import COMMAND_ID
 from ablations.retries import first_line, retry_locked
@@ -111,6 +114,12 @@ def build_parser() -> ArgumentParser:
         "--gpus-per-run",
         default=None,
         help="GPUs per Ray task, may be fractional (default: 1 if the cluster has GPUs, else 0)",
+    )
+    parser.add_argument(
+        "--runs-per-gpu",
+        default=None,
+        help="local launcher: run processes sharing each GPU, through CUDA MPS where installed "
+        "(default 1); each run's memory is checked against its share first",
     )
     parser.add_argument(
         "--checkpoint-store",
@@ -244,6 +253,7 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
             jobs=positive_int("JOBS", args.jobs),
             cpus_per_run=positive_int("CPUS_PER_RUN", args.cpus_per_run),
             gpus_per_run=_gpus(args.gpus_per_run),
+            runs_per_gpu=positive_int("RUNS_PER_GPU", args.runs_per_gpu),
         )
         every = positive_int("--checkpoint-every", args.checkpoint_every)
         uri = resolve_tracking_uri(args.tracking_uri)
@@ -252,6 +262,9 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
         # Last, as it may start or join a cluster; still before any run is created.
         plan = LAUNCHERS[args.launcher](resources)
         runs = spec.runs() if rule is None else adaptive.interim_runs(spec, rule, uri)
+        costs: dict[str, RunCosts] = {}  # timed once, for the memory check and the estimate
+        if plan.runs_per_gpu > 1:
+            _check_gpu_share(runs, plan.runs_per_gpu, plan.threads, costs)
     except (ConfigError, TrackingError, LauncherError) as error:
         parser.error(str(error))
 
@@ -302,7 +315,9 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
     if todo:
         # Imports and opening the store so far: what each worker process will also spend.
         startup = _process_age()
-        _print_estimate(spec, [job.run for job in todo], plan.parallel, plan.threads, startup)
+        _print_estimate(
+            spec, [job.run for job in todo], plan.parallel, plan.threads, startup, costs
+        )
 
     def on_done(job: WorkerJob, outcome: str) -> None:
         try:
@@ -366,15 +381,51 @@ def _process_age() -> float:
         return 0.0
 
 
-def _print_estimate(
-    spec: AblationSpec, runs: list[RunSpec], parallel: int, threads: int, startup: float
+def _check_gpu_share(
+    runs: list[RunSpec], runs_per_gpu: int, threads: int, costs: dict[str, RunCosts]
 ) -> None:
-    """The estimated duration (every kind of work timed, see :mod:`ablations.estimate`);
-    without a GPU, when it is over an hour, a command that fits about 30 min here."""
+    """Raise :class:`LauncherError` unless each run's GPU memory (its peak while its
+    updates are timed, per task and arm, kept in ``costs`` for the estimate) fits its share
+    of the card with ``runs_per_gpu`` runs on it."""
+    torch.set_num_threads(threads)  # time the work as a worker will run it
+    print(
+        f"measuring each arm's GPU memory for RUNS_PER_GPU={runs_per_gpu} "
+        "(its updates timed for the estimate)...",
+        flush=True,
+    )
+    try:
+        peak = max(run_costs(run, costs).peak_memory for run in runs)
+    except torch.OutOfMemoryError:
+        raise LauncherError(
+            "a run ran out of GPU memory while its updates were timed, alone on the card; "
+            "use a smaller PRESET"
+        ) from None
+    card = torch.cuda.get_device_properties(0)
+    problem = share_problem(peak, card.total_memory, runs_per_gpu, card.name)
+    if problem:
+        raise LauncherError(problem)
+    share = card.total_memory / runs_per_gpu / GIB
+    print(
+        f"each run needs about {run_memory_need(peak) / GIB:.1f} GiB of GPU memory; "
+        f"its share of the {card.name} is {share:.1f} GiB"
+    )
+
+
+def _print_estimate(
+    spec: AblationSpec,
+    runs: list[RunSpec],
+    parallel: int,
+    threads: int,
+    startup: float,
+    costs: dict[str, RunCosts] | None = None,
+) -> None:
+    """The estimated duration (every kind of work timed, see :mod:`ablations.estimate`, or
+    taken from ``costs``); without a GPU, when it is over an hour, a command that fits about
+    30 min here."""
     torch.set_num_threads(threads)  # time the work as a worker will run it
     print("estimating the duration: timing env steps, acting and updates per arm...", flush=True)
     try:
-        estimate = estimate_seconds(runs, parallel, startup)
+        estimate = estimate_seconds(runs, parallel, startup, costs)
     except Exception:  # noqa: BLE001 - a run that cannot start fails in its worker, named
         return
     print(

@@ -15,15 +15,19 @@ fast as one run alone.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 from ablations.spec import ARMS, AblationSpec, RunSpec
 from agent.bench import filled_trainer, time_iteration
 from agent.config import Config, TrainConfig
 from agent.envs import make_env
+from agent.trainer import resolve_device
 
 EPISODE_SECONDS = 5.0
 """Most seconds spent timing one random-policy episode; a longer one counts as what it
@@ -48,6 +52,9 @@ class RunCosts:
     """One metric flush of the trainer."""
     episode_length: float
     """Agent steps of one random-policy episode (evaluation episodes are counted at it)."""
+    peak_memory: int = 0
+    """Bytes of CUDA memory torch allocated at most for the run (its model, replay batches,
+    graphs), above what was allocated before; 0 on a CPU."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,12 @@ def time_costs(config: Config) -> RunCosts:
         config, train=dataclasses.replace(config.train, prefill=max(config.train.seq_len, 64))
     )
     random_step, episode_length = _random_episode(config)
+    cuda = resolve_device(config.train.device).type == "cuda"
+    if cuda:
+        gc.collect()  # an earlier trainer's reference cycles still hold device memory
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
     trainer = filled_trainer(config)
     start = time.perf_counter()
     trainer.collect(POLICY_STEPS)  # past the prefill: the policy acts
@@ -102,7 +115,12 @@ def time_costs(config: Config) -> RunCosts:
     start = time.perf_counter()
     trainer.flush_metrics()
     flush = time.perf_counter() - start
-    return RunCosts(random_step, policy_step, update, flush, episode_length)
+    peak = torch.cuda.max_memory_allocated() - before if cuda else 0
+    del trainer
+    if cuda:
+        gc.collect()
+        torch.cuda.empty_cache()  # the runs, not this process, need the card from here on
+    return RunCosts(random_step, policy_step, update, flush, episode_length, peak)
 
 
 def _random_episode(config: Config) -> tuple[float, float]:
@@ -147,19 +165,26 @@ def estimate_seconds(
     costs = {} if costs is None else costs
     slots = [0.0] * max(parallel, 1)
     for run in runs:
-        config = run.config()
-        if cost_key(run) not in costs:
-            env = config.env
-            kind = f"{env.suite}:{env.vision}:{env.actions}/{run.arm}"
-            if kind in costs:
-                random_step, length = _random_episode(config)
-                costs[cost_key(run)] = dataclasses.replace(
-                    costs[kind], random_step=random_step, episode_length=length
-                )
-            else:
-                costs[cost_key(run)] = costs[kind] = time_costs(config)
-        slots[slots.index(min(slots))] += run_seconds(config.train, costs[cost_key(run)], startup)
+        train = run.config().train
+        slots[slots.index(min(slots))] += run_seconds(train, run_costs(run, costs), startup)
     return max(slots)
+
+
+def run_costs(run: RunSpec, costs: dict[str, RunCosts]) -> RunCosts:
+    """The costs of ``run``, timed once per task and arm and kept in ``costs`` (see
+    :func:`estimate_seconds`)."""
+    if cost_key(run) not in costs:
+        config = run.config()
+        env = config.env
+        kind = f"{env.suite}:{env.vision}:{env.actions}/{run.arm}"
+        if kind in costs:
+            random_step, length = _random_episode(config)
+            costs[cost_key(run)] = dataclasses.replace(
+                costs[kind], random_step=random_step, episode_length=length
+            )
+        else:
+            costs[cost_key(run)] = costs[kind] = time_costs(config)
+    return costs[cost_key(run)]
 
 
 def cost_key(run: RunSpec) -> str:

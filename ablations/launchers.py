@@ -13,6 +13,9 @@ and returns a :class:`LaunchPlan`: how to lay runs out, and the launch function 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 import multiprocessing as mp
 import os
 import queue
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ablations.gpu_share import SlotPool, device_slots, gpu_sharing
 from ablations.worker import EXIT_TAKEN, WorkerJob, worker_main
 
 FINISHED, FAILED, TAKEN = "finished", "failed", "taken"
@@ -51,6 +55,7 @@ class Resources:
     jobs: int | None = None
     cpus_per_run: int | None = None
     gpus_per_run: float | None = None
+    runs_per_gpu: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,9 @@ class LaunchPlan:
     """The ``i``-th run trains on ``devices[i % len(devices)]``."""
     where: str
     """Where the runs go, for the driver's opening line."""
+    runs_per_gpu: int = 1
+    """Run processes sharing each GPU, as the user asked (``RUNS_PER_GPU``): above one, each
+    run's memory must fit its share of the card (see :mod:`ablations.gpu_share`)."""
 
     def device(self, index: int) -> str:
         return self.devices[index % len(self.devices)]
@@ -80,20 +88,40 @@ def default_jobs(cpus_per_run: int | None = None) -> int:
 
 
 def plan_local(resources: Resources) -> LaunchPlan:
-    """Processes on this machine: one per GPU (round-robin), else one per ``cpus_per_run``
-    cores (default two) unless ``jobs`` says otherwise; torch threads split the cores between
-    them unless ``cpus_per_run`` says otherwise."""
+    """Processes on this machine: one per GPU (``runs_per_gpu`` per GPU when given), else one
+    per ``cpus_per_run`` cores (default two) unless ``jobs`` says otherwise; torch threads
+    split the cores between them unless ``cpus_per_run`` says otherwise. A run starts on a
+    free device slot (each GPU ``runs_per_gpu`` times, or as often as ``jobs`` needs)."""
     if resources.gpus_per_run is not None:
         raise LauncherError("--gpus-per-run is for --launcher ray (local runs take one GPU each)")
-    parallel = resources.jobs or default_jobs(resources.cpus_per_run)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    share = resources.runs_per_gpu
+    if share is not None and share > 1 and not gpus:
+        raise LauncherError(
+            f"RUNS_PER_GPU={share} shares a GPU between runs, and this machine has none; "
+            "on a CPU, JOBS sets how many runs train in parallel"
+        )
+    if gpus and share:
+        parallel = min(resources.jobs or gpus * share, gpus * share)
+    else:
+        parallel = resources.jobs or default_jobs(resources.cpus_per_run)
     threads = resources.cpus_per_run or max(1, (os.cpu_count() or 1) // parallel)
     devices = tuple(f"cuda:{index}" for index in range(gpus)) or ("cpu",)
-    return LaunchPlan(run_local, parallel, threads, devices, "local processes")
+    launch = run_local
+    if gpus:
+        slots = device_slots(gpus, share or math.ceil(parallel / gpus))
+        launch = functools.partial(run_local, slots=slots, runs_per_gpu=share or 1)
+    where = "local processes" + (f", {share} per GPU" if gpus and share else "")
+    return LaunchPlan(launch, parallel, threads, devices, where, share or 1)
 
 
 def plan_ray(resources: Resources) -> LaunchPlan:
     """Ray tasks on ``$RAY_ADDRESS``'s cluster, else on a Ray started here for this run."""
+    if resources.runs_per_gpu is not None:
+        raise LauncherError(
+            "RUNS_PER_GPU is for the local launcher; with Ray, a fraction GPUS_PER_RUN=1/k "
+            "puts k runs on each GPU"
+        )
     try:
         from ablations import ray_launcher
     except ModuleNotFoundError as error:
@@ -137,8 +165,16 @@ def run_local(
     on_done: OnDone,
     total: int,
     already_done: int = 0,
+    *,
+    slots: Sequence[str] | None = None,
+    runs_per_gpu: int = 1,
 ) -> dict[str, str]:
     """Run ``jobs`` in up to ``max_parallel`` spawned processes; returns name -> outcome.
+
+    With ``slots`` (devices, see :func:`~ablations.gpu_share.device_slots`) each job trains
+    on the device of a free slot rather than its own; with ``runs_per_gpu`` above one, the
+    processes share each GPU through CUDA MPS where it is installed (see
+    :func:`~ablations.gpu_share.gpu_sharing`).
 
     One progress bar counts finished runs (``total`` including ``already_done``); its
     postfix shows the env steps of the runs in flight. Ctrl-C stops every worker; their
@@ -152,37 +188,46 @@ def run_local(
     steps: dict[str, Progress] = {}
     results: dict[str, str] = {}
     bar = RunsBar(jobs, total, already_done)
-    try:
-        while pending or active:
-            while pending and len(active) < max_parallel:
-                job = pending.pop(0)
-                process = context.Process(
-                    target=worker_main, args=(job, progress), name=job.run.name, daemon=False
-                )
-                process.start()
-                active[job.run.name] = (process, job)
-                steps[job.run.name] = (0, 0)
-            _drain(progress, steps)
-            for name, (process, job) in list(active.items()):
-                if process.is_alive():
-                    continue
-                process.join()
-                outcome = EXIT_OUTCOMES.get(process.exitcode, FAILED)
-                results[name] = outcome
-                del active[name]
-                steps.pop(name, None)
-                on_done(job, outcome)
-                bar.run_ended()
-            bar.show(active, steps)
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        for process, _ in active.values():
-            process.terminate()
-        for process, _ in active.values():
-            process.join(timeout=10)
-        raise
-    finally:
-        bar.close()
+    pool = SlotPool(slots) if slots else None
+    if pool is not None:
+        max_parallel = min(max_parallel, len(pool.free))
+    # The runs on a GPU go through MPS while they run, and it stops after them, whatever ends them.
+    with gpu_sharing(runs_per_gpu, torch.cuda.is_available(), say=tqdm.write):
+        try:
+            while pending or active:
+                while pending and len(active) < max_parallel:
+                    job = pending.pop(0)
+                    if pool is not None:
+                        job = dataclasses.replace(job, device=pool.take())
+                    process = context.Process(
+                        target=worker_main, args=(job, progress), name=job.run.name, daemon=False
+                    )
+                    process.start()
+                    active[job.run.name] = (process, job)
+                    steps[job.run.name] = (0, 0)
+                _drain(progress, steps)
+                for name, (process, job) in list(active.items()):
+                    if process.is_alive():
+                        continue
+                    process.join()
+                    outcome = EXIT_OUTCOMES.get(process.exitcode, FAILED)
+                    results[name] = outcome
+                    del active[name]
+                    steps.pop(name, None)
+                    if pool is not None:
+                        pool.release(job.device)
+                    on_done(job, outcome)
+                    bar.run_ended()
+                bar.show(active, steps)
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            for process, _ in active.values():
+                process.terminate()
+            for process, _ in active.values():
+                process.join(timeout=10)
+            raise
+        finally:
+            bar.close()
     return results
 
 

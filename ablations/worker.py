@@ -142,6 +142,7 @@ def _train(
     where = {
         "worker_pid": str(os.getpid()),
         "worker_host": socket.gethostname(),
+        "device": job.device,  # the launcher's free slot, maybe not the one at creation
         "hardware": hardware(),
         **machine_conditions(),
     }
