@@ -45,7 +45,7 @@ ABLATION_ARGS += $(if $(SUITE),--suite $(call q,$(SUITE))) \
 	$(if $(ARMS_FILE),--arms-file $(call q,$(ARMS_FILE))) $(foreach a,$(ARM),--arm $(call q,$(a))) \
 	$(if $(REFERENCE),--reference $(call q,$(REFERENCE))) $(if $(GRID),--grid $(call q,$(GRID)))
 
-.PHONY: install test lint format train ablation report ui bench bench-learn clean
+.PHONY: install test lint format train ablation report ui bench bench-learn bench-throughput clean
 
 $(STAMP): pyproject.toml
 	$(call q,$(PYTHON)) -m venv $(VENV)
@@ -87,6 +87,15 @@ bench: $(STAMP)
 	$(BIN)/python -m agent.bench --env $(call q,$(BENCH_ENV)) \
 		$(if $(SHAPE),--shape $(call q,$(SHAPE)),--preset $(call q,$(or $(PRESET),$(BENCH_PRESET)))) \
 		$(foreach v,$(VERSUS),--versus $(call q,$(v))) $(if $(PROFILE),--profile)
+
+# Throughput: KS concurrent runs on one device (SHAPE, default S, or PRESET; UPDATES timed per
+# run): aggregate updates/s per k and a 5-seed x 2-arm ablation's wall-clock at the best k.
+KS ?= 1,2,4,8
+bench-throughput: $(STAMP)
+	$(BIN)/python -m ablations.bench_throughput --ks $(call q,$(KS)) \
+		--env $(call q,$(if $(filter command line,$(origin ENV)),$(ENV),$(BENCH_ENV))) \
+		$(if $(SHAPE),--shape $(call q,$(SHAPE))) $(if $(PRESET),--preset $(call q,$(PRESET))) \
+		$(if $(UPDATES),--updates $(call q,$(UPDATES))) $(foreach s,$(SET),--set $(call q,$(s)))
 
 # Learning: the four arms x 2 seeds, with a table of best/final eval vs random.
 LEARN_ENV ?= cartpole
