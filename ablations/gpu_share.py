@@ -86,8 +86,16 @@ def gpu_sharing(
     on the PATH) is started here with a private pipe and log folder, which this process's
     environment hands on to the runs it starts, and told to quit on closing (after an
     error or Ctrl-C too). A daemon that is already up is used and left running. Without
-    MPS the runs share by time slicing. ``say`` gets one line saying which."""
+    MPS (or with ``ABLATION_MPS=off`` in the environment) the runs share by time slicing.
+    ``say`` gets one line saying which."""
     if runs_per_gpu <= 1 or not cuda:
+        yield
+        return
+    if os.environ.get("ABLATION_MPS", "on") == "off":
+        say(
+            f"CUDA MPS off (ABLATION_MPS=off): the {runs_per_gpu} runs per GPU share it by "
+            "time slicing"
+        )
         yield
         return
     control = control or shutil.which(MPS_CONTROL)

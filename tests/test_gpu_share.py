@@ -196,6 +196,12 @@ def test_without_mps_runs_share_by_time_slicing(
         with gpu_sharing(runs_per_gpu, cuda=cuda, control=str(control), say=said.append):
             pass
     assert said == [] and len(log.read_text().splitlines()) == 1
+    # Turned off by the user (a machine where MPS's server cannot start).
+    monkeypatch.setenv("ABLATION_MPS", "off")
+    with gpu_sharing(2, cuda=True, control=str(control), say=said.append):
+        pass
+    assert said == ["CUDA MPS off (ABLATION_MPS=off): the 2 runs per GPU share it by time slicing"]
+    assert len(log.read_text().splitlines()) == 1
 
 
 def test_a_running_mps_daemon_is_used_and_left_running(
@@ -219,7 +225,7 @@ def test_the_estimate_measures_a_runs_gpu_memory() -> None:
     from ablations.estimate import time_costs
     from tests.conftest import tiny_config
 
-    costs = time_costs(tiny_config("cartpole", train__device="cuda"))
+    costs = time_costs(tiny_config("cartpole", train__device="cuda", train__compile="off"))
     card = torch.cuda.get_device_properties(0).total_memory
     assert 0 < costs.peak_memory < card
     # The driver gives the card back to the runs once it has measured.
