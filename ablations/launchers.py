@@ -68,7 +68,8 @@ class LaunchPlan:
     threads: int
     """Torch threads per run."""
     devices: tuple[str, ...]
-    """The ``i``-th run trains on ``devices[i % len(devices)]``."""
+    """The ``i``-th run is created for ``devices[i % len(devices)]`` (its ``device`` tag);
+    the local launcher starts it on a free device slot, which its worker tags again."""
     where: str
     """Where the runs go, for the driver's opening line."""
     runs_per_gpu: int = 1
