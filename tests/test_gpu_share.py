@@ -222,11 +222,15 @@ def test_a_running_mps_daemon_is_used_and_left_running(
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_the_estimate_measures_a_runs_gpu_memory() -> None:
+    import gc
+
     from ablations.estimate import time_costs
     from tests.conftest import tiny_config
 
+    gc.collect()
+    before = torch.cuda.memory_allocated()
     costs = time_costs(tiny_config("cartpole", train__device="cuda", train__compile="off"))
     card = torch.cuda.get_device_properties(0).total_memory
     assert 0 < costs.peak_memory < card
     # The driver gives the card back to the runs once it has measured.
-    assert torch.cuda.memory_allocated() < costs.peak_memory
+    assert torch.cuda.memory_allocated() <= before
