@@ -112,6 +112,7 @@ def _worker(
         torch.set_num_threads(threads)
         trainer = Trainer(config)
         cuda = trainer.device.type == "cuda"
+        trainer.collect(config.train.prefill)  # random-action prefill, never timed
         _train_updates(trainer, warmup)
         if cuda:
             torch.cuda.synchronize(trainer.device)
