@@ -41,8 +41,8 @@ from ablations.leases import COMMAND_ID
 from ablations.retries import first_line, retry_locked
 from ablations.spec import ARMS, SEED_LIMIT, AblationSpec, RunSpec
 from ablations.suites import SUITES, resolve_tasks
-from ablations.tracking import (
-    AblationStore,
+from ablations.tracking import AblationStore
+from ablations.tracking_store import (
     TrackingError,
     check_reachable,
     resolve_tracking_uri,
