@@ -274,6 +274,7 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
             store = created.store = AblationStore(uri, spec)
             if rule is not None:
                 adaptive.record_rule(store, rule)
+            store.record_plan(runs)
             todo, finished, held = [], 0, []
             for index, run in enumerate(runs):
                 device = plan.device(index)

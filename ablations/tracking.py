@@ -10,7 +10,9 @@ The layout in the store (the contract that ``analysis/`` reads):
   is a markdown table of arms linking every run, updated as runs finish; it also holds
   the children's leases as params ``lease.<run name>.<generation>`` (:mod:`ablations.leases`);
   its tags ``arms`` (in the ablation's order), ``reference`` (the arm every other is
-  compared with), ``tasks`` (comma list) and ``suite`` (its name, or empty);
+  compared with), ``tasks`` (comma list), ``suite`` (its name, or empty) and
+  ``planned_seeds`` (the runs planned, ``arm:n`` per arm: seeds ``0..n-1`` on every task;
+  adaptive seeding adds each interim's seeds as it plans them);
 - a child run ``<arm>-seed<k>`` per run (``<task>/<arm>-seed<k>`` in an ablation over
   several tasks; tags ``ablation.role=child``, ``arm``, ``arm.overrides``, ``schedule``,
   ``starts``, ``seed``, ``env``, ``task``, ``preset``, ``git_commit``, ``device``,
@@ -27,7 +29,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlflow.entities import Metric, Param
@@ -40,6 +42,7 @@ from ablations.spec import AblationSpec, RunSpec
 from ablations.tracking_store import TrackingError
 from agent.config import flatten
 from agent.score_references import SCORE_REFERENCES
+from analysis.load import PLANNED_SEEDS_TAG, format_planned_seeds, parse_planned_seeds
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 BATCH_LIMIT = 1000  # MlflowClient.log_batch takes at most 1000 metrics per call
@@ -137,6 +140,20 @@ class AblationStore:
             )
         retry_locked(self.client.set_terminated, run_id, "RUNNING")
         return run_id
+
+    def record_plan(self, runs: Sequence[RunSpec]) -> None:
+        """Add ``runs`` to the parent's record of the runs planned (``planned_seeds``), before
+        any of them is created, so that the report can tell a run that never appeared from
+        one that was never planned. The record only grows: adaptive seeding adds each
+        interim's seeds of the arms it still tests, and a rerun with fewer seeds keeps what
+        an earlier command planned."""
+        tags = retry_locked(self.client.get_run, self.parent_id).data.tags
+        planned = parse_planned_seeds(tags.get(PLANNED_SEEDS_TAG, ""))
+        for run in runs:
+            planned[run.arm] = max(planned.get(run.arm, 0), run.seed + 1)
+        order = [*self.spec.arms, *(arm for arm in planned if arm not in self.spec.arms)]
+        value = format_planned_seeds({arm: planned[arm] for arm in order if arm in planned})
+        retry_locked(self.client.set_tag, self.parent_id, PLANNED_SEEDS_TAG, value)
 
     def children(self) -> dict[str, Any]:
         """Existing child runs by run name."""
