@@ -4,8 +4,9 @@ The layout in the store (the contract that ``analysis/`` reads):
 
 - one experiment per ablation, tagged ``mlflow.experimentKind=custom_model_development``
   so MLflow 3's UI opens on the runs table, with a description (``mlflow.note.content``)
-  saying where the answer is and a shared view of the runs grouped by arm
-  (``mlflow.sharedViewState.arms``, opened by :func:`ui_path`, the address `make ui` prints);
+  saying where the answer is and a shared view of the runs grouped by arm (by task and arm
+  over several tasks; ``mlflow.sharedViewState.arms``, opened by :func:`ui_path`, the
+  address `make ui` prints);
 - a parent run named after the ablation (tag ``ablation.role=parent``) whose description
   is a markdown table of arms linking every run, updated as runs finish; it also holds
   the children's leases as params ``lease.<run name>.<generation>`` (:mod:`ablations.leases`);
@@ -95,7 +96,8 @@ class AblationStore:
         # What MLflow's UI shows first: the description, and a view comparing arms.
         note = experiment_note(self.spec, self.experiment_id, self.parent_id)
         retry_locked(self.client.set_experiment_tag, self.experiment_id, NOTE, note)
-        retry_locked(self.client.set_experiment_tag, self.experiment_id, ARMS_VIEW_TAG, ARMS_VIEW)
+        view = arms_view(spec.multi_task)
+        retry_locked(self.client.set_experiment_tag, self.experiment_id, ARMS_VIEW_TAG, view)
         arms = {run.data.tags.get("arm", "") for run in self.children().values()} - {""}
         order = [*spec.arms, *sorted(arms - set(spec.arms))]
         for key, value in (
@@ -302,29 +304,37 @@ ARMS_VIEW_KEY = "arms"
 ARMS_VIEW_TAG = f"mlflow.sharedViewState.{ARMS_VIEW_KEY}"
 """An experiment tag MLflow's UI reads as a shared view of the runs table (JSON of its UI
 state), opened by the URL parameter ``viewStateShareKey``."""
-ARMS_VIEW = json.dumps(
-    {
-        "selectedColumns": [
-            "metrics.`final/eval_return`",
-            "metrics.`final/updates_per_s`",
-            "tags.`seed`",
-            "tags.`arm`",
-        ],
-        "groupBy": {
-            "aggregateFunction": "average",
-            "groupByKeys": [{"mode": "tag", "groupByData": "arm"}],
-        },
-        "runsHiddenMode": "SHOW_ALL",
-        "chartsSearchFilter": "return",  # the chart view opens on the learning curves
-    }
-)
+
+
+def arms_view(multi_task: bool) -> str:
+    """The shared view (JSON of the UI's state): runs grouped by ``arm``, or by ``task`` and
+    ``arm`` over several tasks (a group mixing tasks would average unlike returns), with
+    the group's mean final return and updates/s and each run's seed."""
+    keys = ["task", "arm"] if multi_task else ["arm"]
+    return json.dumps(
+        {
+            "selectedColumns": [
+                "metrics.`final/eval_return`",
+                "metrics.`final/updates_per_s`",
+                "tags.`seed`",
+                *(f"tags.`{key}`" for key in keys),
+            ],
+            "groupBy": {
+                "aggregateFunction": "average",
+                "groupByKeys": [{"mode": "tag", "groupByData": key} for key in keys],
+            },
+            "runsHiddenMode": "SHOW_ALL",
+            "chartsSearchFilter": "return",  # the chart view opens on the learning curves
+        }
+    )
 
 
 def ui_path(experiment_id: str, charts: bool = False) -> str:
     """The UI's page (after ``http://host:port/``) of the experiment's runs table in the
-    arms view: model-training workflow (not GenAI), runs grouped by ``arm`` with each arm's
-    mean final return and updates/s, each run's seed; with ``charts``, the return curves,
-    one colour per arm."""
+    arms view (:func:`arms_view`): model-training workflow (not GenAI), runs grouped by
+    ``arm`` (by ``task`` and ``arm`` over several tasks) with each group's mean final return
+    and updates/s, each run's seed; with ``charts``, the return curves, one colour per
+    group."""
     query = f"viewStateShareKey={ARMS_VIEW_KEY}&{ML_WORKFLOW}"
     return f"#/experiments/{experiment_id}/runs?{query}" + ("&compareRunsMode=CHART" * charts)
 
@@ -357,6 +367,7 @@ def experiment_note(spec: AblationSpec, experiment_id: str, parent_id: str) -> s
     """The experiment's description in MLflow's UI: what the ablation is, where its answer
     is, and the clicks that turn the runs table into a comparison of arms."""
     parent = _run_link(experiment_id, parent_id, spec.name)
+    grouped, by = ("task and arm", "`task`, `arm`") if spec.multi_task else ("arm", "`arm`")
     return "\n".join(
         [
             f"**{spec.description()}.**",
@@ -365,10 +376,10 @@ def experiment_note(spec: AblationSpec, experiment_id: str, parent_id: str) -> s
             "(mean final return, updates/s, every run), its artifacts the PDF report "
             "(`report/`).",
             "",
-            f"**Compare arms:** [the runs grouped by arm]({ui_path(experiment_id)}), with "
-            "each arm's mean final return and updates/s, and [their return curves]("
-            f"{ui_path(experiment_id, charts=True)}). By hand: *Group by* → tags → `arm`; "
-            "*Columns* → metrics " + TABLE_COLUMNS + ", tags `arm`, `seed`.",
+            f"**Compare arms:** [the runs grouped by {grouped}]({ui_path(experiment_id)}), "
+            f"with each group's mean final return and updates/s, and [their return curves]("
+            f"{ui_path(experiment_id, charts=True)}). By hand: *Group by* → tags → {by}; "
+            f"*Columns* → metrics {TABLE_COLUMNS}, tags {by}, `seed`.",
         ]
     )
 
