@@ -43,7 +43,12 @@ from ablations.spec import AblationSpec, RunSpec
 from ablations.tracking_store import TrackingError
 from agent.config import flatten
 from agent.score_references import SCORE_REFERENCES
-from analysis.load import PLANNED_SEEDS_TAG, format_planned_seeds, parse_planned_seeds
+from analysis.load import (
+    PLANNED_SEEDS_TAG,
+    format_planned_seeds,
+    parse_planned_seeds,
+    recent_ablations,
+)
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 BATCH_LIMIT = 1000  # MlflowClient.log_batch takes at most 1000 metrics per call
@@ -344,15 +349,8 @@ def latest_ui_path(uri: str) -> str | None:
     store has none (or does not exist yet: it is not created here)."""
     if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
         return None
-    client = MlflowClient(uri)
-    experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
-    parents = client.search_runs(
-        experiments,
-        "tags.`ablation.role` = 'parent'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return ui_path(parents[0].info.experiment_id) if parents else None
+    latest = recent_ablations(MlflowClient(uri), most=1)
+    return ui_path(latest[0]) if latest else None
 
 
 ML_WORKFLOW = "workflowType=machine_learning"

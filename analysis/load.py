@@ -197,6 +197,19 @@ def parse_planned_seeds(text: str) -> dict[str, int]:
     return seeds
 
 
+def recent_ablations(client: MlflowClient, most: int = 1000) -> list[str]:
+    """Experiment ids of the store's ablations (those with an ``ablation.role=parent`` run),
+    the most recently started first; at most ``most``."""
+    experiment_ids = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+    parents = client.search_runs(
+        experiment_ids,
+        "tags.`ablation.role` = 'parent'",
+        order_by=["attributes.start_time DESC"],
+        max_results=most,
+    )
+    return [parent.info.experiment_id for parent in parents]
+
+
 def latest_ablation(tracking_uri: str | None = None) -> str:
     """Name of the experiment of the most recently started ablation that has runs.
 
@@ -204,15 +217,7 @@ def latest_ablation(tracking_uri: str | None = None) -> str:
         AblationDataError: the store holds no ablation with runs.
     """
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment_ids = [e.experiment_id for e in client.search_experiments(max_results=1000)]
-    parents = client.search_runs(
-        experiment_ids,
-        "tags.`ablation.role` = 'parent'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1000,
-    )
-    for parent in parents:
-        experiment_id = parent.info.experiment_id
+    for experiment_id in recent_ablations(client):
         if client.search_runs([experiment_id], "tags.`ablation.role` = 'child'", max_results=1):
             return client.get_experiment(experiment_id).name
     raise AblationDataError(f"no ablation found at {client.tracking_uri}; run make ablation first")
