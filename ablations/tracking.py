@@ -1,4 +1,4 @@
-"""MLflow plumbing: the store, the ablation's experiment and runs, and a batched logger.
+"""MLflow records: the ablation's experiment and runs in the store, and a batched logger.
 
 The layout in the store (the contract that ``analysis/`` reads):
 
