@@ -41,8 +41,8 @@ from ablations.leases import COMMAND_ID
 from ablations.retries import first_line, retry_locked
 from ablations.spec import ARMS, SEED_LIMIT, AblationSpec, RunSpec
 from ablations.suites import SUITES, resolve_tasks
-from ablations.tracking import (
-    AblationStore,
+from ablations.tracking import AblationStore
+from ablations.tracking_store import (
     TrackingError,
     check_reachable,
     resolve_tracking_uri,
@@ -274,6 +274,7 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
             store = created.store = AblationStore(uri, spec)
             if rule is not None:
                 adaptive.record_rule(store, rule)
+            store.record_plan(runs)
             todo, finished, held = [], 0, []
             for index, run in enumerate(runs):
                 device = plan.device(index)

@@ -24,8 +24,10 @@ import numpy as np
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
+from ablations.retries import retry_locked
 from ablations.spec import SEED_LIMIT, AblationSpec, RunSpec
-from ablations.tracking import AblationStore, TrackingError, retry_locked
+from ablations.tracking import AblationStore
+from ablations.tracking_store import TrackingError
 from agent.config import ConfigError
 from analysis.decisions import DECISIONS_ARTIFACT
 from analysis.sequential import NO_DIFFERENCE, OPEN, SequentialResult, adastop

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from ablations import __main__ as runner
 from ablations.launchers import default_jobs
 from ablations.spec import ARMS, AblationSpec
-from ablations.tracking import resolve_tracking_uri
+from ablations.tracking_store import resolve_tracking_uri
 from agent.cli import ArgumentParser, positive_int
 from agent.config import ConfigError
 from agent.envs import random_policy_return

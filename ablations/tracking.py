@@ -1,16 +1,19 @@
-"""MLflow plumbing: the store, the ablation's experiment and runs, and a batched logger.
+"""MLflow records: the ablation's experiment and runs in the store, and a batched logger.
 
 The layout in the store (the contract that ``analysis/`` reads):
 
 - one experiment per ablation, tagged ``mlflow.experimentKind=custom_model_development``
   so MLflow 3's UI opens on the runs table, with a description (``mlflow.note.content``)
-  saying where the answer is and a shared view of the runs grouped by arm
-  (``mlflow.sharedViewState.arms``, opened by :func:`ui_path`, the address `make ui` prints);
+  saying where the answer is and a shared view of the runs grouped by arm (by task and arm
+  over several tasks; ``mlflow.sharedViewState.arms``, opened by :func:`ui_path`, the
+  address `make ui` prints);
 - a parent run named after the ablation (tag ``ablation.role=parent``) whose description
   is a markdown table of arms linking every run, updated as runs finish; it also holds
   the children's leases as params ``lease.<run name>.<generation>`` (:mod:`ablations.leases`);
   its tags ``arms`` (in the ablation's order), ``reference`` (the arm every other is
-  compared with), ``tasks`` (comma list) and ``suite`` (its name, or empty);
+  compared with), ``tasks`` (comma list), ``suite`` (its name, or empty) and
+  ``planned_seeds`` (the runs planned, ``arm:n`` per arm: seeds ``0..n-1`` on every task;
+  adaptive seeding adds each interim's seeds as it plans them);
 - a child run ``<arm>-seed<k>`` per run (``<task>/<arm>-seed<k>`` in an ablation over
   several tasks; tags ``ablation.role=child``, ``arm``, ``arm.overrides``, ``schedule``,
   ``starts``, ``seed``, ``env``, ``task``, ``preset``, ``git_commit``, ``device``,
@@ -22,13 +25,12 @@ The layout in the store (the contract that ``analysis/`` reads):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlflow.entities import Metric, Param
@@ -38,135 +40,18 @@ from ablations.arms import describe
 from ablations.leases import COMMAND_ID, LeaseState, read_lease
 from ablations.retries import retry_locked
 from ablations.spec import AblationSpec, RunSpec
+from ablations.tracking_store import TrackingError
 from agent.config import flatten
 from agent.score_references import SCORE_REFERENCES
+from analysis.load import (
+    PLANNED_SEEDS_TAG,
+    format_planned_seeds,
+    parse_planned_seeds,
+    recent_ablations,
+)
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 BATCH_LIMIT = 1000  # MlflowClient.log_batch takes at most 1000 metrics per call
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; the message is one line for the user."""
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The URI given, else ``MLFLOW_TRACKING_URI``, else MLflow's default
-    (``sqlite:///<cwd>/mlflow.db``), made explicit so that workers use the same store."""
-    if uri:
-        return uri
-    import mlflow
-
-    return mlflow.get_tracking_uri()
-
-
-def check_reachable(uri: str) -> None:
-    """Raise :class:`TrackingError` if the store at ``uri`` cannot be reached or written."""
-    if uri.startswith("sqlite:///"):
-        path = os.path.abspath(uri.removeprefix("sqlite:///"))
-        folder = os.path.dirname(path)
-        if not os.path.isdir(folder):
-            raise TrackingError(
-                f"the folder {folder} of the tracking store {uri} does not exist; create it "
-                f"(mkdir -p {folder}) or point MLFLOW_TRACKING_URI at another store"
-            )
-        target = path if os.path.exists(path) else folder
-        if not os.access(target, os.W_OK):
-            raise TrackingError(
-                f"the tracking store {target} is not writable ({uri}); make it writable or "
-                "point MLFLOW_TRACKING_URI at another store"
-            )
-        return  # created on first use; probing it here would race with nothing to gain
-    # Fail fast instead of MLflow's minutes of retries, for this probe only: the workers
-    # inherit this environment and must ride out a short outage (see retry_locked).
-    with _environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
-        try:
-            MlflowClient(uri).search_experiments(max_results=1)
-        except Exception as error:  # noqa: BLE001 - any failure here means "unreachable"
-            raise TrackingError(unusable_store_message(uri, error)) from None
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-STORE_FIX = "set MLFLOW_TRACKING_URI to sqlite:///<folder>/mlflow.db or http://<host>:<port>"
-
-# Why a server did not answer, found in the text of requests' exception (the first match).
-SERVER_PROBLEMS = {
-    "Connection refused": "nothing listens there (connection refused)",
-    "Name or service not known": "its host name does not resolve",
-    "Temporary failure in name resolution": "its host name does not resolve",
-    "timed out": "it did not answer in time",
-    "SSL": "the TLS handshake failed",
-    "response code 403": "it refused the request (HTTP 403; a server reached by a host name "
-    "needs it in --allowed-hosts)",
-    "response code 404": "it answers, but not as an MLflow tracking server (HTTP 404)",
-}
-
-
-def unusable_store_message(uri: str, error: BaseException) -> str:
-    """Why the store at ``uri`` failed with ``error`` and what to do about it: one whole
-    sentence for the user, without a final stop, like the CLI's other errors (MLflow's own
-    messages run to hundreds of characters and get cut)."""
-    scheme = uri.split("://", 1)[0] if "://" in uri else ""
-    if scheme in ("", "file"):
-        return (
-            f"the tracking URI {uri} names a folder, and MLflow's folder store is not "
-            f"supported; {STORE_FIX}"
-        )
-    if scheme in ("http", "https"):
-        text = str(error)
-        reason = next(
-            (why for key, why in SERVER_PROBLEMS.items() if key in text),
-            f"the request failed with {type(error).__name__}",
-        )
-        return (
-            f"cannot reach the MLflow tracking store at {uri}: {reason}; start the server "
-            f"(make tracking-server) or {STORE_FIX}"
-        )
-    if isinstance(error, ModuleNotFoundError) and error.name:
-        return (
-            f"the tracking URI {uri} needs the Python package {error.name}, which is not "
-            f"installed; pip install it or {STORE_FIX}"
-        )
-    if "unsupported URI" in str(error):
-        return f"MLflow does not support the tracking URI scheme {scheme}:// of {uri}; {STORE_FIX}"
-    return (
-        f"the MLflow tracking store at {uri} cannot be used ({type(error).__name__}); check that "
-        f"it is up, or {STORE_FIX}"
-    )
-
-
-@contextlib.contextmanager
-def store_creation_lock(uri: str) -> Iterator[None]:
-    """Hold an exclusive lock beside a SQLite store while creating its tables, experiment
-    and runs, so that two commands starting at once do not race MLflow's schema creation
-    (``duplicate column name``) or create the ablation twice. Other stores: no lock."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
-
-    path = os.path.abspath(uri.removeprefix("sqlite:///")) + ".lock"
-    try:
-        handle = open(path, "a")  # noqa: SIM115 - closed below
-    except OSError as error:
-        raise TrackingError(f"cannot use the tracking store at {uri}: {error.strerror}") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        handle.close()
 
 
 def git_commit() -> str:
@@ -216,7 +101,8 @@ class AblationStore:
         # What MLflow's UI shows first: the description, and a view comparing arms.
         note = experiment_note(self.spec, self.experiment_id, self.parent_id)
         retry_locked(self.client.set_experiment_tag, self.experiment_id, NOTE, note)
-        retry_locked(self.client.set_experiment_tag, self.experiment_id, ARMS_VIEW_TAG, ARMS_VIEW)
+        view = arms_view(spec.multi_task)
+        retry_locked(self.client.set_experiment_tag, self.experiment_id, ARMS_VIEW_TAG, view)
         arms = {run.data.tags.get("arm", "") for run in self.children().values()} - {""}
         order = [*spec.arms, *sorted(arms - set(spec.arms))]
         for key, value in (
@@ -261,6 +147,20 @@ class AblationStore:
             )
         retry_locked(self.client.set_terminated, run_id, "RUNNING")
         return run_id
+
+    def record_plan(self, runs: Sequence[RunSpec]) -> None:
+        """Add ``runs`` to the parent's record of the runs planned (``planned_seeds``), before
+        any of them is created, so that the report can tell a run that never appeared from
+        one that was never planned. The record only grows: adaptive seeding adds each
+        interim's seeds of the arms it still tests, and a rerun with fewer seeds keeps what
+        an earlier command planned."""
+        tags = retry_locked(self.client.get_run, self.parent_id).data.tags
+        planned = parse_planned_seeds(tags.get(PLANNED_SEEDS_TAG, ""))
+        for run in runs:
+            planned[run.arm] = max(planned.get(run.arm, 0), run.seed + 1)
+        order = [*self.spec.arms, *(arm for arm in planned if arm not in self.spec.arms)]
+        value = format_planned_seeds({arm: planned[arm] for arm in order if arm in planned})
+        retry_locked(self.client.set_tag, self.parent_id, PLANNED_SEEDS_TAG, value)
 
     def children(self) -> dict[str, Any]:
         """Existing child runs by run name."""
@@ -409,29 +309,37 @@ ARMS_VIEW_KEY = "arms"
 ARMS_VIEW_TAG = f"mlflow.sharedViewState.{ARMS_VIEW_KEY}"
 """An experiment tag MLflow's UI reads as a shared view of the runs table (JSON of its UI
 state), opened by the URL parameter ``viewStateShareKey``."""
-ARMS_VIEW = json.dumps(
-    {
-        "selectedColumns": [
-            "metrics.`final/eval_return`",
-            "metrics.`final/updates_per_s`",
-            "tags.`seed`",
-            "tags.`arm`",
-        ],
-        "groupBy": {
-            "aggregateFunction": "average",
-            "groupByKeys": [{"mode": "tag", "groupByData": "arm"}],
-        },
-        "runsHiddenMode": "SHOW_ALL",
-        "chartsSearchFilter": "return",  # the chart view opens on the learning curves
-    }
-)
+
+
+def arms_view(multi_task: bool) -> str:
+    """The shared view (JSON of the UI's state): runs grouped by ``arm``, or by ``task`` and
+    ``arm`` over several tasks (a group mixing tasks would average unlike returns), with
+    the group's mean final return and updates/s and each run's seed."""
+    keys = ["task", "arm"] if multi_task else ["arm"]
+    return json.dumps(
+        {
+            "selectedColumns": [
+                "metrics.`final/eval_return`",
+                "metrics.`final/updates_per_s`",
+                "tags.`seed`",
+                *(f"tags.`{key}`" for key in keys),
+            ],
+            "groupBy": {
+                "aggregateFunction": "average",
+                "groupByKeys": [{"mode": "tag", "groupByData": key} for key in keys],
+            },
+            "runsHiddenMode": "SHOW_ALL",
+            "chartsSearchFilter": "return",  # the chart view opens on the learning curves
+        }
+    )
 
 
 def ui_path(experiment_id: str, charts: bool = False) -> str:
     """The UI's page (after ``http://host:port/``) of the experiment's runs table in the
-    arms view: model-training workflow (not GenAI), runs grouped by ``arm`` with each arm's
-    mean final return and updates/s, each run's seed; with ``charts``, the return curves,
-    one colour per arm."""
+    arms view (:func:`arms_view`): model-training workflow (not GenAI), runs grouped by
+    ``arm`` (by ``task`` and ``arm`` over several tasks) with each group's mean final return
+    and updates/s, each run's seed; with ``charts``, the return curves, one colour per
+    group."""
     query = f"viewStateShareKey={ARMS_VIEW_KEY}&{ML_WORKFLOW}"
     return f"#/experiments/{experiment_id}/runs?{query}" + ("&compareRunsMode=CHART" * charts)
 
@@ -441,15 +349,8 @@ def latest_ui_path(uri: str) -> str | None:
     store has none (or does not exist yet: it is not created here)."""
     if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
         return None
-    client = MlflowClient(uri)
-    experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
-    parents = client.search_runs(
-        experiments,
-        "tags.`ablation.role` = 'parent'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return ui_path(parents[0].info.experiment_id) if parents else None
+    latest = recent_ablations(MlflowClient(uri), most=1)
+    return ui_path(latest[0]) if latest else None
 
 
 ML_WORKFLOW = "workflowType=machine_learning"
@@ -464,6 +365,7 @@ def experiment_note(spec: AblationSpec, experiment_id: str, parent_id: str) -> s
     """The experiment's description in MLflow's UI: what the ablation is, where its answer
     is, and the clicks that turn the runs table into a comparison of arms."""
     parent = _run_link(experiment_id, parent_id, spec.name)
+    grouped, by = ("task and arm", "`task`, `arm`") if spec.multi_task else ("arm", "`arm`")
     return "\n".join(
         [
             f"**{spec.description()}.**",
@@ -472,10 +374,10 @@ def experiment_note(spec: AblationSpec, experiment_id: str, parent_id: str) -> s
             "(mean final return, updates/s, every run), its artifacts the PDF report "
             "(`report/`).",
             "",
-            f"**Compare arms:** [the runs grouped by arm]({ui_path(experiment_id)}), with "
-            "each arm's mean final return and updates/s, and [their return curves]("
-            f"{ui_path(experiment_id, charts=True)}). By hand: *Group by* → tags → `arm`; "
-            "*Columns* → metrics " + TABLE_COLUMNS + ", tags `arm`, `seed`.",
+            f"**Compare arms:** [the runs grouped by {grouped}]({ui_path(experiment_id)}), "
+            f"with each group's mean final return and updates/s, and [their return curves]("
+            f"{ui_path(experiment_id, charts=True)}). By hand: *Group by* → tags → {by}; "
+            f"*Columns* → metrics {TABLE_COLUMNS}, tags {by}, `seed`.",
         ]
     )
 

@@ -1,7 +1,8 @@
 """The address `make ui` prints: ``python -m ablations.ui URI PORT``.
 
-It opens MLflow's UI on the most recently started ablation's runs, grouped by arm (see
-:func:`ablations.tracking.ui_path`), or on the home page when the store has no ablation.
+It opens MLflow's UI on the most recently started ablation's runs, grouped by arm (by task
+and arm over several tasks; see :func:`ablations.tracking.ui_path`), or on the home page
+when the store has no ablation.
 """
 
 from __future__ import annotations

@@ -298,45 +298,31 @@ def _dmc_preset(task: str, vision: bool) -> dict[str, Any]:
     }
 
 
-ENV_PRESETS: dict[str, dict[str, Any]] = {
-    "cartpole": {
-        "env.name": "cartpole",
+def _gym_preset(name: str, gym_id: str, prefill: int, continuous: bool = False) -> dict[str, Any]:
+    # The cheap gymnasium control tasks share one CPU-sized budget: 20k agent steps at train
+    # ratio 512, evaluated every 1000 steps.
+    return {
+        "env.name": name,
         "env.suite": "gym",
-        "env.id": "CartPole-v1",
+        "env.id": gym_id,
+        **({"env.actions": "continuous"} if continuous else {}),
         "train.steps": 20_000,
         "train.train_ratio": 512.0,
         "train.eval_every": 1000,
         "train.eval_episodes": 10,
         "train.log_every": 250,
-        "train.prefill": 500,
-    },
+        "train.prefill": prefill,
+    }
+
+
+ENV_PRESETS: dict[str, dict[str, Any]] = {
+    "cartpole": _gym_preset("cartpole", "CartPole-v1", prefill=500),
     # Pendulum-v1: swing up and hold; 200-step episodes, reward -16.3..0 per step (random
     # about -1200, good policies about -150). The cheap continuous check on a CPU.
-    "pendulum": {
-        "env.name": "pendulum",
-        "env.suite": "gym",
-        "env.id": "Pendulum-v1",
-        "env.actions": "continuous",
-        "train.steps": 20_000,
-        "train.train_ratio": 512.0,
-        "train.eval_every": 1000,
-        "train.eval_episodes": 10,
-        "train.log_every": 250,
-        "train.prefill": 1000,
-    },
+    "pendulum": _gym_preset("pendulum", "Pendulum-v1", prefill=1000, continuous=True),
     # Acrobot-v1: swing the tip above the bar; reward -1 per step, 500-step episodes
     # (random about -500, good policies about -80). A second cheap discrete task.
-    "acrobot": {
-        "env.name": "acrobot",
-        "env.suite": "gym",
-        "env.id": "Acrobot-v1",
-        "train.steps": 20_000,
-        "train.train_ratio": 512.0,
-        "train.eval_every": 1000,
-        "train.eval_episodes": 10,
-        "train.log_every": 250,
-        "train.prefill": 1000,
-    },
+    "acrobot": _gym_preset("acrobot", "Acrobot-v1", prefill=1000),
     **{f"atari_{game}": _atari_preset(game) for game in ATARI_GAMES},
     **{f"dmc_{task}": _dmc_preset(task, vision=False) for task in DMC_TASKS},
     **{f"dmc_vision_{task}": _dmc_preset(task, vision=True) for task in DMC_TASKS},

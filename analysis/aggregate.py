@@ -112,6 +112,22 @@ def _interval(replicates: np.ndarray, confidence: float) -> tuple[np.ndarray, np
     return low, high
 
 
+def _bootstrap_ci(
+    statistic: Callable[..., np.ndarray],
+    samples: tuple[np.ndarray, ...],
+    rng: np.random.Generator,
+    n_resamples: int,
+    confidence: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``statistic(*samples)`` with its stratified percentile-bootstrap interval: each
+    sample ``(runs, tasks)`` resampled within each task, independently of the others (arms
+    are not paired), in the order given."""
+    value = statistic(*samples)
+    replicates = statistic(*(stratified_resamples(s, rng, n_resamples) for s in samples))
+    low, high = _interval(replicates, confidence)
+    return value, low, high
+
+
 def aggregate_ci(
     scores: np.ndarray,
     statistic: Statistic,
@@ -121,9 +137,8 @@ def aggregate_ci(
 ) -> tuple[float, float, float]:
     """``(value, low, high)``: ``statistic`` of ``scores`` ``(runs, tasks)`` with its
     stratified percentile-bootstrap interval."""
-    value = float(statistic(scores))
-    low, high = _interval(statistic(stratified_resamples(scores, rng, n_resamples)), confidence)
-    return value, float(low), float(high)
+    value, low, high = _bootstrap_ci(statistic, (scores,), rng, n_resamples, confidence)
+    return float(value), float(low), float(high)
 
 
 def probability_of_improvement_ci(
@@ -135,12 +150,10 @@ def probability_of_improvement_ci(
 ) -> tuple[float, float, float]:
     """``(P(X > Y), low, high)`` for ``x`` ``(n, tasks)`` and ``y`` ``(m, tasks)``; both
     arms resampled within each task, independently (the arms are not paired)."""
-    value = float(probability_of_improvement(x, y))
-    replicates = probability_of_improvement(
-        stratified_resamples(x, rng, n_resamples), stratified_resamples(y, rng, n_resamples)
+    value, low, high = _bootstrap_ci(
+        probability_of_improvement, (x, y), rng, n_resamples, confidence
     )
-    low, high = _interval(replicates, confidence)
-    return value, float(low), float(high)
+    return float(value), float(low), float(high)
 
 
 def performance_profile_ci(
@@ -152,10 +165,11 @@ def performance_profile_ci(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The profile at ``taus`` ``(K,)`` of ``scores`` ``(runs, tasks)``, with a pointwise
     stratified-bootstrap band: three ``(K,)`` arrays."""
-    value = performance_profile(scores, taus)
-    replicates = performance_profile(stratified_resamples(scores, rng, n_resamples), taus)
-    low, high = _interval(replicates, confidence)
-    return value, low, high
+
+    def profile(resampled: np.ndarray) -> np.ndarray:
+        return performance_profile(resampled, taus)
+
+    return _bootstrap_ci(profile, (scores,), rng, n_resamples, confidence)
 
 
 def score_matrix(values: dict[str, list[float]], tasks: list[str]) -> np.ndarray:

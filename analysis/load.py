@@ -10,12 +10,14 @@ them); every metric stepped by agent env steps; ``time/total`` is cumulative tra
 seconds (collect + updates, evaluation excluded). Curves come from ``get_metric_history``
 (``search_runs`` only keeps the latest value of each metric). The parent's tags
 ``reference``, ``arms`` and ``tasks`` name the arm the others are compared with, the arms'
-order and the tasks' order.
+order and the tasks' order; its tag ``planned_seeds`` the runs planned (absent on
+ablations recorded before it).
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +43,10 @@ RUN_TAGS = (
 )
 SCORE_TAGS = {"score.random": "score_random", "score.best": "score_best"}
 """A task's score references (tags of its runs) -> float columns; NaN when it has none."""
+PLANNED_SEEDS_TAG = "planned_seeds"
+"""The parent's record of the runs planned: ``arm:n`` pairs, comma-separated, in the arms'
+order; seeds ``0..n-1`` of that arm on every task. Adaptive seeding plans more seeds only for
+the arms it still tests, so arms can differ."""
 DEFAULT_REFERENCE = "separate"
 """The reference arm of ablations recorded before the parent run named its own."""
 RUNS_COLUMNS = (
@@ -80,6 +86,8 @@ class AblationData:
         reference: the arm every other is compared with (the parent's ``reference`` tag).
         arm_order: the ablation's arms in its own order (the parent's ``arms`` tag).
         tasks: the ablation's tasks in order (the parent's ``tasks`` tag, else the runs').
+        planned_seeds: seeds planned per arm, in the arms' order (the parent's
+            ``planned_seeds`` tag); empty for an ablation recorded before the tag.
     """
 
     experiment: str
@@ -91,6 +99,20 @@ class AblationData:
     reference: str = DEFAULT_REFERENCE
     arm_order: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
+    planned_seeds: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def planned_runs(self) -> list[tuple[str, str, int]] | None:
+        """Every run the ablation planned, ``(task, arm, seed)`` by task, arm and seed; None
+        when its parent did not record the plan (an ablation recorded before it did)."""
+        if not self.planned_seeds:
+            return None
+        return [
+            (task, arm, seed)
+            for task in self.tasks
+            for arm, seeds in self.planned_seeds.items()
+            for seed in range(seeds)
+        ]
 
     @property
     def multi_task(self) -> bool:
@@ -156,7 +178,36 @@ def load_ablation(experiment: str, tracking_uri: str | None = None) -> AblationD
         reference=tags.get("reference") or DEFAULT_REFERENCE,
         arm_order=tuple(arm for arm in tags.get("arms", "").split(",") if arm),
         tasks=tuple(tasks),
+        planned_seeds=parse_planned_seeds(tags.get(PLANNED_SEEDS_TAG, "")),
     )
+
+
+def format_planned_seeds(seeds: Mapping[str, int]) -> str:
+    """``{"separate": 10, "coupled": 5}`` -> ``"separate:10,coupled:5"`` (the tag's value)."""
+    return ",".join(f"{arm}:{count}" for arm, count in seeds.items())
+
+
+def parse_planned_seeds(text: str) -> dict[str, int]:
+    """The inverse of :func:`format_planned_seeds`; malformed pairs are skipped."""
+    seeds: dict[str, int] = {}
+    for pair in text.split(","):
+        arm, _, count = pair.rpartition(":")
+        if arm and count.isdigit():
+            seeds[arm] = int(count)
+    return seeds
+
+
+def recent_ablations(client: MlflowClient, most: int = 1000) -> list[str]:
+    """Experiment ids of the store's ablations (those with an ``ablation.role=parent`` run),
+    the most recently started first; at most ``most``."""
+    experiment_ids = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+    parents = client.search_runs(
+        experiment_ids,
+        "tags.`ablation.role` = 'parent'",
+        order_by=["attributes.start_time DESC"],
+        max_results=most,
+    )
+    return [parent.info.experiment_id for parent in parents]
 
 
 def latest_ablation(tracking_uri: str | None = None) -> str:
@@ -166,15 +217,7 @@ def latest_ablation(tracking_uri: str | None = None) -> str:
         AblationDataError: the store holds no ablation with runs.
     """
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment_ids = [e.experiment_id for e in client.search_experiments(max_results=1000)]
-    parents = client.search_runs(
-        experiment_ids,
-        "tags.`ablation.role` = 'parent'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1000,
-    )
-    for parent in parents:
-        experiment_id = parent.info.experiment_id
+    for experiment_id in recent_ablations(client):
         if client.search_runs([experiment_id], "tags.`ablation.role` = 'child'", max_results=1):
             return client.get_experiment(experiment_id).name
     raise AblationDataError(f"no ablation found at {client.tracking_uri}; run make ablation first")

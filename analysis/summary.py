@@ -408,32 +408,43 @@ def speed_conditions(scores: pd.DataFrame) -> list[str]:
     return warnings
 
 
-def missing_runs(runs: pd.DataFrame) -> list[str]:
-    """Names (``<arm>-seed<k>``, ``<task>/<arm>-seed<k>`` over several tasks) of task x arm
-    x seed combinations with no run at all, given the tasks, arms and seeds seen.
+def missing_runs(
+    runs: pd.DataFrame, planned: Sequence[tuple[str, str, int]] | None = None
+) -> list[str]:
+    """Names (``<arm>-seed<k>``, ``<task>/<arm>-seed<k>`` over several tasks) of the planned
+    runs that have no run at all.
 
-    The ablation grid is inferred as every task x arm x seed present in any run.
+    Args:
+        runs: ``AblationData.runs``.
+        planned: ``(task, arm, seed)`` of every run planned (``AblationData.planned_runs``),
+            in report order. None for an ablation that did not record its plan: it is then
+            inferred as every task x arm x seed present in any run, which is wrong where
+            adaptive seeding gave arms different seeds.
     """
-    tasks = list(dict.fromkeys(runs["task"])) if "task" in runs else [""]
     task_of = runs["task"] if "task" in runs else pd.Series([""] * len(runs), index=runs.index)
     present = set(zip(task_of, runs["arm"], runs["seed"], strict=True))
-    prefix = len(tasks) > 1
+    if planned is None:
+        planned = [
+            (task, arm, seed)
+            for task in dict.fromkeys(task_of)
+            for arm in ordered_arms(runs["arm"])
+            for seed in sorted(set(runs["seed"]))
+        ]
+    prefix = len({task for task, _, _ in planned} | set(task_of)) > 1
     return [
         (f"{task}/" if prefix else "") + f"{arm}-seed{seed}"
-        for task in tasks
-        for arm in ordered_arms(runs["arm"])
-        for seed in sorted(set(runs["seed"]))
+        for task, arm, seed in planned
         if (task, arm, seed) not in present
     ]
 
 
-def problems_note(runs: pd.DataFrame) -> str:
+def problems_note(runs: pd.DataFrame, planned: Sequence[tuple[str, str, int]] | None = None) -> str:
     """E.g. ``"2 of 8 runs did not finish ...: coupled-seed1 (FAILED), ..."``; empty when none.
 
-    Also lists arm x seed pairs that have no run at all (see :func:`missing_runs`).
+    Also lists the planned runs that have no run at all (see :func:`missing_runs`).
     """
     problems = runs[runs["status"] != "FINISHED"]
-    missing = missing_runs(runs)
+    missing = missing_runs(runs, planned)
     sentences = []
     if not problems.empty:
         listed = ", ".join(f"{r.run_name} ({r.status})" for r in problems.itertuples())

@@ -244,7 +244,7 @@ def _answer_page(data: AblationData, table: pd.DataFrame, scores: pd.DataFrame) 
     lines = [
         ("Verdict: " + summary.verdict(table, reference), 10, "bold"),
         (summary.power_note(n_per_arm, m), 9, "normal"),
-        (summary.problems_note(data.runs) or "All runs finished.", 9, "normal"),
+        (summary.problems_note(data.runs, data.planned_runs) or "All runs finished.", 9, "normal"),
         *_speed_caution(summary.speed_conditions(scores)),
         (
             "Welch's t-test is the primary test (p in brackets: Holm-adjusted over all arms x "

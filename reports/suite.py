@@ -117,7 +117,7 @@ def _aggregate_page(
     references = _reference_lines(scores, tasks)
     lines = [
         ("Verdict over the suite: " + verdict, 10, "bold"),
-        (summary.problems_note(data.runs) or "All runs finished.", 9, "normal"),
+        (summary.problems_note(data.runs, data.planned_runs) or "All runs finished.", 9, "normal"),
         ("Score references: " + references, 8, "normal"),
         (
             "Per-task statistics (page 2): Welch's t-test per task and arm against the "

@@ -10,7 +10,8 @@ from mlflow.tracking import MlflowClient
 
 from ablations.leases import Lease, LeaseHeldError, LeaseLostError
 from ablations.spec import AblationSpec
-from ablations.tracking import AblationStore, store_creation_lock
+from ablations.tracking import AblationStore
+from ablations.tracking_store import store_creation_lock
 
 
 def claim_and_hold(uri: str, parent: str, run: str, command: str, go: Any, out: Any) -> None:

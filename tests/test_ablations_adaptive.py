@@ -13,9 +13,11 @@ from mlflow.tracking import MlflowClient
 from pypdf import PdfReader
 
 from ablations.__main__ import main
-from ablations.adaptive import AdaptiveRule, plan, record_rule
+from ablations.adaptive import AdaptiveRule, interim_runs, plan, record_interim, record_rule
 from ablations.spec import AblationSpec
 from ablations.tracking import AblationStore
+from analysis import summary
+from analysis.load import load_ablation
 from analysis.sequential import BETTER, NO_DIFFERENCE, OPEN
 from tests.test_ablations import TINY, children, run_cli, start_cli
 
@@ -58,6 +60,53 @@ def test_the_plan_runs_interims_and_stops_giving_seeds_to_decided_arms():
     assert done.finished and not done.next_runs and done.interim == 2
     assert done.decisions() == {"coupled": BETTER, "separate_all": NO_DIFFERENCE}
     assert done.result.decided_at == (0, 2)
+
+
+def test_the_seeds_a_decided_arm_never_got_are_not_missing_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two interims run as the runner runs them (plan, record, create, finish, decide) on a
+    real store: coupled, decided at the first, gets no seeds 5..9, and the report must not
+    call them missing; a planned run that never appeared still is."""
+    monkeypatch.chdir(tmp_path)  # the decisions artifact goes to ./mlruns beside a SQLite store
+    uri = f"sqlite:///{tmp_path}/store.db"
+    rule = AdaptiveRule(interim=5, max_seeds=15, alpha=0.05, reference="separate")
+    spec = AblationSpec("cartpole", rule.seed_budget, ARMS3, "debug", name="decided")
+    store = AblationStore(uri, spec)
+    record_rule(store, rule)
+    client = MlflowClient(uri)
+    # The planner test's scores: coupled decided better at the first interim, not the rest.
+    scores = scores_for(range(5), {"separate": 0.0, "coupled": 50.0, "separate_all": 0.0})
+    more = scores_for(range(5, 10), {"separate": 0.0, "separate_all": 0.0}, seed=1)
+    ids = {}
+    for _interim in range(2):
+        runs = interim_runs(spec, rule, uri)
+        store.record_plan(runs)
+        for run in runs:
+            ids[run.name] = store.child_for(run, "cpu")[0]
+            score = {**scores[run.arm], **more.get(run.arm, {})}[run.seed]
+            client.log_metric(ids[run.name], "final/eval_return", score, step=300)
+            client.set_terminated(ids[run.name], "FINISHED")
+        stand = record_interim(store, rule)
+    assert stand.decisions() == {"coupled": BETTER, "separate_all": OPEN}
+    assert sorted(ids) == sorted(
+        [f"coupled-seed{s}" for s in range(5)]
+        + [f"{a}-seed{s}" for a in ("separate", "separate_all") for s in range(10)]
+    )
+
+    data = load_ablation("decided", uri)
+    assert data.planned_seeds == {"separate": 10, "coupled": 5, "separate_all": 10}
+    assert summary.missing_runs(data.runs, data.planned_runs) == []
+    assert summary.problems_note(data.runs, data.planned_runs) == ""
+    # Without the plan the grid would be every arm x every seed seen: coupled 5..9 missing.
+    assert summary.missing_runs(data.runs) == [f"coupled-seed{s}" for s in range(5, 10)]
+
+    client.delete_run(ids["separate_all-seed7"])
+    data = load_ablation("decided", uri)
+    assert summary.missing_runs(data.runs, data.planned_runs) == ["separate_all-seed7"]
+    assert "1 expected runs are missing: separate_all-seed7." in summary.problems_note(
+        data.runs, data.planned_runs
+    )
 
 
 @pytest.mark.parametrize(

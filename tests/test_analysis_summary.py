@@ -1,12 +1,20 @@
-"""The answer table and the sentences built from it, on hand-made per-run scores."""
+"""The answer table and the sentences built from it, on hand-made per-run scores; the runs
+missing from an ablation's plan, on a real store."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
+from ablations.__main__ import main
+from ablations.spec import AblationSpec
+from ablations.tracking import AblationStore
 from analysis import stats, summary
+from analysis.load import load_ablation
 
 
 def _scores(separate: list[float], coupled: list[float], failed: int = 0) -> pd.DataFrame:
@@ -137,6 +145,44 @@ def test_problems_note_lists_missing_arm_seed_pairs() -> None:
     scores = _scores([1, 2, 3], [4, 5])  # coupled has no seed 2
     assert summary.missing_runs(scores) == ["coupled-seed2"]
     assert "1 expected runs are missing: coupled-seed2." in summary.problems_note(scores)
+
+
+def test_the_runner_records_its_plan_and_a_planned_seed_no_arm_has_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing the runner writes lands in the checkout
+    uri = f"sqlite:///{tmp_path}/store.db"
+    spec = AblationSpec("cartpole", 2, ("separate", "coupled"), "debug", name="plan")
+    store = AblationStore(uri, spec)
+    client = MlflowClient(uri)
+    ids = {}
+    for run in spec.runs():  # all finished already: the runner below trains nothing
+        ids[run.name] = store.child_for(run, "cpu")[0]
+        client.log_metric(ids[run.name], "final/eval_return", 1.0, step=300)
+        client.set_terminated(ids[run.name], "FINISHED")
+    args = ["--env", "cartpole", "--seeds", "2", "--preset", "debug", "--experiment", "plan"]
+    assert main([*args, "--tracking-uri", uri, "--no-report"]) == 0
+
+    # Seed 1 of every arm never appeared: a grid inferred from the runs cannot see it.
+    client.delete_run(ids["separate-seed1"])
+    client.delete_run(ids["coupled-seed1"])
+    data = load_ablation("plan", uri)
+    assert data.planned_seeds == {"separate": 2, "coupled": 2}
+    assert summary.missing_runs(data.runs) == []
+    assert summary.missing_runs(data.runs, data.planned_runs) == [
+        "separate-seed1",
+        "coupled-seed1",
+    ]
+
+
+def test_missing_runs_over_several_tasks_are_named_with_their_task() -> None:
+    frame = pd.DataFrame(
+        [("a", "separate", 0), ("a", "coupled", 0), ("b", "separate", 0)],
+        columns=["task", "arm", "seed"],
+    )
+    planned = [(task, arm, 0) for task in ("a", "b") for arm in ("separate", "coupled")]
+    assert summary.missing_runs(frame, planned) == ["b/coupled-seed0"]
+    assert summary.missing_runs(frame.iloc[:1], planned[:2]) == ["coupled-seed0"]
 
 
 def test_phase_seconds_of_runs_without_iteration_counts_is_the_plain_mean() -> None:

@@ -44,3 +44,26 @@ def test_the_store_tells_the_ui_what_to_show(tmp_path: Path, capsys) -> None:
     assert ui.main([f"sqlite:///{tmp_path}/none/mlflow.db", "5000"]) == 0
     assert capsys.readouterr().out.strip() == "http://127.0.0.1:5000/"
     assert not (tmp_path / "none").exists()
+
+
+def test_a_suite_ablation_is_grouped_by_task_and_arm(tmp_path: Path) -> None:
+    """Over several tasks a group per arm would average one arm's returns across tasks."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = AblationSpec("cartpole", 1, ("separate", "coupled"), "debug", 300, name="suite")
+    suite = AblationSpec(
+        "cartpole", 1, ("separate", "coupled"), "debug", 300, name="suite2",
+        tasks=("cartpole", "acrobot"),
+    )  # fmt: skip
+    client = MlflowClient(uri)
+    views = {}
+    for ablation in (spec, suite):
+        store = AblationStore(uri, ablation)
+        tags = client.get_experiment(store.experiment_id).tags
+        views[ablation.name] = json.loads(tags["mlflow.sharedViewState.arms"])
+        note = tags["mlflow.note.content"]
+    assert [key["groupByData"] for key in views["suite"]["groupBy"]["groupByKeys"]] == ["arm"]
+    assert "tags.`task`" not in views["suite"]["selectedColumns"]
+    keys = views["suite2"]["groupBy"]["groupByKeys"]
+    assert keys == [{"mode": "tag", "groupByData": g} for g in ("task", "arm")]
+    assert {"tags.`task`", "tags.`arm`"} <= set(views["suite2"]["selectedColumns"])
+    assert "the runs grouped by task and arm" in note and "tags → `task`, `arm`" in note
