@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -83,6 +83,8 @@ class AblationData:
         runs: one row per child run, columns ``RUNS_COLUMNS`` (all statuses).
         metrics: long frame, one row per logged point, columns ``METRICS_COLUMNS``.
         params: flattened config of one child run (a finished one when available).
+        run_params: flattened config of every child run, by run id (arms, grids and tasks
+            can differ in config, e.g. the train ratio).
         reference: the arm every other is compared with (the parent's ``reference`` tag).
         arm_order: the ablation's arms in its own order (the parent's ``arms`` tag).
         tasks: the ablation's tasks in order (the parent's ``tasks`` tag, else the runs').
@@ -100,6 +102,23 @@ class AblationData:
     arm_order: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
     planned_seeds: dict[str, int] = field(default_factory=dict)
+    run_params: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def for_task(self, task: str) -> AblationData:
+        """The same ablation restricted to one task's runs and metrics; ``params`` are then
+        that task's (a finished run's when available; empty when no run's are known)."""
+        runs = self.runs[self.runs["task"] == task]
+        finished = runs[runs["status"] == "FINISHED"]
+        owners = [*finished["run_id"], *runs["run_id"]]
+        params = next((self.run_params[r] for r in owners if r in self.run_params), {})
+        return replace(
+            self,
+            runs=runs,
+            metrics=self.metrics[self.metrics["run_id"].isin(runs["run_id"])],
+            params=params,
+            tasks=(task,),
+            run_params={r: p for r, p in self.run_params.items() if r in set(runs["run_id"])},
+        )
 
     @property
     def planned_runs(self) -> list[tuple[str, str, int]] | None:
@@ -179,6 +198,7 @@ def load_ablation(experiment: str, tracking_uri: str | None = None) -> AblationD
         arm_order=tuple(arm for arm in tags.get("arms", "").split(",") if arm),
         tasks=tuple(tasks),
         planned_seeds=parse_planned_seeds(tags.get(PLANNED_SEEDS_TAG, "")),
+        run_params={run.info.run_id: dict(run.data.params) for run in children},
     )
 
 

@@ -66,6 +66,18 @@ def world_model_lag(n: float) -> float:
     return (n - 1) / 2 if np.isfinite(n) and n >= 1 else float("nan")
 
 
+def updates_per_iteration_values(data: AblationData, schedule: str = "coupled") -> list[float]:
+    """The distinct finite ``n`` of the FINISHED runs' configs (every run's when none
+    finished), ascending; arms or a grid can differ in it. Only the runs of ``schedule``
+    count where any ran it (the WM lag is the coupled runs'). Falls back to ``data.params``
+    when the runs' own configs were not loaded."""
+    runs = data.finished_runs if not data.finished_runs.empty else data.runs
+    configs = [data.run_params[r] for r in runs["run_id"] if r in data.run_params]
+    of_schedule = [params for params in configs if params.get("train.schedule") == schedule]
+    values = {updates_per_iteration(params) for params in (of_schedule or configs or [data.params])}
+    return sorted(n for n in values if np.isfinite(n))
+
+
 def metric_median(data: AblationData, metric: str, arms: tuple[str, ...]) -> float:
     """Median over FINISHED runs of ``arms`` of each run's mean of ``metric``; NaN if none."""
     metrics = data.finished_metrics
@@ -75,86 +87,221 @@ def metric_median(data: AblationData, metric: str, arms: tuple[str, ...]) -> flo
     return float(selected.groupby("run_id")["value"].mean().median())
 
 
-def refilter_cost(phases: pd.DataFrame) -> str:
-    """The control arms' refilter time as a share of their training time (medians)."""
+def refilter_share(phases: pd.DataFrame) -> tuple[float, float]:
+    """The refiltered arms' refilter seconds per iteration and its share of their training
+    time, both medians over their runs; NaN, NaN when no refiltered arm was timed."""
     rows = phases[phases["arm"].str.contains("refiltered")] if not phases.empty else phases
     if rows.empty or "refilter" not in rows:
+        return float("nan"), float("nan")
+    return float(rows["refilter"].median()), float((rows["refilter"] / rows["total"]).median())
+
+
+def refilter_cost(phases: pd.DataFrame) -> str:
+    """The control arms' refilter time as a share of their training time (medians)."""
+    seconds, share = refilter_share(phases)
+    if not np.isfinite(seconds):
         return "its extra filter pass per update was not timed here (no refiltered arm ran)"
-    share = (rows["refilter"] / rows["total"]).median()
     return (
-        f"its extra filter pass per update costs {rows['refilter'].median():.3g} s per "
+        f"its extra filter pass per update costs {seconds:.3g} s per "
         f"iteration, {100 * share:.0f}% of those arms' training time (median over their runs)"
     )
 
 
-def method_lines(data: AblationData, table: pd.DataFrame, phases: pd.DataFrame) -> list[str]:
-    """The method page as text lines (a heading ends with ':'), every number computed."""
-    arms = summary.ordered_arms(data.runs["arm"], data.reference, data.arm_order)
-    fewest, most = eval_points_in_window(data)
-    n = updates_per_iteration(data.params)
-    m = summary.holm_family_size(table)
-    shift = metric_median(data, "staleness/start_h_shift", tuple(a for a in arms if "refilt" in a))
-    shift_text = (
-        f"measured in the refiltered arms as the relative change of the starts' h when the batch "
-        f"is filtered again: median {shift:.3g} (latents are drawn afresh, so this includes "
-        "that resampling)"
-        if np.isfinite(shift)
-        else "not measured in this ablation (run coupled_refiltered to measure and control it)"
+def _refiltered(arms: list[str]) -> tuple[str, ...]:
+    return tuple(arm for arm in arms if "refilt" in arm)
+
+
+def _staleness_text(shift: float) -> str:
+    if not np.isfinite(shift):
+        return "not measured in this ablation (run coupled_refiltered to measure and control it)"
+    return f"median {shift:.3g}"
+
+
+def _lag_text(ns: list[float]) -> str:
+    if not ns:
+        return "(n - 1) / 2 WM updates fewer on average (n is not in the logged config)"
+    if len(ns) == 1:
+        return (
+            f"with n = {ns[0]:g} updates per iteration, {world_model_lag(ns[0]):g} WM updates "
+            "fewer on average ((n - 1) / 2, from the config)"
+        )
+    return (
+        f"with n = {ns[0]:g} to {ns[-1]:g} updates per iteration (the runs' configs differ), "
+        f"{world_model_lag(ns[0]):g} to {world_model_lag(ns[-1]):g} WM updates fewer on "
+        "average ((n - 1) / 2, from each run's config)"
     )
+
+
+def _window_count(data: AblationData) -> str:
+    fewest, most = eval_points_in_window(data)
+    return f"{fewest}" if fewest == most else f"{fewest}-{most}"
+
+
+def by_task(fragments: dict[str, str]) -> str:
+    """``{task: text}`` as one clause, tasks with the same text named together:
+    ``'on every task: X'`` or ``'a, b: X; c: Y'``."""
+    groups: dict[str, list[str]] = {}
+    for task, text in fragments.items():
+        groups.setdefault(text, []).append(task)
+    if len(groups) == 1 and len(fragments) > 1:
+        return f"on every task: {next(iter(groups))}"
+    return "; ".join(f"{', '.join(tasks)}: {text}" for text, tasks in groups.items())
+
+
+def _arm_lines(arms: list[str]) -> list[str]:
+    lines = ["Arms (one line each; n = updates per iteration):"]
+    return lines + [f"  {arm}: {ARM_DESCRIPTIONS.get(arm, 'not a built-in arm')}" for arm in arms]
+
+
+SPEED_DEFINITION = (
+    "  speed: WM updates / training seconds (collect + updates; evaluation and logging "
+    "excluded), per run at its end; the console summary, page 1 and the speed page all use "
+    "it, and the per-phase times (incl. 'other') add up to it."
+)
+PAIRING_LINES = [
+    "Pairing:",
+    "  Arms share seeds 0..k-1: the same initial weights and prefill. They are not paired: "
+    "the random streams diverge from the first updates (separate draws twice the replay "
+    "batches), so every test treats the arms as independent samples.",
+]
+
+
+def _confound_lines(staleness: str, lag: str, refilter: str) -> list[str]:
+    return [
+        "Built-in confounds of the schedules:",
+        "  1. coupled imagines from posteriors the WM computed before its optimiser step, with "
+        "the updated weights (separate filters and imagines with the same weights); its size, "
+        "measured in the refiltered arms as the relative change of the starts' h (latents drawn "
+        f"afresh included) when the batch is filtered again: {staleness}.",
+        "  2. In separate every AC update sees the iteration's last WM; in coupled AC update k "
+        f"sees WM update k: {lag}.",
+        "  3. separate samples 2n replay batches per iteration (n for the WM, n for the starts), "
+        "coupled n: the coupled arms reuse the WM's data. coupled_refiltered removes confound 1 "
+        f"but keeps 2 and 3; {refilter}.",
+    ]
+
+
+def _setup_lines(data: AblationData) -> list[str]:
     runs = data.finished_runs if not data.finished_runs.empty else data.runs
 
     def distinct(column: str) -> str:
         values = sorted({str(v) for v in runs[column] if str(v)}) if column in runs else []
         return ", ".join(values) or "not recorded"
 
-    window = f"{fewest}" if fewest == most else f"{fewest}-{most}"
-    lag = (
-        f"with n = {n:g} updates per iteration, {world_model_lag(n):g} WM updates fewer on "
-        "average ((n - 1) / 2, from the config)"
-        if np.isfinite(n)
-        else "(n - 1) / 2 WM updates fewer on average (n is not in the logged config)"
-    )
-    lines = ["Arms (one line each; n = updates per iteration):"]
-    lines += [f"  {arm}: {ARM_DESCRIPTIONS.get(arm, 'not a built-in arm')}" for arm in arms]
-    lines += [
-        "",
-        "Definitions:",
-        "  final return: mean eval return over the last 10% of a run's training steps; the "
-        f"window holds {window} eval point{'' if most == 1 else 's'} per run here.",
-        "  return AUC: trapezoid area under the eval-return curve over env steps, divided by "
-        "the step range (in return units).",
-        "  speed: WM updates / training seconds (collect + updates; evaluation and logging "
-        "excluded), per run at its end; the console summary, page 1 and the time pages all use "
-        "it, and the per-phase times (incl. 'other') add up to it.",
-        *(f"  {line}." for line in DIVERSITY_DEFINITIONS),
-        "",
-        "Tests and error control:",
-        "  Welch's t-test per arm vs separate for final return, return AUC, updates/s and h "
-        f"dispersion; Holm over that whole family ({m} tests here) at alpha {summary.ALPHA}. "
-        "Where Welch is undefined (zero variance in both arms) the exact Mann-Whitney p stands "
-        "in, and the table says so.",
-        "  Mann-Whitney U (exact without ties, permutation with ties) as a robustness check; "
-        f"bootstrap percentile CIs descriptive, not shown below {stats.MIN_BOOTSTRAP_N} runs "
-        "per arm; Hedges' g and P(improvement) as effect sizes.",
-        "",
-        "Pairing:",
-        "  Arms share seeds 0..k-1: the same initial weights and prefill. They are not paired: "
-        "the random streams diverge from the first updates (separate draws twice the replay "
-        "batches), so every test treats the arms as independent samples.",
-        "",
-        "Built-in confounds of the schedules:",
-        "  1. coupled imagines from posteriors the WM computed before its optimiser step, with "
-        "the updated weights (separate filters and imagines with the same weights): "
-        f"{shift_text}.",
-        "  2. In separate every AC update sees the iteration's last WM; in coupled AC update k "
-        f"sees WM update k: {lag}.",
-        "  3. separate samples 2n replay batches per iteration (n for the WM, n for the starts), "
-        "coupled n: the coupled arms reuse the WM's data. coupled_refiltered removes confound 1 "
-        f"but keeps 2 and 3; {refilter_cost(phases)}.",
-        "",
+    return [
         "Setup:",
         f"  env: {distinct('env')}; preset: {distinct('preset')}; commit: {distinct('git_commit')}",
         f"  hardware: {distinct('hardware')}; device: {distinct('device')}; GPU: {distinct('gpu')}"
         f"; CPUs: {distinct('cpu_count')}; torch: {distinct('torch_version')}",
     ]
-    return lines
+
+
+def _test_lines(reference: str, unit: str, family: str) -> list[str]:
+    return [
+        "Tests and error control:",
+        f"  Welch's t-test per {unit} vs {reference} for final return, return AUC, updates/s "
+        f"and h dispersion; Holm over that whole family ({family}) at alpha {summary.ALPHA}. "
+        "Where Welch is undefined (zero variance in both arms) the exact Mann-Whitney p stands "
+        "in, and the table says so.",
+        "  Mann-Whitney U (exact without ties, permutation with ties) as a robustness check; "
+        f"bootstrap percentile CIs descriptive, not shown below {stats.MIN_BOOTSTRAP_N} runs "
+        "per arm; Hedges' g and P(improvement) as effect sizes.",
+    ]
+
+
+def method_lines(data: AblationData, table: pd.DataFrame, phases: pd.DataFrame) -> list[str]:
+    """The method page of a one-task ablation as text lines (a heading ends with ':'),
+    every number computed. ``table``: :func:`summary.compare_arms`; ``phases``:
+    :func:`summary.phase_seconds` of the FINISHED runs."""
+    arms = summary.ordered_arms(data.runs["arm"], data.reference, data.arm_order)
+    m = summary.holm_family_size(table)
+    shift = metric_median(data, "staleness/start_h_shift", _refiltered(arms))
+    return [
+        *_arm_lines(arms),
+        "",
+        "Definitions:",
+        "  final return: mean eval return over the last 10% of a run's training steps; the "
+        f"window holds {_window_count(data)} eval point"
+        f"{'' if eval_points_in_window(data)[1] == 1 else 's'} per run here.",
+        "  return AUC: trapezoid area under the eval-return curve over env steps, divided by "
+        "the step range (in return units).",
+        SPEED_DEFINITION,
+        *(f"  {line}." for line in DIVERSITY_DEFINITIONS),
+        "",
+        *_test_lines(data.reference, "arm", f"{m} tests here"),
+        "",
+        *PAIRING_LINES,
+        "",
+        *_confound_lines(
+            _staleness_text(shift),
+            _lag_text(updates_per_iteration_values(data)),
+            refilter_cost(phases),
+        ),  # fmt: skip
+        "",
+        *_setup_lines(data),
+    ]
+
+
+def suite_method_lines(
+    data: AblationData, per_task: pd.DataFrame, phases: pd.DataFrame
+) -> list[str]:
+    """The method page of a multi-task ablation: the one-task page's sections, with every
+    number computed per task (tasks differ in config and cost) and the suite's aggregates
+    defined. ``per_task``: :func:`analysis.suite.per_task_tables`; ``phases``:
+    :func:`summary.phase_seconds` of the FINISHED runs with a ``task`` column."""
+    arms = summary.ordered_arms(data.runs["arm"], data.reference, data.arm_order)
+    tasks = [task for task in data.tasks if (data.runs["task"] == task).any()]
+    views = {task: data.for_task(task) for task in tasks}
+    m = summary.holm_family_size(per_task)
+    windows = {task: _window_count(view) for task, view in views.items()}
+    staleness = {
+        task: _staleness_text(metric_median(view, "staleness/start_h_shift", _refiltered(arms)))
+        for task, view in views.items()
+    }
+    lags = {task: _lag_text(updates_per_iteration_values(view)) for task, view in views.items()}
+    task_phases = {
+        task: phases[phases["task"] == task] if "task" in phases else phases.iloc[0:0]
+        for task in tasks
+    }
+    shares = {task: refilter_share(frame) for task, frame in task_phases.items()}
+    if any(np.isfinite(seconds) for seconds, _ in shares.values()):
+        costs = "its extra filter pass per update costs, per iteration and as a share of those "
+        costs += "arms' training time (medians over their runs), " + by_task(
+            {
+                task: f"{seconds:.3g} s, {100 * share:.0f}%"
+                if np.isfinite(seconds)
+                else "not timed"
+                for task, (seconds, share) in shares.items()
+            }
+        )
+    else:
+        costs = refilter_cost(phases.iloc[0:0])
+    return [
+        *_arm_lines(arms),
+        "",
+        f"Tasks ({len(tasks)}): {', '.join(tasks)}; every statistic compares arms within a "
+        "task, and each task's numbers below come from its own runs and config.",
+        "",
+        "Definitions:",
+        "  final return: mean eval return over the last 10% of a run's training steps; eval "
+        f"points per run in that window, {by_task(windows)}.",
+        "  normalised score: (final return - random) / (best - random) with the task's score "
+        "references (page 1); aggregates per arm over the tasks with references: IQM, mean, "
+        "median and optimality gap, with stratified bootstrap 95% CIs (runs resampled within "
+        "each task, tasks fixed); P(arm > reference) = per-task Mann-Whitney U / (n m), averaged "
+        "over tasks.",
+        "  return AUC: trapezoid area under the eval-return curve over env steps, divided by "
+        "the step range (in return units).",
+        SPEED_DEFINITION,
+        "  suite speed and diversity ratios: geometric mean over tasks of each task's "
+        "mean(arm) / mean(reference); speeds are never pooled across tasks, whose costs differ.",
+        *(f"  {line}." for line in DIVERSITY_DEFINITIONS),
+        "",
+        *_test_lines(data.reference, "task and arm", f"all tasks x arms x scores, {m} tests here"),
+        "",
+        *PAIRING_LINES,
+        "",
+        *_confound_lines(by_task(staleness), by_task(lags), costs),
+        "",
+        *_setup_lines(data),
+    ]

@@ -170,10 +170,29 @@ def mann_whitney_p(
         return float("nan")
     if np.unique(pooled).size == pooled.size:
         return float(stats.mannwhitneyu(x, y, alternative="two-sided", method="exact").pvalue)
+    if min(x.size, y.size) == 1:  # scipy's permutation test needs two runs per arm
+        return _single_run_u_p(x, y)
     method = stats.PermutationMethod(
         n_resamples=n_resamples, rng=rng if rng is not None else np.random.default_rng(0)
     )
     return float(stats.mannwhitneyu(x, y, alternative="two-sided", method=method).pvalue)
+
+
+def _single_run_u_p(x: np.ndarray, y: np.ndarray) -> float:
+    """The exact permutation p of U when one arm has a single run: each of the pooled runs
+    in turn is that arm's, and p is the share of those splits whose U is at least as far
+    from its null mean ``n1 n2 / 2`` as the observed one (ties count a half)."""
+    pooled = np.concatenate([x, y])
+    single_first = x.size == 1
+
+    def u(index: int) -> float:
+        value, rest = pooled[index], np.delete(pooled, index)
+        return float(np.sum(value > rest) + 0.5 * np.sum(value == rest))
+
+    observed = u(0 if single_first else pooled.size - 1)
+    splits = np.array([u(index) for index in range(pooled.size)])  # (n1 + n2,)
+    centre = (pooled.size - 1) / 2
+    return float(np.mean(np.abs(splits - centre) >= abs(observed - centre) - 1e-9))
 
 
 def smallest_mann_whitney_p(n_x: int, n_y: int) -> float:

@@ -2,9 +2,10 @@
 
     python -m reports.build --experiment cartpole-ablation [--tracking-uri URI] [--out reports/out]
 
-Page 1 answers the question (one table, a verdict, the power note, missing runs); page 2 the
-method (arms, definitions, tests, pairing, confounds, setup); page 3 speed (training time per
-phase, median and spread, and whether runs' conditions were comparable); then the figures;
+Page 1 answers the question (one table, a verdict, the power note, missing runs); then the
+method page (arms, definitions, tests, pairing, confounds, setup) and the speed page (training
+time per phase, median and spread, and whether runs' conditions were comparable), both from
+:mod:`reports.pages` as in a suite's report; then the figures;
 then an appendix with every run, the environment and the config. Besides
 ``<out>/<experiment>.pdf`` the figures (PNG) and tables (CSV) go to ``<out>/<experiment>/``,
 and all of it is logged as artifacts of the ablation's parent run under ``report/``.
@@ -29,10 +30,10 @@ from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from analysis import method, plots, stats, summary
+from analysis import method, plots, speed, stats, summary
 from analysis.load import AblationData, AblationDataError, latest_ablation, load_ablation
 from analysis.stats import DEFAULT_RESAMPLES
-from reports import suite
+from reports import pages, suite
 from reports.adaptive_page import adaptive_pages
 from reports.layout import PAGE_SIZE
 from reports.layout import draw_table as _draw_table
@@ -44,6 +45,13 @@ from reports.layout import write_lines as _write_lines
 ENVIRONMENT_TAGS = ("hardware", "device", "torch_version", "git_commit", "env", "preset")
 RUNS_PER_PAGE = 32
 CONFIG_LINES_PER_COLUMN = 48
+SPEED_NOTE = (
+    "Seconds per training iteration; training time = collect + updates (evaluation and "
+    "logging excluded); 'other' is training time outside the phase timers, so each run's "
+    "phases add up to its training time. Speed = WM updates / training seconds per run, the "
+    "same number the console summary averages per arm and page 1's speed ratio divides "
+    "(mean(arm) / mean(reference) of these runs, as in the ratio column)."
+)
 
 
 def build_report(
@@ -110,6 +118,9 @@ def _single_task_report(
 
     finished_metrics = data.finished_metrics
     phases = summary.phase_seconds(finished_metrics)  # (n_runs, phases): seconds per iteration
+    arms = list(table["arm"]) if "arm" in table else []
+    speeds = speed.speed_by_arm(scores, phases, arms, data.reference)
+    cautions = summary.speed_conditions(scores)
     figures = {
         "learning_curves_steps": plots.learning_curves(finished_metrics, x="step"),
         "learning_curves_wall_clock": plots.learning_curves(finished_metrics, x="wall_clock"),
@@ -123,12 +134,14 @@ def _single_task_report(
         "runs": scores.drop(columns=["start_time", "end_time"]),
         "config": pd.DataFrame(sorted(data.params.items()), columns=["param", "value"]),
         "phases": summary.phase_summary(phases),
+        "speed": speeds,
+        "speed_cautions": pd.DataFrame({"caution": cautions}),
     }
 
     front = [
-        _answer_page(data, table, scores),
-        _method_page(data, table, phases),
-        _speed_page(table, scores, phases),
+        _answer_page(data, table, scores, cautions),
+        pages.method_page(method.method_lines(data, table, phases)),
+        *pages.speed_pages(speeds, data.reference, cautions, SPEED_NOTE),
     ]
     return front, figures, tables
 
@@ -214,7 +227,9 @@ def _span(low: int, high: int) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
-def _answer_page(data: AblationData, table: pd.DataFrame, scores: pd.DataFrame) -> Figure:
+def _answer_page(
+    data: AblationData, table: pd.DataFrame, scores: pd.DataFrame, cautions: list[str]
+) -> Figure:
     figure = Figure(figsize=PAGE_SIZE)
     figure.text(0.04, 0.95, f"Ablation report: {data.experiment}", fontsize=16, weight="bold")
     reference = data.reference
@@ -224,7 +239,7 @@ def _answer_page(data: AblationData, table: pd.DataFrame, scores: pd.DataFrame) 
         f"Arms: {arms}. Reference arm: {reference}. Final return = mean eval return "
         f"over the last 10% of training steps ({_span(fewest, most)} eval "
         f"point{'' if most == 1 else 's'} per run); "
-        "FINISHED runs only. Method, definitions and confounds: page 2."
+        "FINISHED runs only. Method, definitions and confounds: the Method page."
     )
     figure.text(0.04, 0.93, textwrap.fill(intro, width=150), fontsize=9, va="top")
     # Tables grow downwards from the axes top; ~0.06 of the page per header, ~0.03 per row.
@@ -245,7 +260,7 @@ def _answer_page(data: AblationData, table: pd.DataFrame, scores: pd.DataFrame) 
         ("Verdict: " + summary.verdict(table, reference), 10, "bold"),
         (summary.power_note(n_per_arm, m), 9, "normal"),
         (summary.problems_note(data.runs, data.planned_runs) or "All runs finished.", 9, "normal"),
-        *_speed_caution(summary.speed_conditions(scores)),
+        *pages.speed_caution(cautions),
         (
             "Welch's t-test is the primary test (p in brackets: Holm-adjusted over all arms x "
             "{final return, return AUC, updates/s, h dispersion}; MW* = Welch undefined, exact "
@@ -264,68 +279,6 @@ def _answer_page(data: AblationData, table: pd.DataFrame, scores: pd.DataFrame) 
         ),
     ]
     _write_lines(figure, lines, top - height - 0.05)
-    return figure
-
-
-def _speed_caution(warnings: list[str]) -> list[tuple[str, float, str]]:
-    """Page 1 carries the first comparability warning and a count; page 3 lists them all."""
-    if not warnings:
-        return []
-    more = f" ({len(warnings) - 1} more on page 3.)" if len(warnings) > 1 else ""
-    return [("Speed caution: " + warnings[0] + more, 9, "bold")]
-
-
-def _method_page(data: AblationData, table: pd.DataFrame, phases: pd.DataFrame) -> Figure:
-    figure = _text_page("Method: what was compared and how")
-    y = 0.90
-    for line in method.method_lines(data, table, phases):
-        heading = line.endswith(":") and not line.startswith(" ")
-        wrapped = textwrap.fill(line, width=150, subsequent_indent="      ")
-        figure.text(0.04, y, wrapped, fontsize=8.5 if heading else 7.5,
-                    weight="bold" if heading else "normal", va="top")  # fmt: skip
-        y -= 0.021 * (wrapped.count("\n") + 1) + (0.0 if line else -0.008)
-    return figure
-
-
-def _speed_page(table: pd.DataFrame, scores: pd.DataFrame, phases: pd.DataFrame) -> Figure:
-    figure = _text_page("Speed: training time per iteration by phase (median [min, max] over runs)")
-    per_phase = summary.phase_summary(phases)
-    names = [c for c in phases.columns if c not in ("run_id", "arm", "iterations")]
-    header = ["arm", "runs", "updates/s\nmedian [min, max]", *names]
-    rows = []
-    finished = scores[scores["status"] == "FINISHED"]
-    order = list(table["arm"]) if "arm" in table else []
-    arms = summary.ordered_arms(per_phase["arm"], None, order) if not per_phase.empty else []
-    for arm in arms:
-        speed = finished.loc[finished["arm"] == arm, "updates_per_s"].to_numpy(float)
-        speed = speed[np.isfinite(speed)]
-        cells = [arm, str(speed.size)]
-        cells.append(
-            f"{np.median(speed):.3g} [{speed.min():.3g}, {speed.max():.3g}]"
-            if speed.size
-            else "n/a"
-        )
-        for name in names:
-            row = per_phase[(per_phase["arm"] == arm) & (per_phase["phase"] == name)].iloc[0]
-            cells.append(f"{row['median']:.3g}\n[{row['low']:.3g}, {row['high']:.3g}]")
-        rows.append(cells)
-    height = 0.08 + 0.05 * len(rows)
-    _draw_table(figure.add_axes((0.03, 0.88 - height, 0.94, height)), header, rows, font_size=7)
-    warnings = summary.speed_conditions(scores)
-    lines = [
-        (
-            "Seconds per training iteration; training time = collect + updates (evaluation and "
-            "logging excluded); 'other' is training time outside the phase timers, so each "
-            "run's phases add up to its training time. Speed = WM updates / training seconds "
-            "per run, the same number the console summary averages per arm and page 1's speed "
-            "ratio divides.",
-            8,
-            "normal",
-        ),
-        *[("Caution: " + w, 9, "bold") for w in warnings],
-        ("Runs trained under comparable conditions." if not warnings else "", 9, "normal"),
-    ]
-    _write_lines(figure, lines, 0.88 - height - 0.05)
     return figure
 
 

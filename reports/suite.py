@@ -1,6 +1,6 @@
 """The report of an ablation over several tasks: page 1 answers over the suite, then the
-per-task table, performance profiles and per-task learning curves (the appendix of runs
-is added by :mod:`reports.build`)."""
+per-task table, the method page, the speed page (per task and arm), performance profiles and
+per-task learning curves (the appendix of runs is added by :mod:`reports.build`)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,22 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import plots, suite, summary
+from analysis import method, plots, speed, suite, summary
 from analysis.load import AblationData
+from reports import pages
 from reports.layout import PAGE_SIZE, draw_table, format_ci, format_p, text_page, write_lines
 
 TASK_ROWS_PER_PAGE = 26
+SPEED_NOTE = (
+    "One row per task and arm: tasks differ in cost, so speeds are summarised within a task "
+    "and never pooled across tasks. Seconds per training iteration; training time = collect "
+    "+ updates (evaluation and logging excluded); 'other' is training time outside the phase "
+    "timers, so each run's phases add up to its training time. Speed = WM updates / training "
+    "seconds per run; the per-task table's updates/s is the mean of these runs, the speed "
+    "ratio is mean(arm) / mean(reference) within the task, and page 1's suite speed ratio is "
+    "the geometric mean of these ratios over the tasks. Comparability is checked within each "
+    "task."
+)
 
 
 def suite_report(
@@ -42,6 +53,9 @@ def suite_report(
             )
     finished = data.finished_metrics
     task_of = dict(zip(data.runs["run_id"], data.runs["task"], strict=True))
+    phases = speed.task_phase_seconds(data)  # (n_runs, phases): seconds per iteration
+    speeds = speed.speed_by_task(scores, phases, tasks, arms, reference)
+    cautions = speed.suite_speed_conditions(scores, tasks)
     figures = {
         "performance_profiles": plots.performance_profiles(suite.PROFILE_TAUS, profiles),
         "task_learning_curves": plots.task_learning_curves(finished, task_of, tasks, arms),
@@ -51,10 +65,14 @@ def suite_report(
         "per_task": per_task,
         "runs": scores.drop(columns=["start_time", "end_time"]),
         "config": pd.DataFrame(sorted(data.params.items()), columns=["param", "value"]),
+        "speed": speeds,
+        "speed_cautions": pd.DataFrame({"caution": cautions}),
     }
     front = [
-        _aggregate_page(data, aggregates, scores, tasks, normalised, excluded),
+        _aggregate_page(data, aggregates, scores, tasks, normalised, excluded, cautions),
         *_per_task_pages(per_task, scores, reference),
+        pages.method_page(method.suite_method_lines(data, per_task, phases)),
+        *pages.speed_pages(speeds, reference, cautions, SPEED_NOTE, by_task=True),
     ]
     return front, figures, tables
 
@@ -93,6 +111,7 @@ def _aggregate_page(
     tasks: list[str],
     normalised: list[str],
     excluded: list[str],
+    cautions: list[str],
 ) -> Figure:
     figure = Figure(figsize=PAGE_SIZE)
     figure.text(0.04, 0.95, f"Ablation report: {data.experiment}", fontsize=16, weight="bold")
@@ -118,11 +137,12 @@ def _aggregate_page(
     lines = [
         ("Verdict over the suite: " + verdict, 10, "bold"),
         (summary.problems_note(data.runs, data.planned_runs) or "All runs finished.", 9, "normal"),
+        *pages.speed_caution(cautions),
         ("Score references: " + references, 8, "normal"),
         (
-            "Per-task statistics (page 2): Welch's t-test per task and arm against the "
+            "Per-task statistics (the per-task page): Welch's t-test per task and arm against the "
             "reference, Holm-adjusted over all tasks x arms x {final return, return AUC, "
-            "updates/s, h dispersion}.",
+            "updates/s, h dispersion}. Method, definitions and confounds: the Method page.",
             8,
             "normal",
         ),
@@ -179,8 +199,8 @@ def _per_task_pages(per_task: pd.DataFrame, scores: pd.DataFrame, reference: str
                 p + mw,
                 format_ci(row["poi"], row["poi_ci_low"], row["poi_ci_high"], digits=2),
             ]
-        speed = row.get("updates_per_s", np.nan)
-        cells.append("n/a" if not np.isfinite(speed) else f"{speed:.3g}")
+        updates = row.get("updates_per_s", np.nan)
+        cells.append("n/a" if not np.isfinite(updates) else f"{updates:.3g}")
         rows.append(cells)
     m = int(per_task["holm_m"].iloc[0]) if "holm_m" in per_task and len(per_task) else 0
     pages = []

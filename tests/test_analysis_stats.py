@@ -74,6 +74,10 @@ MANN_WHITNEY_CASES = {
     "no ties": (np.array([1.0, 2.5, 3.1, 7.0]), np.array([0.5, 2.0, 2.9])),
     "both constant": (np.full(5, 500.0), np.full(5, 312.0)),
     "n = 2": (np.array([500.0, 500.0]), np.array([200.0, 300.0])),
+    # One run of an arm tied with the other's (a task of a suite where one seed finished):
+    # scipy's permutation test refuses a single run; the p must still be exact.
+    "single run, tied": (np.array([300.0]), np.array([300.0, 310, 320])),
+    "single reference run, tied": (np.array([500.0, 500, 420]), np.array([500.0])),
 }
 
 
