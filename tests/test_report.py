@@ -210,6 +210,13 @@ def test_method_and_speed_pages_follow_page_one(ablation: dict) -> None:
     expected = 100 / (100 * (0.05 + 0.4 + 0.1 + 0.2 + 0.15 + 0.01))
     assert runs.loc["separate-seed0", "run_id"]
     assert f"{expected:.3g} [{expected:.3g}, {expected:.3g}]" in speed
+    # Each row: arm, FINISHED runs (the failed coupled-seed3 is out), speed, and the ratio
+    # page 1 gives: mean(coupled) / mean(separate), coupled lacking the 0.15 s starts phase.
+    coupled = 100 / (100 * (0.05 + 0.4 + 0.1 + 0.2 + 0.01))
+    assert f"separate 3 {expected:.3g} [{expected:.3g}, {expected:.3g}] reference" in speed
+    assert (
+        f"coupled 3 {coupled:.3g} [{coupled:.3g}, {coupled:.3g}] {coupled / expected:.3g}" in speed
+    )
 
 
 def test_report_is_logged_to_the_parent_run(ablation: dict) -> None:
