@@ -108,10 +108,10 @@ SETUPS = {
     # horizon of ~100 agent steps, 800 env steps) so that the critic catches up within the
     # budget. At the DMC preset's repeat 2 and ratio 64, or repeat 8 and ratio 128, neither
     # this task nor its proprio twin left the random policy's level (~320) within 4000
-    # agent steps (2026-11-30 pilots). With these settings (2026-11-30, starts=all arms,
-    # seed 0 only, 30-33 min per run, two side by side): best 476 / 422 and final 432 / 393
-    # (separate_all / coupled_all) against random 267, rising but short of the target; the
-    # full table is about 2 h here and has not been run.
+    # agent steps (2026-11-30 pilots). With these settings (2026-11-30, starts=all arms, 28-33
+    # min per run, two side by side), seeds 0 / 1: best 476 / 408 and final 432 / 245
+    # separate_all, best 422 / 417 and final 393 / 331 coupled_all, random 267: far short of
+    # the target, seed 1 of separate_all ending below random. starts=last not yet run.
     "dmc_vision_cartpole_balance": LearningSetup(
         preset="debug",
         steps=4000,
