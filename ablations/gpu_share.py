@@ -19,6 +19,8 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 
+from ablations.environment import environment_variables
+
 MPS_CONTROL = "nvidia-cuda-mps-control"
 GIB = 1024**3
 PROCESS_OVERHEAD_BYTES = GIB
@@ -110,28 +112,24 @@ def gpu_sharing(
         return
     folder = tempfile.mkdtemp(prefix="ablation-mps-")
     names = ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(dict.fromkeys(names, folder))
     try:
-        started = subprocess.run([control, "-d"], capture_output=True, text=True, check=False)
-        if started.returncode != 0:
-            why = (started.stderr or started.stdout).strip().splitlines()[:1] or ["no message"]
-            say(
-                f"CUDA MPS did not start ({why[0]}): the {runs_per_gpu} runs per GPU share it "
-                "by time slicing"
-            )
-            yield
-            return
-        say(f"CUDA MPS: started its control daemon for {runs_per_gpu} runs per GPU ({folder})")
-        try:
-            yield
-        finally:
-            subprocess.run([control], input="quit\n", text=True, capture_output=True, check=False)
-            say("CUDA MPS: control daemon stopped")
+        with environment_variables(**dict.fromkeys(names, folder)):
+            started = subprocess.run([control, "-d"], capture_output=True, text=True, check=False)
+            if started.returncode != 0:
+                why = (started.stderr or started.stdout).strip().splitlines()[:1] or ["no message"]
+                say(
+                    f"CUDA MPS did not start ({why[0]}): the {runs_per_gpu} runs per GPU share "
+                    "it by time slicing"
+                )
+                yield
+                return
+            say(f"CUDA MPS: started its control daemon for {runs_per_gpu} runs per GPU ({folder})")
+            try:
+                yield
+            finally:
+                subprocess.run(
+                    [control], input="quit\n", text=True, capture_output=True, check=False
+                )
+                say("CUDA MPS: control daemon stopped")
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         shutil.rmtree(folder, ignore_errors=True)

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 from mlflow.tracking import MlflowClient
 
+from ablations.environment import environment_variables
+
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message is one line for the user."""
@@ -44,25 +46,13 @@ def check_reachable(uri: str) -> None:
     # Fail fast instead of MLflow's minutes of retries, for this probe only: the workers
     # inherit this environment and must ride out a short outage (see
     # ablations.retries.retry_locked).
-    with _environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+    with environment_variables(
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"
+    ):
         try:
             MlflowClient(uri).search_experiments(max_results=1)
         except Exception as error:  # noqa: BLE001 - any failure here means "unreachable"
             raise TrackingError(unusable_store_message(uri, error)) from None
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 STORE_FIX = "set MLFLOW_TRACKING_URI to sqlite:///<folder>/mlflow.db or http://<host>:<port>"
