@@ -4,7 +4,6 @@ score references is reported raw and left out of the aggregates."""
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -12,13 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
-from pypdf import PdfReader
 from scipy import stats as scipy_stats
 
 from analysis import stats, suite
 from analysis.load import load_ablation
-from reports.build import build_report
+from tests.suite_store import child_tags, new_suite, report_pages
 
 # task -> (random, best) or None; final returns per arm: seeds 0..2.
 REFERENCES = {"cartpole": (20.0, 500.0), "acrobot": (-500.0, 0.0), "pendulum": None}
@@ -33,8 +30,7 @@ FINALS = {
 
 
 def _child(client, experiment_id, parent_id, task, arm, seed, final) -> None:
-    tags = {"mlflow.parentRunId": parent_id, "ablation.role": "child", "arm": arm}
-    tags |= {"seed": str(seed), "env": task, "task": task, "preset": "debug"}
+    tags = child_tags(parent_id, task, arm, seed)
     if REFERENCES[task] is not None:
         random, best = REFERENCES[task]
         tags |= {"score.random": repr(random), "score.best": repr(best), "score.kind": "max"}
@@ -58,18 +54,11 @@ def _child(client, experiment_id, parent_id, task, arm, seed, final) -> None:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("suite")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = MlflowClient(uri)
-    experiment_id = client.create_experiment("suite", artifact_location=str(root / "artifacts"))
-    tags = {"ablation.role": "parent", "reference": "base", "arms": "fast,base"}
-    tags["tasks"] = "cartpole,acrobot,pendulum"
-    parent = client.create_run(experiment_id, run_name="suite", tags=tags)
+    client, uri, experiment_id, parent_id = new_suite(root, "base", ("fast", "base"), REFERENCES)
     for (task, arm), finals in FINALS.items():
         for seed, final in enumerate(finals):
-            _child(client, experiment_id, parent.info.run_id, task, arm, seed, final)
-    pdf = build_report("suite", tracking_uri=uri, out_dir=root / "out", n_resamples=300)
-    pages = [re.sub(r"\s+", " ", page.extract_text()) for page in PdfReader(pdf).pages]
-    return {"uri": uri, "pages": pages, "tables": root / "out" / "suite" / "tables"}
+            _child(client, experiment_id, parent_id, task, arm, seed, final)
+    return report_pages(uri, root, n_resamples=300)
 
 
 def _normalised(task: str, arm: str) -> list[float]:

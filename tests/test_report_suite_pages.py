@@ -6,7 +6,6 @@ single finished run and a failed one."""
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 
 import numpy as np
@@ -14,13 +13,11 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
-from pypdf import PdfReader
 
 from analysis import method, speed, summary
 from analysis.load import load_ablation
 from reports import pages
-from reports.build import build_report
+from tests.suite_store import child_tags, new_suite, report_pages
 
 ARMS = ("separate", "coupled_refiltered")
 # task -> (train ratio, last step, eval/log every, score references)
@@ -59,8 +56,7 @@ def _shift(task: str, seed: int) -> float:
 
 def _log_run(client, experiment_id, parent_id, task, arm, seed, status) -> None:
     ratio, last, every, (random, best) = TASKS[task]
-    tags = {"mlflow.parentRunId": parent_id, "ablation.role": "child", "arm": arm}
-    tags |= {"seed": str(seed), "env": task, "task": task, "preset": "debug"}
+    tags = child_tags(parent_id, task, arm, seed)
     tags |= {"hardware": "test-cpu x2", "device": "cpu", "cpu_count": "2", "gpu": "none"}
     tags |= {"git_commit": "abc1234", "torch_version": "2.13.0"}
     tags |= {"score.random": repr(random), "score.best": repr(best), "score.kind": "max"}
@@ -100,19 +96,12 @@ def _speed(task: str, arm: str, seed: int) -> float:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("suite-pages")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = MlflowClient(uri)
-    experiment_id = client.create_experiment("suite", artifact_location=str(root / "artifacts"))
-    tags = {"ablation.role": "parent", "reference": "separate", "arms": ",".join(ARMS)}
-    tags["tasks"] = ",".join(TASKS)
-    parent = client.create_run(experiment_id, run_name="suite", tags=tags)
+    client, uri, experiment_id, parent_id = new_suite(root, "separate", ARMS, TASKS)
     for (task, arm), seeds in SEEDS.items():
         for seed in seeds:
-            _log_run(client, experiment_id, parent.info.run_id, task, arm, seed, "FINISHED")
-    _log_run(client, experiment_id, parent.info.run_id, *FAILED, "FAILED")
-    pdf = build_report("suite", tracking_uri=uri, out_dir=root / "out", n_resamples=50)
-    pages = [re.sub(r"\s+", " ", page.extract_text()) for page in PdfReader(pdf).pages]
-    return {"pages": pages, "tables": root / "out" / "suite" / "tables", "uri": uri}
+            _log_run(client, experiment_id, parent_id, task, arm, seed, "FINISHED")
+    _log_run(client, experiment_id, parent_id, *FAILED, "FAILED")
+    return report_pages(uri, root, n_resamples=50)
 
 
 def _spread(values: list[float], separator: str = " ") -> str:
