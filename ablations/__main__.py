@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import sys
 import time
@@ -30,6 +31,7 @@ from ablations.checkpoints import CHECKPOINT_STORES, default_checkpoint_store
 from ablations.estimate import (
     CPU_FIT_SECONDS,
     RunCosts,
+    busy_caution,
     cpu_sized_command,
     estimate_seconds,
     format_duration,
@@ -433,6 +435,9 @@ def _print_estimate(
         f"estimated duration: {format_duration(estimate)} (env steps, acting, updates, "
         "evaluation, metric flushes and start-up, each timed on this machine)"
     )
+    caution = busy_caution(os.getloadavg()[0], os.cpu_count() or 1)
+    if caution:
+        print(caution)
     if estimate > 2 * CPU_FIT_SECONDS and not torch.cuda.is_available():
         hint = cpu_sized_command(spec, parallel, startup)
         if hint:

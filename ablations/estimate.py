@@ -264,6 +264,18 @@ def cpu_sized_command(
     return None
 
 
+def busy_caution(load: float, cpus: int) -> str | None:
+    """A caution when the machine was oversubscribed while the work was timed: ``load``
+    (the 1-minute load average just after timing, which counts the timing's own threads)
+    above ``cpus`` means the timed work waited for a core, so the estimate is too long."""
+    if load <= cpus + 0.5:  # the timing's own threads and a little noise
+        return None
+    return (
+        f"the machine was busy while timing (load average {load:.1f} on {cpus} CPUs): "
+        "the estimate may be several times too long"
+    )
+
+
 def format_duration(seconds: float) -> str:
     """``'about 40 s'``, ``'about 40 min'``, ``'about 3.5 h'``, ``'about 2.1 days'``."""
     if seconds < 90:

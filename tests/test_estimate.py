@@ -8,6 +8,7 @@ import pytest
 
 from ablations.estimate import (
     RunCosts,
+    busy_caution,
     count_work,
     cpu_sized_command,
     estimate_seconds,
@@ -75,3 +76,13 @@ def test_the_cpu_hint_fits_its_time_and_differs_from_what_was_typed() -> None:
     hinted = AblationSpec("atari_pong", 1, ("coupled",), "debug", steps, overrides)
     assert steps != 5000
     assert 0.8 * budget <= estimate_seconds(hinted.runs(), 1, costs=costs) <= budget
+
+
+def test_busy_caution_only_when_the_timing_waited_for_a_core() -> None:
+    # The load average counts the timing's own threads: at most one per CPU (plus noise) is
+    # a quiet machine.
+    assert busy_caution(0.3, 2) is None
+    assert busy_caution(2.5, 2) is None
+    caution = busy_caution(5.2, 2)
+    assert caution is not None and "load average 5.2 on 2 CPUs" in caution
+    assert "too long" in caution
