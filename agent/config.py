@@ -497,6 +497,12 @@ def set_field(config: Any, key: str, value: Any) -> None:
         if not dataclasses.is_dataclass(node) or not hasattr(node, part):
             raise ConfigError(f"unknown config key '{key}'")
         node = getattr(node, part)
+    if isinstance(node, dict):  # one entry of a mapping field, e.g. wm.loss_scales.reward
+        if name not in node:
+            known = ", ".join(sorted(node))
+            raise ConfigError(f"unknown config key '{key}'; {'.'.join(path)} has {known}")
+        node[name] = _convert(key, value, float)
+        return
     fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
     if name not in fields or dataclasses.is_dataclass(getattr(node, name)):
         raise ConfigError(f"unknown config key '{key}'")

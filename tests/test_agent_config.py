@@ -74,6 +74,9 @@ def test_overrides_convert_strings_to_field_types():
     assert config.wm.lr == 3e-4
     assert config.train.schedule == "coupled"
     assert config.wm.loss_scales["decoder"] == 2.0
+    # One entry of the mapping through its dotted key, the others kept.
+    config = make_config("cartpole", "debug", {"wm.loss_scales.reward": "10"})
+    assert config.wm.loss_scales == {**Config().wm.loss_scales, "reward": 10.0}
 
 
 @pytest.mark.parametrize(
@@ -89,6 +92,9 @@ def test_overrides_convert_strings_to_field_types():
         ("nope.batch_size", 1, "unknown config key"),
         ("train", 1, "unknown config key 'train'"),
         ("wm.loss_scales", "1", "expects a mapping"),
+        ("wm.loss_scales.rewrd", 1, "unknown config key 'wm.loss_scales.rewrd'; wm.loss_scales"),
+        ("wm.loss_scales.reward", "big", "wm.loss_scales.reward expects float"),
+        ("wm.loss_scales.reward", "-1", "wm.loss_scales.reward must be in [0, inf)"),
     ],
 )
 def test_bad_overrides_raise_one_line_config_errors(key, value, message):
@@ -129,20 +135,19 @@ def test_steps_too_small_for_one_iteration():
 
 @pytest.mark.parametrize(("env", "preset"), [("cartpole", "debug"), ("atari_pong", "M")])
 def test_to_dict_from_dict_and_flatten_round_trip(env, preset):
-    config = make_config(env, preset, {"train.schedule": "coupled", "wm.lr": 2e-4})
+    overrides = {"train.schedule": "coupled", "wm.lr": 2e-4, "wm.loss_scales.dyn": 0.25}
+    config = make_config(env, preset, overrides)
     restored = from_dict(to_dict(config))
     assert restored == config
     assert flatten(restored) == flatten(config)
     flat = flatten(config)
     assert flat["train.schedule"] == "coupled" and flat["preset"] == preset
-    assert flat["wm.loss_scales.dyn"] == 0.5
+    assert flat["wm.loss_scales.dyn"] == 0.25
     assert not any(isinstance(v, dict) or dataclasses.is_dataclass(v) for v in flat.values())
-    # Every non-dict leaf can be set back through its dotted key.
+    # Every leaf, the mapping's entries included, can be set back through its dotted key.
     rebuilt = Config()
     for key, value in flat.items():
-        if not key.startswith("wm.loss_scales."):
-            set_field(rebuilt, key, value)
-    rebuilt.wm.loss_scales = dict(config.wm.loss_scales)
+        set_field(rebuilt, key, value)
     assert rebuilt == config
 
 
