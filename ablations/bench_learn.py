@@ -1,6 +1,7 @@
 """Learning benchmark (not a test): does the agent learn, and hold it, under every arm?
 
     python -m ablations.bench_learn [--env cartpole] [--steps N] [--seeds 2] [--jobs J]
+                                    [--arms separate_all,coupled_all]
 
 Runs the four arms (``separate``/``coupled`` x ``starts=last``/``all``) through the ablation
 runner (so it is logged to MLflow, resumable and parallel), measures the random policy's
@@ -196,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="2")
     parser.add_argument("--jobs", default=None)
     parser.add_argument("--preset", default=None, help="size preset (default: the setup's)")
+    parser.add_argument(
+        "--arms",
+        default=",".join(RUN_ORDER),
+        help="comma-separated subset of the four arms (default: all, in this order)",
+    )
     parser.add_argument("--tracking-uri", default=None)
     args = parser.parse_args(argv)
     if args.env not in SETUPS:
@@ -206,10 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         seeds = positive_int("SEEDS", args.seeds) or 2
         jobs = positive_int("JOBS", args.jobs) or default_jobs(setup.cpus_per_run)
         preset = args.preset or setup.preset
+        arms = tuple(arm.strip() for arm in args.arms.split(",") if arm.strip())
+        unknown = [arm for arm in arms if arm not in RUN_ORDER]
+        if unknown or not arms or len(set(arms)) != len(arms):
+            raise ConfigError(
+                f"ARMS must be distinct arms among {', '.join(RUN_ORDER)}; got '{args.arms}'"
+            )
         spec = AblationSpec(
             env=args.env,
             seeds=seeds,
-            arms=RUN_ORDER,
+            arms=arms,
             preset=preset,
             steps=steps,
             overrides=dict(setup.overrides),
@@ -227,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         f"parallel (runs already finished are skipped)\n"
         f"target: {setup.target}; random policy: {random:.1f}"
     )
-    argv_runner = ["--env", args.env, "--seeds", str(seeds), "--arms", ",".join(RUN_ORDER)]
+    argv_runner = ["--env", args.env, "--seeds", str(seeds), "--arms", ",".join(arms)]
     argv_runner += ["--preset", preset, "--steps", str(steps), "--jobs", str(jobs)]
     if setup.cpus_per_run is not None:
         argv_runner += ["--cpus-per-run", str(setup.cpus_per_run)]

@@ -40,9 +40,10 @@ def test_prints_one_row_per_run_and_a_rerun_reprints_it(tmp_path: Path) -> None:
         assert 0 < float(final) <= float(best) <= 500, arm
         assert float(rand) == pytest.approx(random, abs=0.05)
 
-    second = run_bench_learn(tmp_path, *args)
+    # A rerun of a subset of the arms (--arms) finds them finished and reprints the table.
+    second = run_bench_learn(tmp_path, *args, "--arms", "coupled_all,separate_all")
     assert second.returncode == 0, second.stderr[-2000:]
-    assert "4 already finished, 0 to run" in second.stdout
+    assert "2 already finished, 0 to run" in second.stdout
     assert table_rows(second.stdout) == rows
 
 
@@ -52,6 +53,8 @@ def test_prints_one_row_per_run_and_a_rerun_reprints_it(tmp_path: Path) -> None:
         (["--env", "atari_nope"], "no learning setup for env 'atari_nope'"),
         (["--steps", "10"], "to run one training iteration"),
         (["--jobs", "0"], "JOBS must be positive"),
+        (["--arms", "separate_all,bogus"], "ARMS must be distinct arms among separate_all"),
+        (["--arms", "coupled,coupled"], "ARMS must be distinct arms"),
         (["--tracking-uri", "sqlite:////no/such/dir/m.db"], "does not exist"),
     ],
 )
