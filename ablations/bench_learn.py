@@ -109,13 +109,16 @@ SETUPS = {
     # horizon of ~100 agent steps, 800 env steps) so that the critic catches up within the
     # budget. At the DMC preset's repeat 2 and ratio 64, or repeat 8 and ratio 128, neither
     # this task nor its proprio twin left the random policy's level (~320) within 4000
-    # agent steps (2026-11-30 pilots). With these settings (2026-11-30, starts=all arms, 28-33
-    # min per run, two side by side), seeds 0 / 1: best 476 / 408 and final 432 / 245
-    # separate_all, best 422 / 417 and final 393 / 331 coupled_all, random 267: far short of
-    # the target, seed 1 of separate_all ending below random. starts=last not yet run.
+    # agent steps (2026-11-30 pilots). With these settings the proprio twin learns (653 at
+    # 1540 steps), so what is slow from pixels is the representation. At 4000 steps
+    # (2026-11-30, seeds 0 / 1): best 476 / 408, final 432 / 245 separate_all; best 422 / 417,
+    # final 393 / 331 coupled_all; random 267. At 8000 steps separate_all seed 0 (70 min,
+    # another run beside it) repeats the 4000-step curve (runs are deterministic), then
+    # rises slowly: 534 at 5636, 578 at 8000; best 578, final 531. Still to run: the other
+    # starts=all runs at 8000 steps (about 2.5 h for the three, two side by side).
     "dmc_vision_cartpole_balance": LearningSetup(
         preset="debug",
-        steps=4000,
+        steps=8000,
         overrides={
             "env.action_repeat": 8,
             "ac.discount": 0.99,
