@@ -97,14 +97,15 @@ bench-throughput: $(STAMP)
 		$(if $(SHAPE),--shape $(call q,$(SHAPE))) $(if $(PRESET),--preset $(call q,$(PRESET))) \
 		$(if $(UPDATES),--updates $(call q,$(UPDATES))) $(foreach s,$(SET),--set $(call q,$(s)))
 
-# Learning: the four arms (or ARMS=...) x 2 seeds, with a table of best/final eval vs random.
+# Learning: the four arms (or ARMS=...) x 2 seeds (or SEEDS=...), with a table of best/final eval vs random.
 LEARN_ENV ?= cartpole
 bench-learn: $(STAMP)
 	$(BIN)/python -m ablations.bench_learn \
 		--env $(call q,$(if $(filter command line,$(origin ENV)),$(ENV),$(LEARN_ENV))) \
 		$(if $(STEPS),--steps $(call q,$(STEPS))) $(if $(JOBS),--jobs $(call q,$(JOBS))) \
 		$(if $(PRESET),--preset $(call q,$(PRESET))) \
-		$(if $(filter command line,$(origin ARMS)),--arms $(call q,$(ARMS)))
+		$(if $(filter command line,$(origin ARMS)),--arms $(call q,$(ARMS))) \
+		$(if $(filter command line,$(origin SEEDS)),--seeds $(call q,$(SEEDS)))
 
 # MLflow's UI on the same store the ablation writes to; it prints the address of the latest
 # ablation's runs grouped by arm.

@@ -57,6 +57,14 @@ def test_quotes_in_a_value_reach_the_program_as_typed(tmp_path: Path) -> None:
     assert 'it\'s "a" `b`' in result.stderr, result.stderr
 
 
+def test_bench_learn_passes_arms_and_seeds_only_when_given(tmp_path: Path) -> None:
+    # The ablation's defaults (SEEDS=5, ARMS=separate,coupled) are not bench-learn's.
+    given = make("-n", "bench-learn", "ARMS=separate_all", "SEEDS=1", cwd=tmp_path).stdout
+    plain = make("-n", "bench-learn", cwd=tmp_path).stdout
+    assert "--arms 'separate_all'" in given and "--seeds '1'" in given
+    assert "--arms" not in plain and "--seeds" not in plain
+
+
 def test_bench_with_a_shape_does_not_pass_a_preset_it_ignores(tmp_path: Path) -> None:
     shaped = make("-n", "bench", "SHAPE=peer-tiny", cwd=tmp_path).stdout
     plain = make("-n", "bench", "PRESET=debug", cwd=tmp_path).stdout
