@@ -36,6 +36,7 @@ from ablations.estimate import (
     estimate_seconds,
     format_duration,
     run_costs,
+    shared_cpu_slowdown,
 )
 from ablations.gpu_share import GIB, run_memory_need, share_problem
 from ablations.launchers import FAILED, LAUNCHERS, TAKEN, LauncherError, Resources
@@ -427,19 +428,29 @@ def _print_estimate(
     30 min here."""
     torch.set_num_threads(threads)  # time the work as a worker will run it
     print("estimating the duration: timing env steps, acting and updates per arm...", flush=True)
+    cpus = os.cpu_count() or 1
+    side_by_side = min(parallel, len(runs))
+    slowdown = 1.0
+    if not torch.cuda.is_available():
+        slowdown = shared_cpu_slowdown(side_by_side, threads, cpus)
     try:
-        estimate = estimate_seconds(runs, parallel, startup, costs)
+        estimate = estimate_seconds(runs, parallel, startup, costs, slowdown)
     except Exception:  # noqa: BLE001 - a run that cannot start fails in its worker, named
         return
     print(
         f"estimated duration: {format_duration(estimate)} (env steps, acting, updates, "
         "evaluation, metric flushes and start-up, each timed on this machine)"
     )
+    if slowdown > 1:
+        print(
+            f"{side_by_side} runs side by side ({threads} torch threads each) share {cpus} "
+            f"CPUs: each is counted {slowdown:.2g}x slower than alone"
+        )
     caution = busy_caution(os.getloadavg()[0], os.cpu_count() or 1)
     if caution:
         print(caution)
     if estimate > 2 * CPU_FIT_SECONDS and not torch.cuda.is_available():
-        hint = cpu_sized_command(spec, parallel, startup)
+        hint = cpu_sized_command(spec, parallel, startup, slowdown=slowdown)
         if hint:
             print(f"that is a GPU job; a version that fits about 30 min on this CPU: {hint}")
 

@@ -8,8 +8,9 @@ the real env and model (:func:`time_costs`). Evaluation episodes are counted at 
 of a random-policy episode, the policy's length at the start of training: a policy that
 learns to survive longer (CartPole) makes evaluation take longer than estimated. MLflow
 writes are not timed: batched, they take a few percent of a run (each run logs its share
-as ``tracking/overhead_fraction``). Runs are packed onto ``parallel`` slots, each assumed as
-fast as one run alone.
+as ``tracking/overhead_fraction``). Runs are packed onto ``parallel`` slots, each as fast as
+one run alone times a ``slowdown``: on a CPU, runs whose threads outnumber the cores share
+them by time slicing (:func:`shared_cpu_slowdown`).
 """
 
 from __future__ import annotations
@@ -156,9 +157,11 @@ def estimate_seconds(
     parallel: int,
     startup: float = 0.0,
     costs: dict[str, RunCosts] | None = None,
+    slowdown: float = 1.0,
 ) -> float:
     """Wall-clock of ``runs`` with ``parallel`` at a time, each on the slot that frees first
-    (costs kept in ``costs`` when given, keyed by :func:`cost_key`). Each arm is timed whole
+    and ``slowdown`` times slower than alone (costs kept in ``costs`` when given, keyed by
+    :func:`cost_key`). Each arm is timed whole
     on the first task of each kind of env (suite, observation and action kind); the suite's
     other tasks of that kind reuse its model costs and time only their env (a random
     episode), so a 26-game suite times two models per arm, not 26."""
@@ -166,8 +169,18 @@ def estimate_seconds(
     slots = [0.0] * max(parallel, 1)
     for run in runs:
         train = run.config().train
-        slots[slots.index(min(slots))] += run_seconds(train, run_costs(run, costs), startup)
+        seconds = run_seconds(train, run_costs(run, costs), startup) * slowdown
+        slots[slots.index(min(slots))] += seconds
     return max(slots)
+
+
+def shared_cpu_slowdown(parallel: int, threads: int, cpus: int) -> float:
+    """How many times slower each of ``parallel`` CPU runs of ``threads`` torch threads goes
+    than one run alone, when they share ``cpus`` cores: 1 while their threads fit the cores,
+    else the cores are time-sliced among them. One run alone was timed with its own threads,
+    so it is never slower than that (it had at most ``cpus`` cores then too)."""
+    cpus = max(cpus, 1)
+    return max(1.0, parallel * min(threads, cpus) / cpus)
 
 
 def run_costs(run: RunSpec, costs: dict[str, RunCosts]) -> RunCosts:
@@ -198,15 +211,18 @@ def steps_within(
     parallel: int,
     seconds: float,
     startup: float = 0.0,
+    slowdown: float = 1.0,
 ) -> int | None:
-    """The most agent steps per run for which ``runs`` (at their ``costs``) fit in
-    ``seconds``, or None when not even one iteration after the prefill does."""
+    """The most agent steps per run for which ``runs`` (at their ``costs``, each
+    ``slowdown`` times slower than alone) fit in ``seconds``, or None when not even one
+    iteration after the prefill does."""
 
     def fits(steps: int) -> bool:
         slots = [0.0] * max(parallel, 1)
         for run in runs:
             train = dataclasses.replace(run.config().train, steps=steps)
-            slots[slots.index(min(slots))] += run_seconds(train, costs[cost_key(run)], startup)
+            alone = run_seconds(train, costs[cost_key(run)], startup)
+            slots[slots.index(min(slots))] += alone * slowdown
         return max(slots) <= seconds
 
     train = runs[0].config().train
@@ -228,9 +244,11 @@ def cpu_sized_command(
     startup: float = 0.0,
     costs: dict[str, RunCosts] | None = None,
     seconds: float = CPU_FIT_SECONDS,
+    slowdown: float = 1.0,
 ) -> str | None:
     """``make ablation ...``: ``spec`` with the debug preset and the most STEPS that fit
-    ``seconds`` at the costs timed here (kept in ``costs``), halving the train ratio while
+    ``seconds`` at the costs timed here (kept in ``costs``; runs ``slowdown`` times slower
+    than alone, see :func:`shared_cpu_slowdown`), halving the train ratio while
     not even the fewest steps fit; None if nothing fits."""
     costs = {} if costs is None else costs
     overrides = {k: v for k, v in spec.overrides.items() if k != "train.steps"}
@@ -242,7 +260,7 @@ def cpu_sized_command(
         ratio = ratio or small[0].config().train.train_ratio
         first = small[: len(spec.arms) * len(spec.tasks)]
         estimate_seconds(first, 1, startup, costs)  # times each task x arm once
-        steps = steps_within(small, costs, parallel, seconds, startup)
+        steps = steps_within(small, costs, parallel, seconds, startup, slowdown)
         if steps is not None:
             where = f"SUITE={spec.suite}" if spec.suite else f"ENV={spec.env}"
             words = [where, f"SEEDS={spec.seeds}"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -13,6 +14,8 @@ from ablations.estimate import (
     cpu_sized_command,
     estimate_seconds,
     run_seconds,
+    shared_cpu_slowdown,
+    steps_within,
 )
 from ablations.spec import AblationSpec
 from agent import Trainer
@@ -86,3 +89,34 @@ def test_busy_caution_only_when_the_timing_waited_for_a_core() -> None:
     caution = busy_caution(5.2, 2)
     assert caution is not None and "load average 5.2 on 2 CPUs" in caution
     assert "too long" in caution
+
+
+def test_runs_that_outnumber_the_cores_share_them() -> None:
+    # (parallel runs, torch threads each, cores) -> each run's slowdown against one alone.
+    assert shared_cpu_slowdown(1, 1, 2) == 1.0
+    assert shared_cpu_slowdown(2, 1, 2) == 1.0  # one core each, as when timed
+    assert shared_cpu_slowdown(3, 1, 2) == 1.5  # 3 threads time-sliced on 2 cores
+    assert shared_cpu_slowdown(2, 2, 2) == 2.0
+    assert shared_cpu_slowdown(1, 4, 2) == 1.0  # timed alone with its 4 threads already
+    assert shared_cpu_slowdown(4, 4, 2) == 4.0  # 4 runs on 2 cores, each timed on 2
+    assert shared_cpu_slowdown(3, 1, 0) == 3.0  # an unknown core count counts as one
+
+
+def test_the_slowdown_stretches_every_slot_and_shrinks_the_steps_that_fit() -> None:
+    spec = AblationSpec("cartpole", 3, ("coupled",), "debug", 1000)
+    runs = spec.runs()
+    costs = {f"cartpole/{run.arm}": RunCosts(0.001, 0.002, 0.05, 0.01, 20) for run in runs}
+    alone = run_seconds(runs[0].config().train, costs["cartpole/coupled"], startup=2)
+    # Brute force: 3 equal runs on 2 slots take two runs' time; on 3 slots, one run's.
+    assert estimate_seconds(runs, 2, 2, costs) == pytest.approx(2 * alone)
+    assert estimate_seconds(runs, 3, 2, costs, slowdown=1.5) == pytest.approx(1.5 * alone)
+    budget = 1.2 * alone
+    fast = steps_within(runs, costs, 3, budget, 2)
+    slow = steps_within(runs, costs, 3, budget, 2, slowdown=1.5)
+    assert fast is not None and slow is not None and slow < fast
+    # The steps found fit at their slowdown, and about 1% more would not.
+    for steps, slowdown in ((fast, 1.0), (slow, 1.5)):
+        at = dataclasses.replace(spec, steps=steps).runs()
+        over = dataclasses.replace(spec, steps=int(steps * 1.02) + 1).runs()
+        assert estimate_seconds(at, 3, 2, costs, slowdown) <= budget
+        assert estimate_seconds(over, 3, 2, costs, slowdown) > budget
