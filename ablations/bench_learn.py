@@ -24,6 +24,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from ablations import __main__ as runner
+from ablations.arms import resolve_arms
 from ablations.launchers import default_jobs
 from ablations.spec import ARMS, AblationSpec
 from ablations.tracking_store import resolve_tracking_uri
@@ -215,12 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         seeds = positive_int("SEEDS", args.seeds) or 2
         jobs = positive_int("JOBS", args.jobs) or default_jobs(setup.cpus_per_run)
         preset = args.preset or setup.preset
-        arms = tuple(arm.strip() for arm in args.arms.split(",") if arm.strip())
-        unknown = [arm for arm in arms if arm not in RUN_ORDER]
-        if unknown or not arms or len(set(arms)) != len(arms):
-            raise ConfigError(
-                f"ARMS must be distinct arms among {', '.join(RUN_ORDER)}; got '{args.arms}'"
-            )
+        selected = tuple(arm.strip() for arm in args.arms.split(",") if arm.strip())
+        arms = tuple(resolve_arms({arm: ARMS[arm] for arm in RUN_ORDER}, selected, {}, []))
         spec = AblationSpec(
             env=args.env,
             seeds=seeds,

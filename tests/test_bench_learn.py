@@ -53,8 +53,12 @@ def test_prints_one_row_per_run_and_a_rerun_reprints_it(tmp_path: Path) -> None:
         (["--env", "atari_nope"], "no learning setup for env 'atari_nope'"),
         (["--steps", "10"], "to run one training iteration"),
         (["--jobs", "0"], "JOBS must be positive"),
-        (["--arms", "separate_all,bogus"], "ARMS must be distinct arms among separate_all"),
-        (["--arms", "coupled,coupled"], "ARMS must be distinct arms"),
+        (
+            ["--arms", "separate_all,bogus"],
+            "unknown arm(s) bogus; known arms: separate_all, coupled_all, separate, coupled",
+        ),
+        (["--arms", "coupled,coupled"], "arms are listed twice: coupled, coupled"),
+        (["--arms", " , "], "no arms given; known arms: separate_all"),
         (["--tracking-uri", "sqlite:////no/such/dir/m.db"], "does not exist"),
     ],
 )
