@@ -110,26 +110,25 @@ def gpu_sharing(
         say(f"CUDA MPS: {runs_per_gpu} runs per GPU through the daemon already running ({pipes})")
         yield
         return
-    folder = tempfile.mkdtemp(prefix="ablation-mps-")
-    names = ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")
-    try:
-        with environment_variables(**dict.fromkeys(names, folder)):
-            started = subprocess.run([control, "-d"], capture_output=True, text=True, check=False)
-            if started.returncode != 0:
-                why = (started.stderr or started.stdout).strip().splitlines()[:1] or ["no message"]
-                say(
-                    f"CUDA MPS did not start ({why[0]}): the {runs_per_gpu} runs per GPU share "
-                    "it by time slicing"
-                )
-                yield
-                return
-            say(f"CUDA MPS: started its control daemon for {runs_per_gpu} runs per GPU ({folder})")
-            try:
-                yield
-            finally:
-                subprocess.run(
-                    [control], input="quit\n", text=True, capture_output=True, check=False
-                )
-                say("CUDA MPS: control daemon stopped")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.ExitStack() as stack:  # closed in reverse: daemon, variables, folder
+        folder = tempfile.mkdtemp(prefix="ablation-mps-")
+        stack.callback(shutil.rmtree, folder, ignore_errors=True)
+        names = ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")
+        stack.enter_context(environment_variables(**dict.fromkeys(names, folder)))
+        started = subprocess.run([control, "-d"], capture_output=True, text=True, check=False)
+        if started.returncode != 0:
+            why = (started.stderr or started.stdout).strip().splitlines()[:1] or ["no message"]
+            say(
+                f"CUDA MPS did not start ({why[0]}): the {runs_per_gpu} runs per GPU share it "
+                "by time slicing"
+            )
+            yield
+            return
+        stack.callback(_stop_daemon, control, say)
+        say(f"CUDA MPS: started its control daemon for {runs_per_gpu} runs per GPU ({folder})")
+        yield
+
+
+def _stop_daemon(control: str, say: Callable[[str], None]) -> None:
+    subprocess.run([control], input="quit\n", text=True, capture_output=True, check=False)
+    say("CUDA MPS: control daemon stopped")
