@@ -69,3 +69,18 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], messag
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr and "arm " not in result.stdout
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_every_setup_runs_known_distinct_arms_and_at_least_one_seed() -> None:
+    from ablations.arms import resolve_arms
+    from ablations.bench_learn import RUN_ORDER, SETUPS
+    from ablations.spec import ARMS
+
+    for env, setup in SETUPS.items():
+        resolved = resolve_arms({arm: ARMS[arm] for arm in RUN_ORDER}, setup.arms, {}, [])
+        assert tuple(resolved) == setup.arms and setup.seeds >= 1, env
+        # The targets are about the starts=all arms, first in RUN_ORDER: a table that runs
+        # a prefix of it answers its target even when interrupted.
+        assert setup.arms == RUN_ORDER[: len(setup.arms)], env
+    vision = SETUPS["dmc_vision_cartpole_balance"]
+    assert (vision.arms, vision.seeds) == (("separate_all", "coupled_all"), 1)
