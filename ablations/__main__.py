@@ -446,7 +446,7 @@ def _print_estimate(
             f"{side_by_side} runs side by side ({threads} torch threads each) share {cpus} "
             f"CPUs: each is counted {slowdown:.2g}x slower than alone"
         )
-    caution = busy_caution(os.getloadavg()[0], os.cpu_count() or 1)
+    caution = busy_caution(os.getloadavg()[0], cpus)
     if caution:
         print(caution)
     if estimate > 2 * CPU_FIT_SECONDS and not torch.cuda.is_available():

@@ -159,18 +159,23 @@ def estimate_seconds(
     costs: dict[str, RunCosts] | None = None,
     slowdown: float = 1.0,
 ) -> float:
-    """Wall-clock of ``runs`` with ``parallel`` at a time, each on the slot that frees first
-    and ``slowdown`` times slower than alone (costs kept in ``costs`` when given, keyed by
-    :func:`cost_key`). Each arm is timed whole
-    on the first task of each kind of env (suite, observation and action kind); the suite's
-    other tasks of that kind reuse its model costs and time only their env (a random
-    episode), so a 26-game suite times two models per arm, not 26."""
+    """Wall-clock of ``runs`` with ``parallel`` at a time, each ``slowdown`` times slower than
+    alone (see :func:`packed_seconds`; costs kept in ``costs`` when given, keyed by
+    :func:`cost_key`). Each arm is timed whole on the first task of each kind of env (suite,
+    observation and action kind); the suite's other tasks of that kind reuse its model costs
+    and time only their env (a random episode), so a 26-game suite times two models per arm,
+    not 26."""
     costs = {} if costs is None else costs
+    alone = [run_seconds(run.config().train, run_costs(run, costs), startup) for run in runs]
+    return packed_seconds(alone, parallel, slowdown)
+
+
+def packed_seconds(seconds: Sequence[float], parallel: int, slowdown: float = 1.0) -> float:
+    """Wall-clock of runs that take ``seconds`` each alone, in that order, ``parallel`` at a
+    time: each starts on the slot that frees first and goes ``slowdown`` times slower."""
     slots = [0.0] * max(parallel, 1)
-    for run in runs:
-        train = run.config().train
-        seconds = run_seconds(train, run_costs(run, costs), startup) * slowdown
-        slots[slots.index(min(slots))] += seconds
+    for alone in seconds:
+        slots[slots.index(min(slots))] += alone * slowdown
     return max(slots)
 
 
@@ -218,12 +223,13 @@ def steps_within(
     iteration after the prefill does."""
 
     def fits(steps: int) -> bool:
-        slots = [0.0] * max(parallel, 1)
-        for run in runs:
-            train = dataclasses.replace(run.config().train, steps=steps)
-            alone = run_seconds(train, costs[cost_key(run)], startup)
-            slots[slots.index(min(slots))] += alone * slowdown
-        return max(slots) <= seconds
+        alone = [
+            run_seconds(
+                dataclasses.replace(run.config().train, steps=steps), costs[cost_key(run)], startup
+            )
+            for run in runs
+        ]
+        return packed_seconds(alone, parallel, slowdown) <= seconds
 
     train = runs[0].config().train
     low = train.prefill + train.collect_every + 1  # the fewest a config accepts

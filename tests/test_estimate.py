@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import random
 import re
 
 import pytest
@@ -13,6 +15,7 @@ from ablations.estimate import (
     count_work,
     cpu_sized_command,
     estimate_seconds,
+    packed_seconds,
     run_seconds,
     shared_cpu_slowdown,
     steps_within,
@@ -120,3 +123,28 @@ def test_the_slowdown_stretches_every_slot_and_shrinks_the_steps_that_fit() -> N
         over = dataclasses.replace(spec, steps=int(steps * 1.02) + 1).runs()
         assert estimate_seconds(at, 3, 2, costs, slowdown) <= budget
         assert estimate_seconds(over, 3, 2, costs, slowdown) > budget
+
+
+def test_packing_matches_a_clock_driven_simulation() -> None:
+    # An independent model of the launcher: a clock jumps to the next run's end, and the
+    # next queued run starts there, on the freed slot, taking slowdown x its time alone.
+    def simulate(seconds: list[float], parallel: int, slowdown: float) -> float:
+        queue, running, clock = list(seconds), [], 0.0
+        while queue or running:
+            while queue and len(running) < parallel:
+                heapq.heappush(running, clock + queue.pop(0) * slowdown)
+            clock = heapq.heappop(running)
+        return clock
+
+    rng = random.Random(0)
+    for _ in range(200):
+        seconds = [
+            rng.choice([1.0, 2.5, 7.0, rng.uniform(0.1, 9)]) for _ in range(rng.randint(1, 9))
+        ]
+        parallel, slowdown = rng.randint(1, 4), rng.choice([1.0, 1.5, 3.0])
+        assert packed_seconds(seconds, parallel, slowdown) == pytest.approx(
+            simulate(seconds, parallel, slowdown)
+        )
+    assert packed_seconds([], 2) == 0.0
+    assert packed_seconds([4.0, 1.0, 1.0, 1.0], 2) == 4.0  # the short ones share one slot
+    assert packed_seconds([3.0], 0) == 3.0  # no slot counts as one
