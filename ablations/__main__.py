@@ -39,7 +39,8 @@ from ablations.estimate import (
     shared_cpu_slowdown,
 )
 from ablations.gpu_share import GIB, run_memory_need, share_problem
-from ablations.launchers import FAILED, LAUNCHERS, TAKEN, LauncherError, Resources
+from ablations.launch_plan import FAILED, TAKEN, LauncherError, Resources
+from ablations.launchers import LAUNCHERS
 from ablations.leases import COMMAND_ID
 from ablations.retries import first_line, retry_locked
 from ablations.spec import ARMS, SEED_LIMIT, AblationSpec, RunSpec

@@ -32,6 +32,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.tracking import MlflowClient
 
 from ablations.retries import retry_locked
+from analysis.store import sqlite_file
 
 if TYPE_CHECKING:
     from agent.trainer import Trainer
@@ -237,8 +238,8 @@ CheckpointFactory = Callable[[str, str, "str | None"], CheckpointStore]
 def default_checkpoint_dir(tracking_uri: str) -> str:
     """``checkpoints/`` next to a SQLite store's file, so that a rerun from any folder finds
     them; for other stores, ``checkpoints/`` in the working directory."""
-    if tracking_uri.startswith("sqlite:///"):
-        database = os.path.abspath(tracking_uri.removeprefix("sqlite:///"))
+    database = sqlite_file(tracking_uri)
+    if database is not None:
         return os.path.join(os.path.dirname(database), "checkpoints")
     return os.path.abspath("checkpoints")
 

@@ -1,11 +1,12 @@
 """The ``ray`` launcher: each (arm, seed) run is a Ray task on a cluster.
 
 Imported only when ``--launcher ray`` is chosen, so the local launcher needs no Ray. Same
-contract as :func:`ablations.launchers.run_local`: same ``on_done`` calls, same progress
-bar, same result. A task whose worker process or node dies is retried by Ray
-(``max_retries``); the retried worker resumes from the run's checkpoint, so give workers
-that share no disk with each other the ``mlflow`` checkpoint store (the default with a
-tracking server). A training error is not retried: the run is marked FAILED, as locally.
+contract (:mod:`ablations.launch_plan`) as :func:`ablations.launchers.run_local`: same
+``on_done`` calls, same progress bar, same result. A task whose worker process or node
+dies is retried by Ray (``max_retries``); the retried worker resumes from the run's
+checkpoint, so give workers that share no disk with each other the ``mlflow`` checkpoint
+store (the default with a tracking server). A training error is not retried: the run is
+marked FAILED, as locally.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from ablations.launchers import (
+from ablations.launch_plan import (
     FAILED,
     FINISHED,
     TAKEN,

@@ -49,6 +49,7 @@ from analysis.load import (
     parse_planned_seeds,
     recent_ablations,
 )
+from analysis.store import missing_store
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 BATCH_LIMIT = 1000  # MlflowClient.log_batch takes at most 1000 metrics per call
@@ -347,7 +348,7 @@ def ui_path(experiment_id: str, charts: bool = False) -> str:
 def latest_ui_path(uri: str) -> str | None:
     """:func:`ui_path` of the most recently started ablation at ``uri``; None when the
     store has none (or does not exist yet: it is not created here)."""
-    if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+    if missing_store(uri):
         return None
     latest = recent_ablations(MlflowClient(uri), most=1)
     return ui_path(latest[0]) if latest else None

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from mlflow.tracking import MlflowClient
 
 from ablations.environment import environment_variables
+from analysis.store import sqlite_file
 
 
 class TrackingError(RuntimeError):
@@ -28,8 +29,8 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 
 def check_reachable(uri: str) -> None:
     """Raise :class:`TrackingError` if the store at ``uri`` cannot be reached or written."""
-    if uri.startswith("sqlite:///"):
-        path = os.path.abspath(uri.removeprefix("sqlite:///"))
+    path = sqlite_file(uri)
+    if path is not None:
         folder = os.path.dirname(path)
         if not os.path.isdir(folder):
             raise TrackingError(
@@ -108,12 +109,13 @@ def store_creation_lock(uri: str) -> Iterator[None]:
     """Hold an exclusive lock beside a SQLite store while creating its tables, experiment
     and runs, so that two commands starting at once do not race MLflow's schema creation
     (``duplicate column name``) or create the ablation twice. Other stores: no lock."""
-    if not uri.startswith("sqlite:///"):
+    database = sqlite_file(uri)
+    if database is None:
         yield
         return
     import fcntl
 
-    path = os.path.abspath(uri.removeprefix("sqlite:///")) + ".lock"
+    path = database + ".lock"
     try:
         handle = open(path, "a")  # noqa: SIM115 - closed below
     except OSError as error:

@@ -27,12 +27,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from analysis import method, plots, speed, stats, summary
 from analysis.load import AblationData, AblationDataError, latest_ablation, load_ablation
 from analysis.stats import DEFAULT_RESAMPLES
+from analysis.store import READ_ERRORS, attach_report, missing_store
 from reports import pages, suite
 from reports.adaptive_page import adaptive_pages
 from reports.layout import PAGE_SIZE
@@ -106,7 +105,7 @@ def build_report(
     _write_pdf_atomically(pdf_path, pages, title=f"Ablation report: {experiment}")
 
     if data.parent_run_id is not None:
-        _log_artifacts(tracking_uri, data.parent_run_id, pdf_path, files_dir)
+        attach_report(tracking_uri, data.parent_run_id, pdf_path, files_dir)
     return pdf_path
 
 
@@ -386,30 +385,9 @@ def _write_pdf_atomically(path: Path, pages: Sequence[Figure], title: str) -> No
         raise
 
 
-def _log_artifacts(
-    tracking_uri: str | None, parent_run_id: str, pdf_path: Path, files_dir: Path
-) -> None:
-    client = MlflowClient(tracking_uri=tracking_uri)
-    client.log_artifact(parent_run_id, str(pdf_path), artifact_path="report")
-    for sub in ("figures", "tables"):
-        client.log_artifacts(parent_run_id, str(files_dir / sub), artifact_path=f"report/{sub}")
-
-
 # ----------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------
-
-
-def _missing_store(tracking_uri: str | None) -> str | None:
-    """The file of a SQLite store that does not exist (reading it would create it, and its
-    folder), else None."""
-    import mlflow
-
-    uri = tracking_uri or mlflow.get_tracking_uri()
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = os.path.abspath(uri.removeprefix("sqlite:///"))
-    return None if os.path.exists(path) else path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -426,14 +404,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="reports/out", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = parser.parse_args(argv)
-    missing = _missing_store(args.tracking_uri)
+    missing = missing_store(args.tracking_uri)
     if missing:
         print(f"error: no MLflow store at {missing}; run an ablation first", file=sys.stderr)
         return 2
     try:
         experiment = args.experiment or latest_ablation(args.tracking_uri)
         path = build_report(experiment, args.tracking_uri, args.out, seed=args.seed)
-    except (AblationDataError, MlflowException) as error:
+    except READ_ERRORS as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -13,7 +13,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from ablations.launchers import Resources, plan_local
+from ablations.launch_plan import Resources
+from ablations.launchers import plan_local
 
 # A run of a few seconds: tiny model, few steps, few updates.
 TINY = [

@@ -234,7 +234,7 @@ def test_tiny_adaptive_ablation_interrupted_after_an_interim_resumes_and_stops(
 def test_the_ray_launcher_is_planned_again_for_each_interim() -> None:
     """Each interim plans its launch in the same process: a second ``ray.init`` must join."""
     ray = pytest.importorskip("ray")
-    from ablations.launchers import Resources
+    from ablations.launch_plan import Resources
     from ablations.ray_launcher import plan as plan_ray
 
     try:

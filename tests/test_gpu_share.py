@@ -26,7 +26,8 @@ from ablations.gpu_share import (
     run_memory_need,
     share_problem,
 )
-from ablations.launchers import LauncherError, Resources, plan_local, plan_ray
+from ablations.launch_plan import LauncherError, Resources
+from ablations.launchers import plan_local, plan_ray
 from tests.test_makefile import make
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answer")
