@@ -279,30 +279,31 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
             if rule is not None:
                 adaptive.record_rule(store, rule)
             store.record_plan(runs)
-            todo, finished, held = [], 0, []
+            to_train, finished, held = [], 0, []
             for index, run in enumerate(runs):
                 device = plan.device(index)
                 run_id, status = store.child_for(run, device)
                 if status == "FINISHED":
                     finished += 1
-                    continue
-                if store.held_elsewhere(run_id, run.name) is not None:
+                elif store.held_elsewhere(run_id, run.name) is not None:
                     held.append(run.name)  # another live command trains it
-                    continue
-                steps = run.config().train.steps
-                todo.append(
-                    WorkerJob(
-                        run=run,
-                        run_id=run_id,
-                        tracking_uri=uri,
-                        checkpoints=checkpoints(uri, run_id, args.checkpoint_dir),
-                        checkpoint_every=every or max(steps // 10, 1),
-                        device=device,
-                        threads=plan.threads,
-                        parent_id=store.parent_id,
-                        command=COMMAND_ID,
-                    )
+                else:
+                    to_train.append((run, run_id, device))
+            threads = plan.threads_for(len(to_train))
+            todo = [
+                WorkerJob(
+                    run=run,
+                    run_id=run_id,
+                    tracking_uri=uri,
+                    checkpoints=checkpoints(uri, run_id, args.checkpoint_dir),
+                    checkpoint_every=every or max(run.config().train.steps // 10, 1),
+                    device=device,
+                    threads=threads,
+                    parent_id=store.parent_id,
+                    command=COMMAND_ID,
                 )
+                for run, run_id, device in to_train
+            ]
     except (ConfigError, TrackingError) as error:
         parser.error(str(error))
     except MlflowException as error:  # e.g. a read-only store
@@ -314,15 +315,13 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
         f"ablation '{spec.name}': {len(runs)} runs ({tasks}{', '.join(spec.arms)} x "
         f"{spec.seeds} seeds), "
         f"{finished} already finished, {elsewhere}{len(todo)} to run | preset {spec.preset} | "
-        f"{min(plan.parallel, max(len(todo), 1))} parallel, {plan.threads} torch threads each "
+        f"{min(plan.parallel, max(len(todo), 1))} parallel, {threads} torch threads each "
         f"on {plan.where} | MLflow {uri}"
     )
     if todo:
         # Imports and opening the store so far: what each worker process will also spend.
         startup = _process_age()
-        _print_estimate(
-            spec, [job.run for job in todo], plan.parallel, plan.threads, startup, costs
-        )
+        _print_estimate(spec, [job.run for job in todo], plan.parallel, threads, startup, costs)
 
     def on_done(job: WorkerJob, outcome: str) -> None:
         try:

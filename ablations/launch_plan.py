@@ -62,8 +62,20 @@ class LaunchPlan:
     """Run processes sharing each GPU, as the user asked (``RUNS_PER_GPU``): above one, each
     run's memory must fit its share of the card (see :mod:`ablations.gpu_share`)."""
 
+    shared_cores: int | None = None
+    """Cores the runs in flight split between them as torch threads (the user fixed no
+    threads per run); None: every run gets ``threads``."""
+
     def device(self, index: int) -> str:
         return self.devices[index % len(self.devices)]
+
+    def threads_for(self, runs: int) -> int:
+        """Torch threads per run when ``runs`` are to train: ``threads``, or, when fewer
+        runs than ``parallel`` will be in flight, the shared cores split between those, so
+        that a lone run is not left one core of many."""
+        if self.shared_cores is None:
+            return self.threads
+        return max(self.threads, self.shared_cores // max(min(self.parallel, runs), 1))
 
 
 class RunsBar:

@@ -42,17 +42,23 @@ from ablations.worker import EXIT_TAKEN, WorkerJob, worker_main
 
 def default_jobs(cpus_per_run: int | None = None) -> int:
     """Local runs at once when JOBS is not given: one per GPU, else one per ``cpus_per_run``
-    cores (two when not given)."""
+    cores (one when not given).
+
+    One run per core, measured on a 2-core CPU (``make bench-throughput KS=1`` against
+    ``KS=2``, two processes of one thread against one of two): the same aggregate rate at
+    ``SHAPE=S``, 1.1x at ``PRESET=small`` and 1.8-2.1x at ``PRESET=debug``, where one update's
+    small matrix products leave a second thread little to do."""
     if torch.cuda.is_available():
         return torch.cuda.device_count()
-    return max(1, (os.cpu_count() or 2) // (cpus_per_run or 2))
+    return max(1, (os.cpu_count() or 1) // (cpus_per_run or 1))
 
 
 def plan_local(resources: Resources) -> LaunchPlan:
     """Processes on this machine: one per GPU (``runs_per_gpu`` per GPU when given), else one
-    per ``cpus_per_run`` cores (default two) unless ``jobs`` says otherwise; torch threads
-    split the cores between them unless ``cpus_per_run`` says otherwise. A run starts on a
-    free device slot (each GPU ``runs_per_gpu`` times, or as often as ``jobs`` needs)."""
+    per ``cpus_per_run`` cores (default one) unless ``jobs`` says otherwise; torch threads
+    split the cores between the runs in flight unless ``cpus_per_run`` says otherwise. A run
+    starts on a free device slot (each GPU ``runs_per_gpu`` times, or as often as ``jobs``
+    needs)."""
     if resources.gpus_per_run is not None:
         raise LauncherError("--gpus-per-run is for --launcher ray (local runs take one GPU each)")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -66,14 +72,15 @@ def plan_local(resources: Resources) -> LaunchPlan:
         parallel = min(resources.jobs or gpus * share, gpus * share)
     else:
         parallel = resources.jobs or default_jobs(resources.cpus_per_run)
-    threads = resources.cpus_per_run or max(1, (os.cpu_count() or 1) // parallel)
+    cores = None if resources.cpus_per_run else os.cpu_count() or 1
+    threads = resources.cpus_per_run or max(1, (cores or 1) // parallel)
     devices = tuple(f"cuda:{index}" for index in range(gpus)) or ("cpu",)
     launch = run_local
     if gpus:
         slots = device_slots(gpus, share or math.ceil(parallel / gpus))
         launch = functools.partial(run_local, slots=slots, runs_per_gpu=share or 1)
     where = "local processes" + (f", {share} per GPU" if gpus and share else "")
-    return LaunchPlan(launch, parallel, threads, devices, where, share or 1)
+    return LaunchPlan(launch, parallel, threads, devices, where, share or 1, cores)
 
 
 def plan_ray(resources: Resources) -> LaunchPlan:

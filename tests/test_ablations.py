@@ -249,13 +249,21 @@ def test_sigterm_stops_the_run_processes_too(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with GPUs, one local run per GPU")
-def test_cpus_per_run_sets_threads_and_the_default_number_of_local_runs() -> None:
-    cores = os.cpu_count() or 1
-    one_thread = plan_local(Resources(cpus_per_run=1))
-    assert (one_thread.parallel, one_thread.threads) == (cores, 1)
-    assert plan_local(Resources()).parallel == max(1, cores // 2)  # one per two cores
-    capped = plan_local(Resources(jobs=1, cpus_per_run=1))
-    assert (capped.parallel, capped.threads) == (1, 1)
+def test_cpus_per_run_sets_threads_and_the_default_number_of_local_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    default = plan_local(Resources())
+    assert (default.parallel, default.threads) == (8, 1)  # one run per core
+    # Fewer runs to train than cores: the cores are split between those runs.
+    assert [default.threads_for(runs) for runs in (1, 2, 3, 8, 20, 0)] == [8, 4, 2, 1, 1, 8]
+    two = plan_local(Resources(cpus_per_run=2))
+    assert (two.parallel, two.threads) == (4, 2)
+    assert two.threads_for(1) == 2  # threads the user fixed stay fixed
+    capped = plan_local(Resources(jobs=2))
+    assert (capped.parallel, capped.threads, capped.threads_for(1)) == (2, 4, 8)
+    one = plan_local(Resources(jobs=3, cpus_per_run=1))
+    assert (one.parallel, one.threads, one.threads_for(1)) == (3, 1, 1)
 
 
 def test_a_crashing_run_is_marked_failed_and_named(tmp_path: Path) -> None:
