@@ -37,6 +37,7 @@ from ablations.estimate import (
     format_duration,
     run_costs,
     shared_cpu_slowdown,
+    torch_threads,
 )
 from ablations.gpu_share import GIB, run_memory_need, share_problem
 from ablations.launch_plan import FAILED, TAKEN, LauncherError, Resources
@@ -315,7 +316,7 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
         f"ablation '{spec.name}': {len(runs)} runs ({tasks}{', '.join(spec.arms)} x "
         f"{spec.seeds} seeds), "
         f"{finished} already finished, {elsewhere}{len(todo)} to run | preset {spec.preset} | "
-        f"{min(plan.parallel, max(len(todo), 1))} parallel, {threads} torch threads each "
+        f"{min(plan.parallel, max(len(todo), 1))} parallel, {torch_threads(threads)} each "
         f"on {plan.where} | MLflow {uri}"
     )
     if todo:
@@ -443,7 +444,7 @@ def _print_estimate(
     )
     if slowdown > 1:
         print(
-            f"{side_by_side} runs side by side ({threads} torch threads each) share {cpus} "
+            f"{side_by_side} runs side by side ({torch_threads(threads)} each) share {cpus} "
             f"CPUs: each is counted {slowdown:.2g}x slower than alone"
         )
     caution = busy_caution(os.getloadavg()[0], cpus)

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from ablations.estimate import count_work, format_duration
+from ablations.estimate import count_work, format_duration, torch_threads
 from ablations.gpu_share import GIB, gpu_sharing
 from ablations.spec import ARMS
 from agent.bench import SHAPES
@@ -269,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     where = torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"
     print(
         f"{args.env} | {label} | arm {args.arm} | batch {ablation.train.batch_size}x"
-        f"{ablation.train.seq_len} | {where} | torch {torch.__version__} | {threads} threads "
-        f"per process | k = {', '.join(map(str, ks))} | timed: whole training iterations of at "
-        f"least {updates} updates per process"
+        f"{ablation.train.seq_len} | {where} | torch {torch.__version__} | "
+        f"{torch_threads(threads)} per process | k = {', '.join(map(str, ks))} | timed: whole "
+        f"training iterations of at least {updates} updates per process"
     )
     with gpu_sharing(max(ks), device.type == "cuda"):
         result = measure(configs, ks, updates, warmup, threads)

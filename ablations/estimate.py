@@ -300,6 +300,11 @@ def busy_caution(load: float, cpus: int) -> str | None:
     )
 
 
+def torch_threads(threads: int) -> str:
+    """``'1 torch thread'``, ``'2 torch threads'``."""
+    return f"{threads} torch thread{'s' * (threads != 1)}"
+
+
 def format_duration(seconds: float) -> str:
     """``'about 40 s'``, ``'about 40 min'``, ``'about 3.5 h'``, ``'about 2.1 days'``."""
     if seconds < 90:

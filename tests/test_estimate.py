@@ -19,6 +19,7 @@ from ablations.estimate import (
     run_seconds,
     shared_cpu_slowdown,
     steps_within,
+    torch_threads,
 )
 from ablations.spec import AblationSpec
 from agent import Trainer
@@ -148,3 +149,7 @@ def test_packing_matches_a_clock_driven_simulation() -> None:
     assert packed_seconds([], 2) == 0.0
     assert packed_seconds([4.0, 1.0, 1.0, 1.0], 2) == 4.0  # the short ones share one slot
     assert packed_seconds([3.0], 0) == 3.0  # no slot counts as one
+
+
+def test_thread_counts_read_in_the_singular_and_plural() -> None:
+    assert [torch_threads(n) for n in (1, 2)] == ["1 torch thread", "2 torch threads"]
