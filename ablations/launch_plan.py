@@ -61,7 +61,6 @@ class LaunchPlan:
     runs_per_gpu: int = 1
     """Run processes sharing each GPU, as the user asked (``RUNS_PER_GPU``): above one, each
     run's memory must fit its share of the card (see :mod:`ablations.gpu_share`)."""
-
     shared_cores: int | None = None
     """Cores the runs in flight split between them as torch threads (the user fixed no
     threads per run); None: every run gets ``threads``."""
