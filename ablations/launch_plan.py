@@ -74,7 +74,7 @@ class LaunchPlan:
         that a lone run is not left one core of many."""
         if self.shared_cores is None:
             return self.threads
-        return max(self.threads, self.shared_cores // max(min(self.parallel, runs), 1))
+        return max(1, self.shared_cores // max(min(self.parallel, runs), 1))
 
 
 class RunsBar:

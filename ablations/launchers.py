@@ -72,8 +72,11 @@ def plan_local(resources: Resources) -> LaunchPlan:
         parallel = min(resources.jobs or gpus * share, gpus * share)
     else:
         parallel = resources.jobs or default_jobs(resources.cpus_per_run)
-    cores = None if resources.cpus_per_run else os.cpu_count() or 1
-    threads = resources.cpus_per_run or max(1, (cores or 1) // parallel)
+    if resources.cpus_per_run:
+        cores, threads = None, resources.cpus_per_run
+    else:
+        cores = os.cpu_count() or 1
+        threads = max(1, cores // parallel)
     devices = tuple(f"cuda:{index}" for index in range(gpus)) or ("cpu",)
     launch = run_local
     if gpus:
