@@ -3,24 +3,32 @@
 AdaStop (Mathieu et al., TMLR 2024) compares arms in interims of ``n`` runs per arm. After
 interim ``k`` (0-based) the statistic of the comparison ``arm`` vs ``reference`` is the sum
 over interims ``0..k`` of the difference of the block means, ``S = sum_j (mean(arm_j) -
-mean(ref_j))`` ( ``(k + 1)`` times the mean difference when every block has ``n`` runs). Its
-null distribution comes from permuting the ``2n`` runs of each interim between the two arms,
-independently per interim, with one permutation applied to every comparison at once so that
-the maximum over comparisons has its joint null distribution.
+mean(ref_j))`` ( ``(k + 1)`` times the mean difference when every block has ``n`` runs).
 
-The level is spent linearly: by interim ``k`` at most ``alpha (k + 1) / K`` of the null
-probability may have crossed a boundary. The boundary ``b_k`` is the smallest value such
-that the permutations that never crossed an earlier boundary and whose ``max |S|`` exceeds
-``b_k`` have probability at most what is left. Comparisons are rejected step-down: the
-largest observed ``|S|`` is rejected if it exceeds ``b_k``, then the boundary is recomputed
-over the comparisons still open, and so on. This keeps the family-wise error rate over all
-comparisons at ``alpha`` whatever the interim at which the data are looked at. Comparisons
-still open after the last interim are "no difference detectable at this budget" (no early
-acceptance: the paper's ``beta = 0``).
+Several comparisons share the reference, so the family-wise error is controlled by closed
+testing: every non-empty set ``I`` of comparisons has its own group-sequential test of the
+intersection null "the arms of ``I`` score as the reference does", on ``max_{c in I} |S_c|``.
+Its null distribution comes from permuting each interim's runs of the reference and the arms
+of ``I`` among those groups, independently per interim: under that null they are
+exchangeable, so this is a permutation group acting on the data and the test is exact. (A
+permutation applied to each pair arm/reference separately is not one: it let the
+family-wise error of 4 arms reach 0.057 +- 0.003 at alpha 0.05, 3 interims of 3.) A
+comparison is decided once every set containing it has been rejected; its direction is the
+sign of its ``S``. With one comparison this is the two-arm test itself.
 
-When ``C(2n, n) ** K`` is at most ``permutations`` every permutation is enumerated (an exact
-test); otherwise ``permutations`` random permutation sequences are drawn from the given
-generator, the first being the identity (the observed data), as a valid Monte Carlo test.
+Each set's test spends its level linearly: by interim ``k`` at most ``alpha (k + 1) / K`` of
+the null probability may have crossed a boundary. Its boundary ``b_k`` is the smallest value
+such that the permutation sequences that never crossed an earlier boundary and whose
+statistic exceeds ``b_k`` have probability at most what is left; it rejects when the observed
+statistic exceeds ``b_k``. Statistics equal up to rounding (tied scores swapped, e.g. runs at
+a return ceiling) count as equal: a tie is never beyond a boundary. Comparisons still open
+after the last interim are "no difference detectable at this budget" (no early acceptance:
+the paper's ``beta = 0``).
+
+A set's test enumerates every assignment of runs to groups when their number to the power
+``K`` is at most ``permutations`` (exact); otherwise it draws ``permutations`` random
+permutation sequences, the first being the identity (the observed data), from its own child
+of the given generator (a valid Monte Carlo test, replayed identically from the same seed).
 """
 
 from __future__ import annotations
@@ -28,11 +36,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 BETTER, WORSE, NO_DIFFERENCE, OPEN = "better", "worse", "no difference", "continue"
+MAX_COMPARISONS = 8
+"""Closed testing runs one test per set of comparisons (``2^C - 1``); 8 comparisons (9 arms)
+are 255 tests, a few seconds per interim."""
 
 
 @dataclass(frozen=True)
@@ -41,14 +52,16 @@ class InterimResult:
 
     Attributes:
         interim: 0-based interim index.
-        boundary: the last boundary on ``max |S|`` computed at this interim (inf when none
-            was reachable at this level), in units of summed block-mean differences.
+        boundaries: ``(C,)`` per comparison, the largest boundary on ``max |S|`` among the
+            sets containing it that were still unrejected at this interim (what its ``|S|``
+            has to beat; inf when none was reachable at this level, NaN once decided
+            earlier), in units of summed block-mean differences.
         statistics: ``(C,)`` observed signed ``S`` per comparison (NaN once decided earlier).
         decisions: ``(C,)`` decision per comparison after this interim.
     """
 
     interim: int
-    boundary: float
+    boundaries: tuple[float, ...]
     statistics: tuple[float, ...]
     decisions: tuple[str, ...]
 
@@ -61,7 +74,7 @@ class SequentialResult:
         decisions: ``(C,)`` one of ``better``, ``worse``, ``no difference``, ``continue``.
         decided_at: ``(C,)`` 0-based interim of the decision, -1 while open.
         interims: one :class:`InterimResult` per interim tested.
-        exact: True when every permutation was enumerated.
+        exact: True when every set's test enumerated all its permutations.
     """
 
     decisions: tuple[str, ...]
@@ -74,9 +87,14 @@ class SequentialResult:
         return OPEN not in self.decisions
 
 
-def is_exact(n: int, n_interims: int, permutations: int) -> bool:
-    """Whether all ``C(2n, n) ** n_interims`` permutation sequences fit in ``permutations``."""
-    return math.comb(2 * n, n) ** n_interims <= permutations
+def assignments(groups: int, n: int) -> int:
+    """Distinct ways to split ``groups * n`` runs into ``groups`` labelled groups of ``n``."""
+    return math.factorial(groups * n) // math.factorial(n) ** groups
+
+
+def is_exact(n: int, n_interims: int, permutations: int, groups: int = 2) -> bool:
+    """Whether all ``assignments(groups, n) ** n_interims`` sequences fit in ``permutations``."""
+    return assignments(groups, n) ** n_interims <= permutations
 
 
 def adastop(
@@ -94,8 +112,8 @@ def adastop(
             NaN (they are not used); rows of open arms must be finite.
         n_interims: ``K``, the number of interims planned (the last one decides).
         alpha: family-wise error rate over the ``A - 1`` comparisons with the reference.
-        rng: draws the random permutations (unused when the test is exact). Pass a fresh
-            generator from the same seed to replay the same test over more interims.
+        rng: parent of each set's permutation generator (unused by exact tests). Pass a
+            fresh generator from the same seed to replay the same test over more interims.
         permutations: number of permutation sequences (the identity included).
 
     Returns:
@@ -109,92 +127,158 @@ def adastop(
     if arms < 2 or n < 1:
         raise ValueError(f"blocks must be (arms >= 2, n >= 1), got {(arms, n)}")
     comparisons = arms - 1
-    exact = is_exact(n, n_interims, permutations)
-    masks = _interim_masks(n, exact, permutations, rng, len(blocks))
+    if comparisons > MAX_COMPARISONS:
+        raise ValueError(f"at most {MAX_COMPARISONS} comparisons, got {comparisons}")
+    tolerance = _tie_tolerance(blocks)
+    members = [
+        tuple(c for c in range(comparisons) if mask >> c & 1) for mask in range(1, 2**comparisons)
+    ]
+    family = [
+        _SetTest(m, n, n_interims, permutations, generator)
+        for m, generator in zip(members, rng.spawn(len(members)), strict=True)
+    ]
 
     decisions = [OPEN] * comparisons
     decided_at = [-1] * comparisons
-    spent = 0.0
-    sums = np.zeros((comparisons, 1))  # (C, P): S of every permutation sequence so far
-    alive = np.ones(1, dtype=bool)  # (P,): sequences that never crossed a boundary
     history = []
     for k, block in enumerate(blocks):
         block = np.asarray(block, dtype=float)
         if block.shape != (arms, n):
             raise ValueError(f"interim {k} has shape {block.shape}, expected {(arms, n)}")
-        open_ = np.array([d == OPEN for d in decisions])
-        needed = np.concatenate([[True], open_])
-        if not np.all(np.isfinite(block[needed])):
+        open_ = [c for c in range(comparisons) if decisions[c] == OPEN]
+        if not np.all(np.isfinite(block[[0, *(c + 1 for c in open_)]])):
             raise ValueError(f"interim {k} has missing scores for an arm still compared")
-        # (C, 2n): each comparison's runs, the arm's first; signs (M, 2n): +1/n in the
-        # permuted "arm" group, -1/n in the other; diffs (C, M).
-        values = np.concatenate([block[1:], np.repeat(block[:1], comparisons, axis=0)], axis=1)
-        signs = np.where(masks[k], 1.0, -1.0) / n
-        diffs = np.nan_to_num(values) @ signs.T
-        if exact:
-            sums = (sums[:, :, None] + diffs[:, None, :]).reshape(comparisons, -1)
-            alive = np.repeat(alive, diffs.shape[1])
-        else:
-            sums = sums + diffs
-            alive = np.broadcast_to(alive, sums.shape[1]).copy()
-        total = sums.shape[1]
         level = alpha * (k + 1) / n_interims
-        observed = sums[:, 0]
-
-        boundary, added, largest = math.inf, 0.0, None
-        while open_.any():
-            largest = np.abs(sums[open_]).max(axis=0)  # (P,)
-            boundary, added = _boundary(largest[alive], total, level - spent)
-            candidates = np.flatnonzero(open_)
-            top = candidates[np.argmax(np.abs(observed[candidates]))]
-            if abs(observed[top]) <= boundary:
-                break
-            decisions[top] = BETTER if observed[top] > 0 else WORSE
-            decided_at[top] = k
-            open_[top] = False
-        if open_.any():
-            spent += added
-            alive &= largest <= boundary
-        if k == n_interims - 1:
-            for c in np.flatnonzero(open_):
-                decisions[c] = NO_DIFFERENCE
+        # A set holding a decided comparison was rejected by the interim of that decision.
+        live = [test for test in family if not test.rejected]
+        boundaries = dict.fromkeys(open_, -math.inf)
+        for test in live:
+            test.step(block, level, tolerance)
+            for c in test.members:
+                boundaries[c] = max(boundaries[c], test.boundary)
+        statistics = [math.nan] * comparisons
+        for c in open_:
+            statistics[c] = float(np.sum(block[c + 1] - block[0]) / n) + (
+                history[-1].statistics[c] if history else 0.0
+            )
+        for c in open_:
+            if all(test.rejected for test in family if c in test.members):
+                decisions[c] = BETTER if statistics[c] > 0 else WORSE
                 decided_at[c] = k
-        stats = tuple(float(s) if needed[c + 1] else math.nan for c, s in enumerate(observed))
-        history.append(InterimResult(k, float(boundary), stats, tuple(decisions)))
+        if k == n_interims - 1:
+            for c in range(comparisons):
+                if decisions[c] == OPEN:
+                    decisions[c], decided_at[c] = NO_DIFFERENCE, k
+        history.append(
+            InterimResult(
+                k,
+                tuple(boundaries.get(c, math.nan) for c in range(comparisons)),
+                tuple(statistics),
+                tuple(decisions),
+            )
+        )
         if OPEN not in decisions:
             break
+    exact = all(test.exact for test in family)
     return SequentialResult(tuple(decisions), tuple(decided_at), tuple(history), exact)
 
 
-def _boundary(values: np.ndarray, total: int, level_left: float) -> tuple[float, float]:
-    """Smallest ``b`` among ``values`` with ``#(values > b) / total <= level_left``, and that
-    probability; ``(inf, 0)`` when none qualifies. ``values``: ``(P_alive,)``."""
+@dataclass
+class _SetTest:
+    """The group-sequential test of one intersection null: the arms of ``members``
+    (0-based comparisons, arm ``c + 1``) exchangeable with the reference."""
+
+    members: tuple[int, ...]
+    n: int
+    n_interims: int
+    permutations: int
+    rng: np.random.Generator
+    rejected: bool = False
+    boundary: float = math.inf
+    """The boundary of the last interim tested."""
+    exact: bool = field(init=False)
+    spent: float = 0.0
+    sums: np.ndarray = field(init=False)  # (|I|, P): S of every permutation sequence so far
+    alive: np.ndarray = field(init=False)  # (P,): sequences that never crossed a boundary
+
+    def __post_init__(self) -> None:
+        groups = len(self.members) + 1
+        self.exact = is_exact(self.n, self.n_interims, self.permutations, groups)
+        self.sums = np.zeros((len(self.members), 1))
+        self.alive = np.ones(1, dtype=bool)
+        self._orders = _all_orders(groups, self.n) if self.exact else None
+
+    def step(self, block: np.ndarray, level: float, tolerance: float) -> None:
+        """Add one interim's ``(A, n)`` block and test at cumulative ``level``."""
+        groups = len(self.members) + 1
+        values = block[[0, *(c + 1 for c in self.members)]].reshape(-1)  # (G n,) group-major
+        orders = self._orders if self.exact else self._draw(groups)
+        means = values[orders].reshape(len(orders), groups, self.n).mean(-1)  # (M, G)
+        diffs = (means[:, 1:] - means[:, :1]).T  # (|I|, M)
+        if self.exact:
+            self.sums = (self.sums[:, :, None] + diffs[:, None, :]).reshape(len(self.members), -1)
+            self.alive = np.repeat(self.alive, diffs.shape[1])
+        else:
+            self.sums = self.sums + diffs
+            self.alive = np.broadcast_to(self.alive, self.sums.shape[1]).copy()
+        largest = np.abs(self.sums).max(axis=0)  # (P,); index 0 is the observed data
+        self.boundary, added = _boundary(
+            largest[self.alive], largest.size, level - self.spent, tolerance
+        )
+        if largest[0] > self.boundary + tolerance:
+            self.rejected = True
+            return
+        self.spent += added
+        self.alive &= largest <= self.boundary + tolerance
+
+    def _draw(self, groups: int) -> np.ndarray:
+        """``(P, G n)`` random orders of the runs, row 0 the identity."""
+        size = groups * self.n
+        orders = self.rng.permuted(np.tile(np.arange(size), (self.permutations, 1)), axis=1)
+        orders[0] = np.arange(size)
+        return orders
+
+
+def _all_orders(groups: int, n: int) -> np.ndarray:
+    """Every assignment of ``groups * n`` runs to ``groups`` groups of ``n``, as ``(M, G n)``
+    orders (group ``g`` takes positions ``g n .. (g + 1) n - 1``); row 0 the identity."""
+    rows: list[tuple[int, ...]] = []
+
+    def extend(prefix: tuple[int, ...], left: tuple[int, ...]) -> None:
+        if not left:
+            rows.append(prefix)
+            return
+        for chosen in itertools.combinations(left, n):
+            rest = tuple(i for i in left if i not in chosen)
+            extend(prefix + chosen, rest)
+
+    extend((), tuple(range(groups * n)))
+    return np.array(rows, dtype=np.intp)
+
+
+def _tie_tolerance(blocks: Sequence[np.ndarray]) -> float:
+    """How far apart two statistics may be and still count as equal: permutations that tie
+    in exact arithmetic (two equal scores swapped, e.g. runs at a return ceiling) sum their
+    terms in another order and differ in the last bits. Relative to the scores' scale, far
+    below any real difference of means."""
+    finite = [np.abs(b[np.isfinite(b)]) for b in map(np.asarray, blocks)]
+    scale = max((float(f.max()) for f in finite if f.size), default=0.0)
+    return 1e-9 * max(scale, 1e-300)
+
+
+def _boundary(
+    values: np.ndarray, total: int, level_left: float, tolerance: float = 0.0
+) -> tuple[float, float]:
+    """Smallest ``b`` among ``values`` with ``#(values > b + tolerance) / total <=
+    level_left``, and that probability; ``(inf, 0)`` when none qualifies. Values within
+    ``tolerance`` of ``b`` count as ties, never as beyond it. ``values``: ``(P_alive,)``."""
     ordered = np.sort(values)
-    above = ordered.size - np.searchsorted(ordered, ordered, side="right")
+    above = ordered.size - np.searchsorted(ordered, ordered + tolerance, side="right")
     admissible = above / total <= level_left + 1e-12
     if not admissible.any():
         return math.inf, 0.0
     first = int(np.argmax(admissible))
     return float(ordered[first]), float(above[first] / total)
-
-
-def _interim_masks(
-    n: int, exact: bool, permutations: int, rng: np.random.Generator, interims: int
-) -> list[np.ndarray]:
-    """Per interim a ``(M, 2n)`` bool array: which of the ``2n`` runs count for the arm.
-    Row 0 is the identity (the arm's own runs)."""
-    if exact:
-        combos = np.array(list(itertools.combinations(range(2 * n), n)))
-        masks = np.zeros((len(combos), 2 * n), dtype=bool)
-        np.put_along_axis(masks, combos, True, axis=1)
-        return [masks] * interims
-    out = []
-    for _ in range(interims):
-        order = rng.permuted(np.tile(np.arange(2 * n), (permutations, 1)), axis=1)
-        masks = order < n
-        masks[0] = np.arange(2 * n) < n
-        out.append(masks)
-    return out
 
 
 def welch_fixed_n(scores: np.ndarray, alpha: float) -> tuple[str, ...]:

@@ -80,7 +80,7 @@ def test_degenerate_scores_never_reject():
 
 def test_replaying_more_interims_keeps_the_earlier_decisions():
     rng = np.random.default_rng(3)
-    blocks = [rng.normal(0, 1, (3, 5)) + np.array([[0.0], [3.0], [0.0]]) for _ in range(3)]
+    blocks = [rng.normal(0, 1, (3, 5)) + np.array([[0.0], [6.0], [0.0]]) for _ in range(3)]
     first = adastop(blocks[:1], 3, 0.05, np.random.default_rng(7))
     assert first.decisions[0] == BETTER
     blocks[1][1] = blocks[2][1] = np.nan  # the decided arm gets no more runs
