@@ -6,11 +6,16 @@ rerun after an interruption reaches the same decisions and continues the interim
 and a rerun after the last decision trains nothing. Interim ``k`` (0-based) runs seeds
 ``k*INTERIM .. (k+1)*INTERIM - 1`` of the reference arm and of every arm still undecided.
 
-The rule (interim size, maximum seeds, alpha, reference, permutations, generator seed) is
-logged as params of the parent run before the first run is created; MLflow params cannot
-change, so a rerun with another rule is refused. Each interim's decisions are tags of the
-parent (``adaptive.status``, ``adaptive.decision.<arm>``) and a table artifact
-``adaptive/decisions.csv``.
+Over several tasks (a suite) the test decides on the aggregate: one value per arm and seed,
+the suite score, the mean over tasks of the normalised final return (see
+:func:`analysis.aggregate.suite_score`); a seed of an arm counts once its run on every task
+has finished, and every task gets the same seeds.
+
+The rule (interim size, maximum seeds, alpha, reference, scored value, permutations,
+generator seed) is logged as params of the parent run before the first run is created;
+MLflow params cannot change, so a rerun with another rule is refused. Each interim's
+decisions are tags of the parent (``adaptive.status``, ``adaptive.decision.<arm>``) and a
+table artifact ``adaptive/decisions.csv``.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from ablations.spec import SEED_LIMIT, AblationSpec, RunSpec
 from ablations.tracking import AblationStore
 from ablations.tracking_store import TrackingError
 from agent.config import ConfigError
+from analysis.aggregate import suite_score
 from analysis.decisions import DECISIONS_ARTIFACT
-from analysis.sequential import NO_DIFFERENCE, OPEN, SequentialResult, adastop
+from analysis.sequential import MAX_COMPARISONS, NO_DIFFERENCE, OPEN, SequentialResult, adastop
 
 SCORE_METRIC = "final/eval_return"
 DEFAULT_INTERIM, DEFAULT_MAX_SEEDS, DEFAULT_ALPHA = 5, 25, 0.05
@@ -45,6 +51,7 @@ class AdaptiveRule:
         max_seeds: most seeds an arm gets; the test plans ``max_seeds // interim`` interims.
         alpha: family-wise error rate over the comparisons with the reference.
         reference: the arm every other arm is compared with (the first of ARMS).
+        tasks: the ablation's tasks; over several, the test decides on the suite score.
         permutations: permutation sequences of the test (exact enumeration when fewer).
         permutation_seed: seeds the test's generator, so a replay decides the same.
     """
@@ -53,8 +60,18 @@ class AdaptiveRule:
     max_seeds: int
     alpha: float
     reference: str
+    tasks: tuple[str, ...] = ()
     permutations: int = 10_000
     permutation_seed: int = 0
+
+    @property
+    def metric(self) -> str:
+        """What one run (one task) or one seed of an arm (several tasks) scores."""
+        if len(self.tasks) <= 1:
+            return SCORE_METRIC
+        return (
+            f"the suite score (mean over {', '.join(self.tasks)} of the normalised {SCORE_METRIC})"
+        )
 
     @property
     def n_interims(self) -> int:
@@ -66,9 +83,11 @@ class AdaptiveRule:
         return self.n_interims * self.interim
 
     def params(self) -> dict[str, str]:
+        suite = {"adaptive.tasks": ",".join(self.tasks)} if len(self.tasks) > 1 else {}
         return {
             "adaptive.method": "adastop (group-sequential permutation test, Mathieu et al. 2024)",
-            "adaptive.metric": SCORE_METRIC,
+            "adaptive.metric": self.metric,
+            **suite,
             "adaptive.reference": self.reference,
             "adaptive.interim": str(self.interim),
             "adaptive.max_seeds": str(self.max_seeds),
@@ -81,9 +100,15 @@ class AdaptiveRule:
 
 
 def rule_from_flags(
-    seeds: str, interim: str | None, max_seeds: str | None, alpha: str | None, arms: tuple[str, ...]
+    seeds: str,
+    interim: str | None,
+    max_seeds: str | None,
+    alpha: str | None,
+    arms: tuple[str, ...],
+    tasks: tuple[str, ...] = (),
 ) -> AdaptiveRule | None:
-    """The rule for ``--seeds auto`` (None for a fixed seed count).
+    """The rule for ``--seeds auto`` (None for a fixed seed count); over several ``tasks``
+    it decides on the suite score.
 
     Raises:
         ConfigError: one line for the user on bad values.
@@ -115,7 +140,12 @@ def rule_from_flags(
         raise ConfigError(f"ALPHA must be between 0 and 0.5 (both excluded), got {alpha}")
     if len(arms) < 2:
         raise ConfigError("SEEDS=auto compares arms with the first one: give at least two ARMS")
-    return AdaptiveRule(size, most, level, arms[0])
+    if len(arms) - 1 > MAX_COMPARISONS:
+        raise ConfigError(
+            f"SEEDS=auto compares at most {MAX_COMPARISONS + 1} arms (one test per set of "
+            f"comparisons), got {len(arms)}; split the arms over several ablations"
+        )
+    return AdaptiveRule(size, most, level, arms[0], tuple(tasks))
 
 
 def _integer(name: str, value: str | None, default: int) -> int:
@@ -206,24 +236,45 @@ def _search(uri: str, experiment: str, filter_string: str, max_results: int = 10
     )
 
 
-def finished_scores(uri: str, experiment: str) -> dict[str, dict[int, float]]:
-    """``scores[arm][seed]`` of the experiment's FINISHED child runs (read only).
+def finished_scores(
+    uri: str, experiment: str, tasks: tuple[str, ...] = ()
+) -> dict[str, dict[int, float]]:
+    """``scores[arm][seed]`` of the experiment's FINISHED child runs (read only): the final
+    return with one task, the suite score over several (a seed of an arm appears once its
+    run on every task has finished).
 
     Raises:
-        TrackingError: a finished run has no score (it would be planned again forever).
+        TrackingError: a finished run has no score (it would be planned again forever), or
+            no score references over several tasks.
     """
     runs = _search(
         uri, experiment, "tags.`ablation.role` = 'child' and attributes.status = 'FINISHED'"
     )
-    scores: dict[str, dict[int, float]] = {}
+    per_task: dict[tuple[str, int], dict[str, float]] = {}
     for run in runs:
         if SCORE_METRIC not in run.data.metrics:
             raise TrackingError(
                 f"run {run.info.run_name} finished without '{SCORE_METRIC}'; delete it in MLflow "
                 "and rerun"
             )
-        arm, seed = run.data.tags.get("arm", "?"), int(run.data.tags.get("seed", "-1"))
-        scores.setdefault(arm, {})[seed] = run.data.metrics[SCORE_METRIC]
+        tags = run.data.tags
+        arm, seed = tags.get("arm", "?"), int(tags.get("seed", "-1"))
+        value = run.data.metrics[SCORE_METRIC]
+        if len(tasks) > 1:
+            try:
+                low, high = float(tags["score.random"]), float(tags["score.best"])
+            except (KeyError, ValueError):
+                raise TrackingError(
+                    f"run {run.info.run_name} has no score references (tags score.random, "
+                    "score.best): the suite score cannot be computed"
+                ) from None
+            value = (value - low) / (high - low)
+        per_task.setdefault((arm, seed), {})[tags.get("task") or tags.get("env", "")] = value
+    scores: dict[str, dict[int, float]] = {}
+    for (arm, seed), values in per_task.items():
+        score = suite_score(values, tasks) if len(tasks) > 1 else next(iter(values.values()))
+        if math.isfinite(score):
+            scores.setdefault(arm, {})[seed] = score
     return scores
 
 
@@ -251,7 +302,7 @@ def interim_runs(spec: AblationSpec, rule: AdaptiveRule, uri: str) -> list[RunSp
                 f"experiment '{spec.name}' was started with another adaptive rule ({was}); rerun "
                 "with the same values or pass a new EXPERIMENT name"
             )
-    stand = plan(rule, spec.arms, finished_scores(uri, spec.name))
+    stand = plan(rule, spec.arms, finished_scores(uri, spec.name, rule.tasks))
     wanted = set(stand.next_runs)
     if stand.finished:
         print(f"adaptive seeding: {status_line(rule, stand)}; nothing left to run")
@@ -277,7 +328,7 @@ def record_rule(store: AblationStore, rule: AdaptiveRule) -> None:
 
 def record_interim(store: AblationStore, rule: AdaptiveRule) -> Plan:
     """Replan from the store and record where the ablation stands on the parent run."""
-    stand = plan(rule, store.spec.arms, finished_scores(store.uri, store.spec.name))
+    stand = plan(rule, store.spec.arms, finished_scores(store.uri, store.spec.name, rule.tasks))
     tags = {"adaptive.status": status_line(rule, stand)}
     for arm, decision in stand.decisions().items():
         tags[f"adaptive.decision.{arm}"] = (
@@ -327,14 +378,14 @@ def decisions_csv(rule: AdaptiveRule, stand: Plan) -> str:
     assert stand.result is not None
     for step in stand.result.interims:
         scale = step.interim + 1  # S is a sum over interims of block-mean differences
-        for arm, stat, decision in zip(
-            stand.arms[1:], step.statistics, step.decisions, strict=True
+        for arm, stat, boundary, decision in zip(
+            stand.arms[1:], step.statistics, step.boundaries, step.decisions, strict=True
         ):
             if math.isnan(stat):
                 continue
             out.write(
                 f"{step.interim + 1},{arm},{rule.reference},{scale * rule.interim},"
-                f"{stat / scale:.6g},{step.boundary / scale:.6g},{decision}\n"
+                f"{stat / scale:.6g},{boundary / scale:.6g},{decision}\n"
             )
     return out.getvalue()
 

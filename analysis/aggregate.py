@@ -14,7 +14,8 @@ replacement within each task, tasks stay fixed, every draw from the caller's Gen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -67,6 +68,16 @@ AGGREGATES: dict[str, Statistic] = {
     "optimality gap": optimality_gap,
 }
 """Name -> statistic; higher is better for all but the optimality gap."""
+
+
+def suite_score(normalised: Mapping[str, float], tasks: Sequence[str]) -> float:
+    """One seed's value over a suite: the mean over ``tasks`` of its normalised scores
+    (``normalised[task]``); NaN unless every task has a finite one. Adaptive seeding over a
+    suite decides on it: each seed of an arm gives one exchangeable value."""
+    values = [normalised.get(task, math.nan) for task in tasks]
+    if not values or not all(math.isfinite(v) for v in values):
+        return math.nan
+    return float(np.mean(values))
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:

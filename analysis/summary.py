@@ -418,17 +418,19 @@ def missing_runs(
         runs: ``AblationData.runs``.
         planned: ``(task, arm, seed)`` of every run planned (``AblationData.planned_runs``),
             in report order. None for an ablation that did not record its plan: it is then
-            inferred as every task x arm x seed present in any run, which is wrong where
-            adaptive seeding gave arms different seeds.
+            inferred per arm, as every task x that arm's seeds ``0..k`` (``k`` its largest
+            seed on any task), since adaptive seeding gives each arm its own seeds and every
+            task the same ones: an arm decided early never had the later seeds.
     """
     task_of = runs["task"] if "task" in runs else pd.Series([""] * len(runs), index=runs.index)
     present = set(zip(task_of, runs["arm"], runs["seed"], strict=True))
     if planned is None:
+        last_seed = runs.groupby("arm")["seed"].max()
         planned = [
             (task, arm, seed)
             for task in dict.fromkeys(task_of)
             for arm in ordered_arms(runs["arm"])
-            for seed in sorted(set(runs["seed"]))
+            for seed in range(int(last_seed[arm]) + 1)
         ]
     prefix = len({task for task, _, _ in planned} | set(task_of)) > 1
     return [

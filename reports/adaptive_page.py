@@ -7,8 +7,7 @@ import textwrap
 
 from matplotlib.figure import Figure
 
-from analysis.decisions import AdaptiveRecord, load_adaptive
-from analysis.load import AblationData
+from analysis.decisions import AdaptiveRecord
 
 PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches, as the rest of the report
 DECISION_WORDS = {
@@ -19,10 +18,40 @@ DECISION_WORDS = {
 }
 
 
-def adaptive_pages(data: AblationData, tracking_uri: str | None) -> list[Figure]:
+def adaptive_pages(record: AdaptiveRecord | None) -> list[Figure]:
     """One page for an adaptive ablation (``--seeds auto``); none for a fixed-seed one."""
-    record = load_adaptive(tracking_uri, data.parent_run_id)
     return [] if record is None else [_page(record)]
+
+
+def front_summary(record: AdaptiveRecord | None) -> str:
+    """Page 1's sentence on adaptive seeding: the status, each arm's decision and the seeds
+    it took; empty for a fixed-seed ablation. E.g. ``Adaptive seeding (decided at interim 2
+    of 2, alpha 0.05, on final/eval_return): coupled: no difference from separate detectable
+    at this budget (4 of 4 seeds). Reference separate: 4 seeds.``"""
+    if record is None:
+        return ""
+    ref = record.rule["reference"]
+    most = int(record.rule["interims"]) * int(record.rule["interim"])
+    outcome = record.outcome()
+    if outcome.empty:
+        decided = "no interim finished yet"
+    else:
+        decided = "; ".join(
+            f"{row.arm}: {_decision_words(row.decision, ref)} ({row.seeds} of {most} seeds)"
+            for row in outcome.itertuples()
+        )
+    used = int(record.interims["seeds"].max()) if len(record.interims) else 0
+    return (
+        f"Adaptive seeding ({record.status}, alpha {record.rule['alpha']}, on "
+        f"{record.rule['metric']}): {decided}. Reference {ref}: {used} seeds. The adaptive "
+        "seeding page gives the procedure and every interim."
+    )
+
+
+def _decision_words(decision: str, ref: str) -> str:
+    if decision == "no difference":
+        return f"no difference from {ref} detectable at this budget"
+    return DECISION_WORDS.get(decision, decision).format(ref=ref)
 
 
 def procedure(record: AdaptiveRecord) -> str:

@@ -29,11 +29,12 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from analysis import method, plots, speed, stats, summary
+from analysis.decisions import AdaptiveRecord, load_adaptive
 from analysis.load import AblationData, AblationDataError, latest_ablation, load_ablation
 from analysis.stats import DEFAULT_RESAMPLES
 from analysis.store import READ_ERRORS, attach_report, missing_store
 from reports import pages, suite
-from reports.adaptive_page import adaptive_pages
+from reports.adaptive_page import adaptive_pages, front_summary
 from reports.layout import PAGE_SIZE
 from reports.layout import draw_table as _draw_table
 from reports.layout import format_ci as _format_ci
@@ -84,11 +85,12 @@ def build_report(
             "rerun the ablation to finish them"
         )
     rng = np.random.default_rng(seed)
+    record = load_adaptive(tracking_uri, data.parent_run_id)
     scores = summary.per_run_scores(data.runs, data.metrics)
     if data.multi_task:
-        front, figures, tables = suite.suite_report(data, scores, rng, n_resamples)
+        front, figures, tables = suite.suite_report(data, scores, rng, n_resamples, record)
     else:
-        front, figures, tables = _single_task_report(data, scores, rng, n_resamples)
+        front, figures, tables = _single_task_report(data, scores, rng, n_resamples, record)
 
     out_dir = Path(out_dir)
     files_dir = out_dir / _safe_name(experiment)
@@ -100,7 +102,7 @@ def build_report(
         frame.to_csv(files_dir / "tables" / f"{name}.csv", index=False)
 
     pages = [*front, *figures.values(), *_appendix_pages(data, scores)]
-    pages[1:1] = adaptive_pages(data, tracking_uri)  # after the answer, when SEEDS=auto
+    pages[1:1] = adaptive_pages(record)  # after the answer, when SEEDS=auto
     pdf_path = out_dir / f"{_safe_name(experiment)}.pdf"
     _write_pdf_atomically(pdf_path, pages, title=f"Ablation report: {experiment}")
 
@@ -110,7 +112,11 @@ def build_report(
 
 
 def _single_task_report(
-    data: AblationData, scores: pd.DataFrame, rng: np.random.Generator, n_resamples: int
+    data: AblationData,
+    scores: pd.DataFrame,
+    rng: np.random.Generator,
+    n_resamples: int,
+    record: AdaptiveRecord | None = None,
 ) -> tuple[list[Figure], dict[str, Figure], dict[str, pd.DataFrame]]:
     """Front pages, figures and tables of a one-task ablation."""
     table = summary.compare_arms(scores, rng, data.reference, n_resamples, data.arm_order)
@@ -138,7 +144,7 @@ def _single_task_report(
     }
 
     front = [
-        _answer_page(data, table, scores, cautions),
+        _answer_page(data, table, scores, cautions, front_summary(record)),
         pages.method_page(method.method_lines(data, table, phases)),
         *pages.speed_pages(speeds, data.reference, cautions, SPEED_NOTE),
     ]
@@ -227,7 +233,11 @@ def _span(low: int, high: int) -> str:
 
 
 def _answer_page(
-    data: AblationData, table: pd.DataFrame, scores: pd.DataFrame, cautions: list[str]
+    data: AblationData,
+    table: pd.DataFrame,
+    scores: pd.DataFrame,
+    cautions: list[str],
+    adaptive: str = "",
 ) -> Figure:
     figure = Figure(figsize=PAGE_SIZE)
     figure.text(0.04, 0.95, f"Ablation report: {data.experiment}", fontsize=16, weight="bold")
@@ -257,6 +267,7 @@ def _answer_page(
     small = [note for note in table.get("ci_note", pd.Series(dtype=str)) if note]
     lines = [
         ("Verdict: " + summary.verdict(table, reference), 10, "bold"),
+        *([(adaptive, 9, "bold")] if adaptive else []),
         (summary.power_note(n_per_arm, m), 9, "normal"),
         (summary.problems_note(data.runs, data.planned_runs) or "All runs finished.", 9, "normal"),
         *pages.speed_caution(cautions),

@@ -11,8 +11,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import method, plots, speed, suite, summary
+from analysis.decisions import AdaptiveRecord
 from analysis.load import AblationData
 from reports import pages
+from reports.adaptive_page import front_summary
 from reports.layout import PAGE_SIZE, draw_table, format_ci, format_p, text_page, write_lines
 
 TASK_ROWS_PER_PAGE = 26
@@ -29,11 +31,16 @@ SPEED_NOTE = (
 
 
 def suite_report(
-    data: AblationData, scores: pd.DataFrame, rng: np.random.Generator, n_resamples: int
+    data: AblationData,
+    scores: pd.DataFrame,
+    rng: np.random.Generator,
+    n_resamples: int,
+    adaptive: AdaptiveRecord | None = None,
 ) -> tuple[list[Figure], dict[str, Figure], dict[str, pd.DataFrame]]:
     """Front pages, figures and tables (for CSV) of a multi-task ablation.
 
-    ``scores``: :func:`analysis.summary.per_run_scores` of every run.
+    ``scores``: :func:`analysis.summary.per_run_scores` of every run; ``adaptive``: the
+    adaptive seeding record, whose decisions page 1 states.
     """
     reference = data.reference
     scores = suite.normalised_scores(scores)
@@ -69,7 +76,7 @@ def suite_report(
         "speed_cautions": pd.DataFrame({"caution": cautions}),
     }
     front = [
-        _aggregate_page(data, aggregates, scores, tasks, normalised, excluded, cautions),
+        _aggregate_page(data, aggregates, scores, tasks, normalised, excluded, cautions, adaptive),
         *_per_task_pages(per_task, scores, reference),
         pages.method_page(method.suite_method_lines(data, per_task, phases)),
         *pages.speed_pages(speeds, reference, cautions, SPEED_NOTE, by_task=True),
@@ -112,6 +119,7 @@ def _aggregate_page(
     normalised: list[str],
     excluded: list[str],
     cautions: list[str],
+    adaptive: AdaptiveRecord | None = None,
 ) -> Figure:
     figure = Figure(figsize=PAGE_SIZE)
     figure.text(0.04, 0.95, f"Ablation report: {data.experiment}", fontsize=16, weight="bold")
@@ -136,6 +144,7 @@ def _aggregate_page(
     references = _reference_lines(scores, tasks)
     lines = [
         ("Verdict over the suite: " + verdict, 10, "bold"),
+        *([(front_summary(adaptive), 9, "bold")] if adaptive is not None else []),
         (summary.problems_note(data.runs, data.planned_runs) or "All runs finished.", 9, "normal"),
         *pages.speed_caution(cautions),
         ("Score references: " + references, 8, "normal"),

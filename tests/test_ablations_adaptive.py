@@ -13,15 +13,39 @@ from mlflow.tracking import MlflowClient
 from pypdf import PdfReader
 
 from ablations.__main__ import main
-from ablations.adaptive import AdaptiveRule, interim_runs, plan, record_interim, record_rule
+from ablations.adaptive import (
+    AdaptiveRule,
+    finished_scores,
+    interim_runs,
+    plan,
+    record_interim,
+    record_rule,
+)
 from ablations.spec import AblationSpec
 from ablations.tracking import AblationStore
 from analysis import summary
 from analysis.load import load_ablation
 from analysis.sequential import BETTER, NO_DIFFERENCE, OPEN
-from tests.test_ablations import TINY, children, run_cli, start_cli
+from tests.test_ablations import children, run_cli, start_cli
 
 ARMS3 = ("separate", "coupled", "separate_all")
+TINY_SUITE_STUDY = """
+description = "two tasks, two arms, adaptive seeds on the suite score: a test's size"
+preset = "debug"
+arms = ["separate", "coupled"]
+steps = 300
+[adaptive]
+interim = 2
+max_seeds = 4
+[settings]
+"train.prefill" = 200
+"train.train_ratio" = 16
+"train.eval_every" = 200
+"train.eval_episodes" = 1
+"train.log_every" = 100
+[tasks.cartpole]
+[tasks.pendulum]
+"""
 
 
 def scores_for(seeds: range, means: dict[str, float], seed: int = 0) -> dict[str, dict[int, float]]:
@@ -98,8 +122,9 @@ def test_the_seeds_a_decided_arm_never_got_are_not_missing_runs(
     assert data.planned_seeds == {"separate": 10, "coupled": 5, "separate_all": 10}
     assert summary.missing_runs(data.runs, data.planned_runs) == []
     assert summary.problems_note(data.runs, data.planned_runs) == ""
-    # Without the plan the grid would be every arm x every seed seen: coupled 5..9 missing.
-    assert summary.missing_runs(data.runs) == [f"coupled-seed{s}" for s in range(5, 10)]
+    # Without the recorded plan the grid is inferred per arm (its own seeds 0..last): the
+    # seeds 5..9 coupled never got are not missing either.
+    assert summary.missing_runs(data.runs) == []
 
     client.delete_run(ids["separate_all-seed7"])
     data = load_ablation("decided", uri)
@@ -107,6 +132,63 @@ def test_the_seeds_a_decided_arm_never_got_are_not_missing_runs(
     assert "1 expected runs are missing: separate_all-seed7." in summary.problems_note(
         data.runs, data.planned_runs
     )
+
+
+def test_over_a_suite_each_seed_scores_the_mean_normalised_return_of_all_its_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The planner's value per arm and seed over two tasks, read from a real store, against
+    the normalisation done here by hand from the score table; a seed with one task still
+    unfinished has no value yet, and the plan asks for exactly that run."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/store.db"
+    tasks = ("cartpole", "pendulum")
+    rule = AdaptiveRule(interim=2, max_seeds=4, alpha=0.05, reference="separate", tasks=tasks)
+    spec = AblationSpec("cartpole", 4, ("separate", "coupled"), "debug", name="s", tasks=tasks)
+    store = AblationStore(uri, spec)
+    record_rule(store, rule)
+    client = MlflowClient(uri)
+    returns = {
+        ("cartpole", "separate"): (120.0, 500.0),
+        ("cartpole", "coupled"): (23.7, 300.0),
+        ("pendulum", "separate"): (-600.0, -150.0),
+        ("pendulum", "coupled"): (-1207.6, -0.0),
+    }
+    runs = interim_runs(spec, rule, uri)
+    assert sorted(r.name for r in runs) == sorted(
+        f"{t}/{a}-seed{s}" for t in tasks for a in ("separate", "coupled") for s in (0, 1)
+    )
+    for run in runs:
+        run_id = store.child_for(run, "cpu")[0]
+        if run.name == "pendulum/coupled-seed1":
+            continue  # still training
+        client.log_metric(run_id, "final/eval_return", returns[run.env, run.arm][run.seed], 300)
+        client.set_terminated(run_id, "FINISHED")
+
+    def by_hand(arm: str, seed: int) -> float:
+        ends = {"cartpole": (23.7, 500.0), "pendulum": (-1207.6, 0.0)}  # agent/score_references.py
+        return sum(
+            (returns[task, arm][seed] - low) / (high - low) for task, (low, high) in ends.items()
+        ) / len(ends)
+
+    scores = finished_scores(uri, "s", tasks)
+    assert scores == {
+        "separate": {s: pytest.approx(by_hand("separate", s)) for s in (0, 1)},
+        "coupled": {0: pytest.approx(by_hand("coupled", 0))},
+    }
+    assert scores["coupled"][0] == pytest.approx(0.0) and scores["separate"][1] == pytest.approx(
+        (1.0 + (1207.6 - 150.0) / 1207.6) / 2
+    )
+    # Seed 1 of coupled is incomplete: both its runs are asked for (the runner skips the
+    # finished one), nothing else.
+    assert [r.name for r in interim_runs(spec, rule, uri)] == [
+        "cartpole/coupled-seed1",
+        "pendulum/coupled-seed1",
+    ]
+    assert plan(rule, spec.arms, scores).next_runs == (("coupled", 1),)
+    parent = client.get_run(store.parent_id).data.params
+    assert parent["adaptive.tasks"] == "cartpole,pendulum"
+    assert parent["adaptive.metric"].startswith("the suite score (mean over cartpole, pendulum")
 
 
 @pytest.mark.parametrize(
@@ -160,21 +242,25 @@ def test_a_rerun_with_another_rule_is_refused(
 
 
 @pytest.mark.slow
-def test_tiny_adaptive_ablation_interrupted_after_an_interim_resumes_and_stops(
+def test_tiny_adaptive_suite_interrupted_after_an_interim_resumes_and_stops(
     tmp_path: Path,
 ) -> None:
+    """A study file with SEEDS=auto over two tasks, end to end: the first interim (seeds 0, 1
+    of both arms on both tasks), a SIGTERM during the second, a rerun that trains only what
+    is left, the decision on the suite score recorded on the parent and stated on the
+    report's page 1."""
     uri = f"sqlite:///{tmp_path}/store.db"
-    args = ["--env", "cartpole", "--seeds", "auto", "--interim", "2", "--max-seeds", "4"]
-    args += ["--steps", "400", "--jobs", "2", "--tracking-uri", uri, "--experiment", "auto"]
-    args += [*TINY, "--set", "train.eval_episodes=1", "--set", "train.train_ratio=16"]
+    (tmp_path / "auto.toml").write_text(TINY_SUITE_STUDY)
+    args = ["--study", str(tmp_path / "auto.toml"), "--jobs", "2", "--cpus-per-run", "1"]
+    args += ["--tracking-uri", uri]
     client = MlflowClient(uri)
 
     process = start_cli(tmp_path, *args)
-    deadline, second_interim = time.time() + 400, None
+    deadline, second_interim = time.time() + 600, None
     while time.time() < deadline and second_interim is None:
         assert process.poll() is None, (tmp_path / "stderr.log").read_text()[-2000:]
         if client.get_experiment_by_name("auto") is not None:
-            second_interim = children(client, "auto").get("separate-seed2")
+            second_interim = children(client, "auto").get("cartpole/separate-seed2")
             if second_interim is not None and second_interim.info.status != "RUNNING":
                 second_interim = None
         time.sleep(0.5)
@@ -187,28 +273,49 @@ def test_tiny_adaptive_ablation_interrupted_after_an_interim_resumes_and_stops(
     )
     assert parent.data.params["adaptive.interim"] == "2"
     assert parent.data.params["adaptive.max_seeds"] == "4"
-    assert parent.data.params["adaptive.alpha"] == "0.05"
+    assert parent.data.params["adaptive.tasks"] == "cartpole,pendulum"
     assert parent.data.params["adaptive.reference"] == "separate"
     assert parent.data.tags["adaptive.status"] == "running interim 2 of 2"
     assert parent.data.tags["adaptive.decision.coupled"] == OPEN
     table = client.download_artifacts(parent.info.run_id, "adaptive/decisions.csv", str(tmp_path))
-    assert Path(table).read_text().splitlines()[1].startswith("1,coupled,separate,2,")
+    row = Path(table).read_text().splitlines()[1].split(",")
+    assert row[:4] == ["1", "coupled", "separate", "2"]
     first_interim = {
         name: (run.info.run_id, run.info.end_time)
         for name, run in children(client, "auto").items()
         if name.endswith(("seed0", "seed1"))
     }
-    assert len(first_interim) == 4 and all(end for _, end in first_interim.values())
+    assert len(first_interim) == 8 and all(end for _, end in first_interim.values())
+    # The recorded mean difference is the suite scores' own, computed here from the runs.
+    runs = children(client, "auto")
+
+    def suite_mean(arm: str) -> float:
+        values = []
+        for seed in (0, 1):
+            normalised = []
+            for task in ("cartpole", "pendulum"):
+                run = runs[f"{task}/{arm}-seed{seed}"]
+                low, high = float(run.data.tags["score.random"]), float(run.data.tags["score.best"])
+                normalised.append((run.data.metrics["final/eval_return"] - low) / (high - low))
+            values.append(np.mean(normalised))
+        return float(np.mean(values))
+
+    assert float(row[4]) == pytest.approx(suite_mean("coupled") - suite_mean("separate"), rel=1e-5)
 
     rerun = run_cli(tmp_path, *args)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "adaptive seeding: interim 2 of 2, seeds 2..3 of separate, coupled" in rerun.stdout
     runs = children(client, "auto")
-    assert sorted(runs) == sorted(f"{a}-seed{s}" for a in ("separate", "coupled") for s in range(4))
+    assert sorted(runs) == sorted(
+        f"{t}/{a}-seed{s}"
+        for t in ("cartpole", "pendulum")
+        for a in ("separate", "coupled")
+        for s in range(4)
+    )
     assert all(run.info.status == "FINISHED" for run in runs.values())
     # The first interim's runs were not trained again: same runs, same end.
     assert {n: (runs[n].info.run_id, runs[n].info.end_time) for n in first_interim} == first_interim
-    # Two runs per arm per interim cannot reject (smallest two-sided p-value 1/3): the
+    # Two seeds per arm per interim cannot reject (smallest two-sided p-value 1/3): the
     # comparison ends at the last interim with no difference detectable.
     parent = client.get_run(parent.info.run_id)
     assert parent.data.tags["adaptive.status"] == "decided at interim 2 of 2"
@@ -220,10 +327,13 @@ def test_tiny_adaptive_ablation_interrupted_after_an_interim_resumes_and_stops(
     again = run_cli(tmp_path, *args, report=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "nothing left to run" in again.stdout and "0 to run" in again.stdout
-    # The report's second page: the procedure, the decision, its interim and the seeds used.
-    page = PdfReader(tmp_path / "reports" / "out" / "auto.pdf").pages[1].extract_text()
-    assert "Adaptive seeding" in page and "AdaStop" in page
-    assert "coupled no difference detectable at this budget 2 of 2 4 of 4" in page
+    pdf = PdfReader(tmp_path / "reports" / "out" / "auto.pdf")
+    front = " ".join(pdf.pages[0].extract_text().split())
+    assert "Adaptive seeding (decided at interim 2 of 2" in front
+    assert "coupled: no difference from separate detectable at this budget" in front
+    assert "4 of 4 seeds" in front
+    page = " ".join(pdf.pages[1].extract_text().split())
+    assert "Adaptive seeding" in page and "AdaStop" in page and "suite score" in page
     assert "Reference separate: 4 of 4 seeds" in page
     assert {n: r.info.end_time for n, r in children(client, "auto").items()} == {
         n: r.info.end_time for n, r in runs.items()

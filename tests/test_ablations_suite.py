@@ -224,15 +224,3 @@ def test_the_cpu_hint_keeps_the_suite_reference_and_says_user_arms_need_their_so
     assert hint is not None and hint.startswith("make ablation SUITE=classic SEEDS=2 ")
     assert "REFERENCE=coupled_train_ratio64" in hint and "ARMS=" not in hint.split(" with ")[0]
     assert hint.endswith("with the same ARMS, ARMS_FILE, ARM and GRID")
-
-
-def test_adaptive_seeding_takes_one_task(
-    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    with pytest.raises(SystemExit) as stop:
-        main(["--suite", "classic", "--seeds", "auto", "--preset", "debug", "--tracking-uri", uri])
-    assert stop.value.code == 2
-    assert "SEEDS=auto decides on one task" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []

@@ -142,9 +142,16 @@ def test_problems_note_lists_failed_runs() -> None:
 
 
 def test_problems_note_lists_missing_arm_seed_pairs() -> None:
-    scores = _scores([1, 2, 3], [4, 5])  # coupled has no seed 2
-    assert summary.missing_runs(scores) == ["coupled-seed2"]
-    assert "1 expected runs are missing: coupled-seed2." in summary.problems_note(scores)
+    scores = _scores([1, 2, 3], [4, 5, 6])
+    scores = scores[scores["run_name"] != "coupled-seed1"]  # a gap in coupled's seeds
+    assert summary.missing_runs(scores) == ["coupled-seed1"]
+    assert "1 expected runs are missing: coupled-seed1." in summary.problems_note(scores)
+    # Without a recorded plan, an arm's seeds are its own 0..last: coupled stopping at seed
+    # 1 (adaptive seeding decided it) is not missing seed 2; the recorded plan says more.
+    shorter = _scores([1, 2, 3], [4, 5])
+    assert summary.missing_runs(shorter) == []
+    planned = [("", arm, seed) for arm in ("separate", "coupled") for seed in range(3)]
+    assert summary.missing_runs(shorter.assign(task=""), planned) == ["coupled-seed2"]
 
 
 def test_the_runner_records_its_plan_and_a_planned_seed_no_arm_has_is_missing(
