@@ -45,7 +45,7 @@ ABLATION_ARGS += $(if $(SUITE),--suite $(call q,$(SUITE))) \
 	$(if $(ARMS_FILE),--arms-file $(call q,$(ARMS_FILE))) $(foreach a,$(ARM),--arm $(call q,$(a))) \
 	$(if $(REFERENCE),--reference $(call q,$(REFERENCE))) $(if $(GRID),--grid $(call q,$(GRID)))
 
-.PHONY: install test lint format train ablation report ui bench bench-learn bench-throughput clean
+.PHONY: install test lint format train ablation study report ui bench bench-learn bench-throughput clean
 
 $(STAMP): pyproject.toml
 	$(call q,$(PYTHON)) -m venv $(VENV)
@@ -72,6 +72,14 @@ train: $(STAMP)
 # [SUITE=classic] [ARMS_FILE=] [ARM=] [REFERENCE=] [GRID=]
 ablation: $(STAMP)
 	$(BIN)/python -m ablations $(ABLATION_ARGS)
+
+# A study: studies/<STUDY>.toml sets tasks, arms, seeds (or the adaptive rule), preset and
+# config values; it runs through the same runner, in an experiment named after the study.
+STUDY ?=
+study: $(STAMP)
+	$(BIN)/python -m ablations --study $(call q,$(STUDY)) --launcher $(call q,$(LAUNCHER)) \
+		$(if $(JOBS),--jobs $(call q,$(JOBS))) $(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) \
+		$(RESOURCE_ARGS)
 
 # The PDF report of an ablation (default: the most recent ablation in the store).
 report: $(STAMP)
@@ -124,9 +132,10 @@ clean:
 GPUS_PER_RUN ?=
 CPUS_PER_RUN ?=
 RUNS_PER_GPU ?=
-ABLATION_ARGS += $(if $(GPUS_PER_RUN),--gpus-per-run $(call q,$(GPUS_PER_RUN))) \
+RESOURCE_ARGS = $(if $(GPUS_PER_RUN),--gpus-per-run $(call q,$(GPUS_PER_RUN))) \
 	$(if $(CPUS_PER_RUN),--cpus-per-run $(call q,$(CPUS_PER_RUN))) \
 	$(if $(RUNS_PER_GPU),--runs-per-gpu $(call q,$(RUNS_PER_GPU)))
+ABLATION_ARGS += $(RESOURCE_ARGS)
 HOST ?= 127.0.0.1
 ALLOWED_HOSTS ?=
 

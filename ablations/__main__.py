@@ -12,6 +12,7 @@ and what this command created or ran is marked KILLED).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import os
@@ -45,6 +46,7 @@ from ablations.launchers import LAUNCHERS
 from ablations.leases import COMMAND_ID
 from ablations.retries import first_line, retry_locked
 from ablations.spec import ARMS, SEED_LIMIT, AblationSpec, RunSpec
+from ablations.study import expand_study
 from ablations.suites import SUITES, resolve_tasks
 from ablations.tracking import AblationStore
 from ablations.tracking_store import (
@@ -71,6 +73,12 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "--suite", default=None, help=f"a named list of tasks instead of --env: {', '.join(SUITES)}"
+    )
+    parser.add_argument(
+        "--study",
+        default=None,
+        help="a study file (studies/<name>.toml, or a path) that sets tasks, arms, seeds, "
+        "preset and config values; the experiment is named after it",
     )
     parser.add_argument(
         "--seeds",
@@ -147,6 +155,13 @@ def build_parser() -> ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config override"
     )
     parser.add_argument(
+        "--task-set",
+        action="append",
+        default=[],
+        metavar="TASK:KEY=VALUE",
+        help="config override of one task (repeatable), over --set and --steps",
+    )
+    parser.add_argument(
         "--arm",
         action="append",
         default=[],
@@ -180,6 +195,57 @@ def _seeds(value: str) -> int:
     if seeds > SEED_LIMIT:
         raise ConfigError(f"SEEDS must be at most {SEED_LIMIT}, got {value}")
     return seeds
+
+
+def spec_from_args(args: argparse.Namespace) -> tuple[AblationSpec, adaptive.AdaptiveRule | None]:
+    """The validated ablation the parsed flags describe, and its adaptive rule (None for a
+    fixed number of seeds). Creates nothing.
+
+    Raises:
+        ConfigError: one line for the user.
+    """
+    preset = args.preset or ("S" if torch.cuda.is_available() else "small")
+    tasks, suite = resolve_tasks(args.suite, args.env)
+    arm_table = resolve_arms(
+        ARMS,
+        tuple(a.strip() for a in args.arms.split(",") if a.strip()),
+        load_arms_file(args.arms_file) if args.arms_file else {},
+        [parse_arm_flag(text) for text in args.arm],
+        args.grid or "",
+    )
+    arms = tuple(arm_table)
+    if args.reference in arms:  # adaptive seeding compares every arm with the first
+        arms = (args.reference, *(arm for arm in arms if arm != args.reference))
+    rule = adaptive.rule_from_flags(
+        args.seeds, args.interim, args.max_seeds, args.alpha, arms, tuple(tasks)
+    )
+    spec = AblationSpec(
+        env=tasks[0],
+        seeds=rule.seed_budget if rule else _seeds(args.seeds),
+        arms=arms,
+        preset=preset,
+        steps=positive_int("STEPS", args.steps),
+        overrides=parse_overrides(args.set),
+        name=args.experiment or "",
+        tasks=tasks,
+        suite=suite,
+        arm_table=arm_table,
+        reference=args.reference or (rule.reference if rule else ""),
+        task_overrides=parse_task_overrides(args.task_set),
+    )
+    spec.validate()
+    return spec, rule
+
+
+def parse_task_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
+    """``["cartpole:train.steps=3000", ...]`` -> ``{"cartpole": {"train.steps": "3000"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        task, sep, setting = pair.partition(":")
+        if not sep or not task.strip():
+            raise ConfigError(f"--task-set expects TASK:KEY=VALUE, got '{pair}'")
+        out.setdefault(task.strip(), {}).update(parse_overrides([setting]))
+    return out
 
 
 def _gpus(value: str | None) -> float | None:
@@ -221,39 +287,13 @@ class _Created:
 def _main(argv: list[str] | None, created: _Created) -> int | None:
     """One pass of the ablation; ``None`` when adaptive seeding asks for another interim."""
     parser = build_parser()
+    try:
+        argv = expand_study(list(sys.argv[1:] if argv is None else argv))
+    except ConfigError as error:
+        parser.error(str(error))
     args = parser.parse_args(argv)
     try:
-        preset = args.preset or ("S" if torch.cuda.is_available() else "small")
-        tasks, suite = resolve_tasks(args.suite, args.env)
-        arm_table = resolve_arms(
-            ARMS,
-            tuple(a.strip() for a in args.arms.split(",") if a.strip()),
-            load_arms_file(args.arms_file) if args.arms_file else {},
-            [parse_arm_flag(text) for text in args.arm],
-            args.grid or "",
-        )
-        arms = tuple(arm_table)
-        if args.reference in arms:  # adaptive seeding compares every arm with the first
-            arms = (args.reference, *(arm for arm in arms if arm != args.reference))
-        rule = adaptive.rule_from_flags(args.seeds, args.interim, args.max_seeds, args.alpha, arms)
-        if rule is not None and len(tasks) > 1:
-            raise ConfigError(
-                "SEEDS=auto decides on one task; give one ENV, or a number of SEEDS for a suite"
-            )
-        spec = AblationSpec(
-            env=tasks[0],
-            seeds=rule.seed_budget if rule else _seeds(args.seeds),
-            arms=arms,
-            preset=preset,
-            steps=positive_int("STEPS", args.steps),
-            overrides=parse_overrides(args.set),
-            name=args.experiment or "",
-            tasks=tasks,
-            suite=suite,
-            arm_table=arm_table,
-            reference=args.reference or (rule.reference if rule else ""),
-        )
-        spec.validate()
+        spec, rule = spec_from_args(args)
         resources = Resources(
             jobs=positive_int("JOBS", args.jobs),
             cpus_per_run=positive_int("CPUS_PER_RUN", args.cpus_per_run),

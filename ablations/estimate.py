@@ -255,7 +255,10 @@ def cpu_sized_command(
     """``make ablation ...``: ``spec`` with the debug preset and the most STEPS that fit
     ``seconds`` at the costs timed here (kept in ``costs``; runs ``slowdown`` times slower
     than alone, see :func:`shared_cpu_slowdown`), halving the train ratio while
-    not even the fewest steps fit; None if nothing fits."""
+    not even the fewest steps fit; None if nothing fits, or when tasks have settings of
+    their own (a study's per-task budgets, which one STEPS would erase)."""
+    if spec.task_overrides:
+        return None
     costs = {} if costs is None else costs
     overrides = {k: v for k, v in spec.overrides.items() if k != "train.steps"}
     ratio = 0.0

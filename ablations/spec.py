@@ -98,7 +98,9 @@ class AblationSpec:
     when it is one) lists the tasks of a multi-task one, whose ``env`` is then their comma
     list. ``arm_table`` holds each arm's config values (default: the built-in arms);
     ``reference`` is the arm every other is compared with (default: ``separate`` when it
-    runs, else the first arm).
+    runs, else the first arm). ``task_overrides`` holds config values of single tasks (a
+    study's per-task budget), applied over ``overrides`` and ``steps``; arms' values still
+    come last.
     """
 
     env: str
@@ -112,6 +114,7 @@ class AblationSpec:
     suite: str = ""
     arm_table: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(ARMS))
     reference: str = ""
+    task_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -134,7 +137,10 @@ class AblationSpec:
         overrides = dict(self.overrides)
         if self.steps is not None:
             overrides["train.steps"] = self.steps
-        frozen = tuple(sorted(overrides.items()))
+        frozen = {
+            task: tuple(sorted({**overrides, **self.task_overrides.get(task, {})}.items()))
+            for task in self.tasks
+        }
         return [
             RunSpec(
                 self.name,
@@ -142,7 +148,7 @@ class AblationSpec:
                 self.preset,
                 arm,
                 seed,
-                frozen,
+                frozen[task],
                 tuple(self.arm_table[arm].items()) if arm in self.arm_table else None,
                 self.multi_task,
             )
@@ -161,6 +167,12 @@ class AblationSpec:
             raise ConfigError(f"unknown arm(s) {given}; known arms: {', '.join(self.arm_table)}")
         if len(set(self.arms)) != len(self.arms):
             raise ConfigError(f"arms are listed twice: {', '.join(self.arms)}")
+        stray = sorted(set(self.task_overrides) - set(self.tasks))
+        if stray:
+            raise ConfigError(
+                f"settings for task(s) {', '.join(stray)}, which the ablation does not run "
+                f"({self.env})"
+            )
         if self.reference not in self.arms:
             raise ConfigError(
                 f"REFERENCE '{self.reference}' is not an arm of this ablation; "
