@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import stats, summary
+from analysis import aggregate, stats, summary
 from analysis.load import AblationData
 
 ARM_DESCRIPTIONS = {
@@ -196,6 +196,13 @@ def _setup_lines(data: AblationData) -> list[str]:
     ]
 
 
+MANN_WHITNEY_TWO_SIDED = (
+    "twice the smaller one-sided p, capped at 1 (scipy's definition; with ties it can "
+    "differ from the share of splits whose U lies as far from n m / 2 as the observed one)"
+)
+"""How :func:`stats.mann_whitney_p` makes a p two-sided, on every path."""
+
+
 def _test_lines(reference: str, unit: str, family: str) -> list[str]:
     return [
         "Tests and error control:",
@@ -203,7 +210,8 @@ def _test_lines(reference: str, unit: str, family: str) -> list[str]:
         f"and h dispersion; Holm over that whole family ({family}) at alpha {summary.ALPHA}. "
         "Where Welch is undefined (zero variance in both arms) the exact Mann-Whitney p stands "
         "in, and the table says so.",
-        "  Mann-Whitney U (exact without ties, permutation with ties) as a robustness check; "
+        "  Mann-Whitney U (exact without ties, permutation with ties) as a robustness check, "
+        f"its two-sided p {MANN_WHITNEY_TWO_SIDED}; "
         f"bootstrap percentile CIs descriptive, not shown below {stats.MIN_BOOTSTRAP_N} runs "
         "per arm; Hedges' g and P(improvement) as effect sizes.",
     ]
@@ -290,6 +298,14 @@ def suite_method_lines(
         "median and optimality gap, with stratified bootstrap 95% CIs (runs resampled within "
         "each task, tasks fixed); P(arm > reference) = per-task Mann-Whitney U / (n m), averaged "
         "over tasks.",
+        "  task weights: the IQM pools every run of every task (a task with more finished runs "
+        "weighs more, as in rliable); the mean, median and optimality gap (1 - mean of "
+        "min(score, 1)) take each task's mean over its runs first, so every task weighs the "
+        "same whatever its run count (rliable does so for the mean and median but pools all "
+        "runs for the optimality gap; the two agree when every task has as many runs).",
+        f"  no interval (n/a) and no call below {aggregate.MIN_RUNS_PER_TASK} finished runs per "
+        "task and arm: with one, every bootstrap resample repeats the data and the interval "
+        "collapses onto the estimate.",
         "  return AUC: trapezoid area under the eval-return curve over env steps, divided by "
         "the step range (in return units).",
         SPEED_DEFINITION,

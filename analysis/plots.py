@@ -13,6 +13,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from analysis import stats
+from analysis.aggregate import MIN_RUNS_PER_TASK
 from analysis.load import DEFAULT_REFERENCE
 from analysis.summary import (
     RETURN_METRIC,
@@ -298,20 +299,31 @@ def performance_profiles(
     taus: np.ndarray, profiles: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 ) -> Figure:
     """Per arm, the fraction of runs with normalised score above tau, with its stratified
-    bootstrap 95% band. ``profiles``: arm -> ``(value, low, high)``, each ``(len(taus),)``."""
+    bootstrap 95% band. ``profiles``: arm -> ``(value, low, high)``, each ``(len(taus),)``;
+    an arm whose band is NaN (too few runs per task for one) is drawn without it, and the
+    title says so."""
     figure = _figure(8.0, 5.0)
     ax = figure.subplots()
+    no_band = []
     for arm, (value, low, high) in profiles.items():
         color = arm_color(arm)
         ax.plot(taus, value, color=color, linestyle=ARM_LINESTYLES.get(arm, "-"), label=arm)
-        ax.fill_between(taus, low, high, color=color, alpha=0.2, linewidth=0)
+        if np.isfinite(low).all() and np.isfinite(high).all():
+            ax.fill_between(taus, low, high, color=color, alpha=0.2, linewidth=0)
+        else:
+            no_band.append(arm)
     ax.set_xlabel("normalised score tau")
     ax.set_ylabel("fraction of runs with score > tau")
     ax.set_ylim(-0.02, 1.02)
     _style(ax)
     if profiles:
         ax.legend(fontsize=8)
-    figure.suptitle("Performance profiles over the tasks with score references (95% CI bands)")
+    title = "Performance profiles over the tasks with score references (95% CI bands)"
+    if no_band:
+        title += (
+            f"\nno band for {', '.join(no_band)}: fewer than {MIN_RUNS_PER_TASK} runs on a task"
+        )
+    figure.suptitle(title)
     return figure
 
 

@@ -80,7 +80,9 @@ def suite_aggregates(
     ``<name>_low``, ``<name>_high``), P(arm > reference) with its CI (``poi``...), and the
     speed and diversity ratios: the geometric mean over all tasks of mean(arm) /
     mean(reference) updates/s (``speed_ratio``) and h dispersion (``diversity_ratio``).
-    NaN where an arm lacks a finished run on some task."""
+    NaN where an arm lacks a finished run on some task; NaN bounds (the value kept) where a
+    task has fewer than :data:`aggregate.MIN_RUNS_PER_TASK` runs of the arm (or, for
+    P(improvement), of the reference)."""
     scores = normalised_scores(scores) if "normalised" not in scores else scores
     all_tasks = list(dict.fromkeys(scores["task"]))
     base = arm_matrix(scores, reference, tasks, "normalised")
@@ -146,7 +148,9 @@ def per_task_tables(
 def suite_verdict(
     aggregates: pd.DataFrame, reference: str, n_tasks: int, excluded: Sequence[str]
 ) -> str:
-    """The answer over the suite in sentences, honest about how much the runs can say."""
+    """The answer over the suite in sentences, honest about how much the runs can say: a
+    call (beats, worse, cannot be told apart) only from a P(improvement) interval, so none
+    where a task has fewer than :data:`aggregate.MIN_RUNS_PER_TASK` runs of either arm."""
     if n_tasks == 0:
         return (
             "No aggregate over tasks: no task has score references, so every task is "
@@ -155,10 +159,20 @@ def suite_verdict(
     others = aggregates[aggregates["arm"] != reference]
     if others.empty:
         return f"No comparison possible: no arm besides {reference} has finished runs."
+    fewest = aggregate.MIN_RUNS_PER_TASK
+    base = aggregates.loc[aggregates["arm"] == reference, "min_runs"]
+    base_runs = int(base.iloc[0]) if len(base) else 0
     parts = []
     for row in others.itertuples():
+        runs = min(int(row.min_runs), base_runs)
         if not np.isfinite(row.poi):
             parts.append(f"{row.arm}: not every task has a finished run of both arms")
+        elif runs < fewest:
+            parts.append(
+                f"no call on {row.arm} against {reference} (P(improvement) {row.poi:.2f}, no "
+                f"interval: a task has only {runs} finished run{'' if runs == 1 else 's'} of "
+                f"one of them, and an interval needs {fewest}+ per task and arm)"
+            )
         elif row.poi_low > 0.5:
             parts.append(
                 f"{row.arm} beats {reference} (P(improvement) {row.poi:.2f}, 95% CI "
@@ -175,13 +189,22 @@ def suite_verdict(
                 f"{row.poi:.2f}, 95% CI [{row.poi_low:.2f}, {row.poi_high:.2f}] includes 0.5)"
             )
     runs = int(aggregates["min_runs"].min())
-    power = (
-        f"With as few as {runs} run(s) per task and arm, the stratified bootstrap resamples "
-        f"only {runs} value(s) per task, so its intervals understate the uncertainty: treat "
-        "any call as provisional (Agarwal et al. 2021 suggest 5+ runs per task)."
-        if runs < 5
-        else f"{runs}+ runs per task and arm: the stratified intervals are usable."
-    )
+    if runs < fewest:
+        power = (
+            f"With fewer than {fewest} runs per task and arm (as few as {runs} here), no "
+            "interval is reported (n/a) and no call is made there: with one run per task "
+            "every stratified bootstrap resample repeats the data, and the interval would "
+            f"collapse onto the estimate. Rerun with {fewest}+ seeds per task."
+        )
+    elif runs < 5:
+        power = (
+            f"With as few as {runs} run(s) per task and arm, the stratified bootstrap "
+            f"resamples only {runs} value(s) per task, so its intervals understate the "
+            "uncertainty: treat any call as provisional (Agarwal et al. 2021 suggest 5+ runs "
+            "per task)."
+        )
+    else:
+        power = f"{runs}+ runs per task and arm: the stratified intervals are usable."
     left_out = (
         f" Left out of the aggregates (no score references, raw scores only): "
         f"{', '.join(excluded)}."

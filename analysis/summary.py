@@ -34,6 +34,13 @@ TESTED_SCORES = {
     "updates_per_s": "updates/s",
     "h_dispersion": "h dispersion",
 }
+SCORE_METRICS = {
+    "final_return": (RETURN_METRIC,),
+    "auc_return": (RETURN_METRIC,),
+    "updates_per_s": (UPDATES_METRIC, TRAINING_SECONDS_METRIC),
+    "h_dispersion": (DIVERSITY_METRIC,),
+}
+"""Per-run score column -> the logged metrics it is computed from (all of them needed)."""
 
 
 def ordered_arms(
@@ -181,15 +188,18 @@ def compare_arms(
 
     Returns:
         One row per arm (reference first). ``return_mean`` with a Student-t 95% CI
-        (``return_ci_half``); IQM; mean ``updates_per_s``; versus the reference: difference
+        (``return_ci_half``, NaN below two runs); IQM; mean ``updates_per_s``; for each score
+        in ``TESTED_SCORES`` the arm's runs that have it (``*_runs``: 0 where no run logged
+        its metrics); versus the reference: difference
         of means, for each score in ``TESTED_SCORES`` the primary test's p (``*_p``: Welch,
         or Mann-Whitney where Welch is undefined, ``*_test`` says which, ``*_note`` why) and
         its Holm adjustment over that whole family (all arms x scores, ``*_p_holm``; the
         family's size in ``holm_m``), Mann-Whitney p (exact or permutation), Hedges' g,
         P(improvement), speed and diversity ratios, and a ``note`` for degenerate cases.
         Bootstrap CIs (difference, IQM, P(improvement), ratios) are NaN below
-        ``stats.MIN_BOOTSTRAP_N`` runs per arm (``ci_note`` says so). Runs share seeds but
-        are not paired: every test treats the arms as independent samples.
+        ``stats.MIN_BOOTSTRAP_N`` runs per arm with a value for that score (``ci_note`` says
+        so for final return). Runs share seeds but are not paired: every test treats the
+        arms as independent samples.
     """
     finished = scores[scores["status"] == "FINISHED"]
     by_arm = {arm: frame for arm, frame in finished.groupby("arm")}
@@ -198,8 +208,11 @@ def compare_arms(
     def values(frame: pd.DataFrame, column: str) -> np.ndarray:
         return frame[column].to_numpy(float)
 
-    def interval(enough: bool, function, *args) -> tuple[float, float]:
-        return function(*args, rng, n_resamples) if enough else (np.nan, np.nan)
+    def interval(function, *samples: np.ndarray) -> tuple[float, float]:
+        # Counted per CI: a score some runs lack (h dispersion not logged) has fewer values
+        # than final return, and its CI follows the rule on its own count.
+        enough = min(np.isfinite(sample).sum() for sample in samples) >= stats.MIN_BOOTSTRAP_N
+        return function(*samples, rng, n_resamples) if enough else (np.nan, np.nan)
 
     rows = []
     for arm in ordered_arms(finished["arm"], reference, order):
@@ -211,21 +224,22 @@ def compare_arms(
             "arm": arm,
             "n": n,
             "return_mean": float(mean[0]),
-            "return_ci_half": float(mean[0] - low[0]),
+            # One run: the t band has no width, and no interval is better than a point.
+            "return_ci_half": float(mean[0] - low[0]) if n >= 2 else np.nan,
             "iqm": stats.iqm(x),
             # The same mean the console summary prints (of final/updates_per_s).
             "updates_per_s": _finite_mean(values(frame, "updates_per_s")),
         }
+        for column in TESTED_SCORES:
+            row[f"{column}_runs"] = int(np.isfinite(values(frame, column)).sum())
         y = values(base, "final_return")
         n_ref = int(np.isfinite(y).sum())
         enough = min(n, n_ref if arm != reference else n) >= stats.MIN_BOOTSTRAP_N
         row["ci_note"] = "" if enough else f"not meaningful at n = {min(n, n_ref)}"
-        row["iqm_ci_low"], row["iqm_ci_high"] = interval(
-            n >= stats.MIN_BOOTSTRAP_N, stats.iqm_ci, x
-        )
+        row["iqm_ci_low"], row["iqm_ci_high"] = interval(stats.iqm_ci, x)
         if arm != reference:
             row["diff"] = float(np.nanmean(x) - np.nanmean(y)) if n and n_ref else np.nan
-            row["diff_ci_low"], row["diff_ci_high"] = interval(enough, stats.diff_of_means_ci, x, y)
+            row["diff_ci_low"], row["diff_ci_high"] = interval(stats.diff_of_means_ci, x, y)
             for column in TESTED_SCORES:
                 result = stats.primary_test(values(frame, column), values(base, column))
                 row[f"{column}_p"] = result.p
@@ -236,13 +250,13 @@ def compare_arms(
             row["hedges_g"] = stats.hedges_g(x, y)
             row["poi"] = stats.probability_of_improvement(x, y)
             row["poi_ci_low"], row["poi_ci_high"] = interval(
-                enough, stats.probability_of_improvement_ci, x, y
+                stats.probability_of_improvement_ci, x, y
             )
             for name, column in (("speed", "updates_per_s"), ("diversity", "h_dispersion")):
                 a, b = values(frame, column), values(base, column)
                 row[f"{name}_ratio"] = stats.ratio_of_means(a, b)
                 row[f"{name}_ci_low"], row[f"{name}_ci_high"] = interval(
-                    enough, stats.ratio_of_means_ci, a, b
+                    stats.ratio_of_means_ci, a, b
                 )
             row["note"] = row["final_return_note"]
         rows.append(row)
@@ -283,17 +297,49 @@ def verdict(table: pd.DataFrame, reference: str = DEFAULT_REFERENCE, alpha: floa
     if others.empty:
         return f"No comparison possible: no arm besides {reference} has finished runs."
     m = holm_family_size(table)
-    sentences = [_final_return_sentence(others, reference, alpha, m)]
+    sentences = []
     for column, label in TESTED_SCORES.items():
-        if column != "final_return":
-            sentences.append(_score_sentence(others, column, label, alpha))
+        if not _logged_by_any_run(table, column):
+            sentences.append(f"{label[0].upper()}{label[1:]}: {_not_logged(column)} any run.")
+        elif column == "final_return":
+            sentences.append(_final_return_sentence(table, reference, alpha, m))
+        else:
+            sentences.append(_score_sentence(table, reference, column, label, alpha))
     return " ".join(sentences)
 
 
-def _final_return_sentence(others: pd.DataFrame, reference: str, alpha: float, m: int) -> str:
+def _not_logged(column: str) -> str:
+    """``'diversity/h_dispersion was not logged by'`` (the caller names whose runs)."""
+    metrics = SCORE_METRICS[column]
+    if len(metrics) == 1:
+        return f"{metrics[0]} was not logged by"
+    return f"{' and '.join(metrics)} were not both logged by"
+
+
+def _logged_by_any_run(table: pd.DataFrame, column: str) -> bool:
+    counts = table.get(f"{column}_runs")
+    return counts is None or int(counts.sum()) > 0
+
+
+def _untested_reason(row: dict, table: pd.DataFrame, reference: str, column: str) -> str:
+    """Why ``row``'s arm has no p for ``column``: a metric its runs or the reference's never
+    logged, else the test's own reason (too few runs, equal constants)."""
+    runs = table.set_index("arm")[f"{column}_runs"] if f"{column}_runs" in table else None
+    if runs is not None and runs.get(row["arm"], 0) == 0:
+        return f"{_not_logged(column)} its runs"
+    if runs is not None and reference in runs.index and runs[reference] == 0:
+        return f"{_not_logged(column)} {reference}'s runs"
+    return str(row.get(f"{column}_note", ""))
+
+
+def _final_return_sentence(table: pd.DataFrame, reference: str, alpha: float, m: int) -> str:
+    others = table[table["arm"] != reference]
     adjusted = others.get("final_return_p_holm")
     untested = others[adjusted.isna()] if adjusted is not None else others
-    why = "; ".join(f"{row['arm']}: {row['final_return_note']}" for _, row in untested.iterrows())
+    why = "; ".join(
+        f"{row['arm']}: {_untested_reason(row, table, reference, 'final_return')}"
+        for row in untested.to_dict("records")
+    )
     if adjusted is None or adjusted.isna().all():
         return (
             f"No significant difference in final return versus {reference} can be claimed: "
@@ -320,15 +366,19 @@ def _test_name(test: str) -> str:
     return "Mann-Whitney, as Welch is undefined," if test == "Mann-Whitney" else test
 
 
-def _score_sentence(others: pd.DataFrame, column: str, label: str, alpha: float) -> str:
+def _score_sentence(
+    table: pd.DataFrame, reference: str, column: str, label: str, alpha: float
+) -> str:
     # Speed and diversity are reported as ratios, so say them as ratios.
     ratio_of = {"updates_per_s": "speed_ratio", "h_dispersion": "diversity_ratio"}
     parts = []
-    for row in others.to_dict("records"):
+    for row in table[table["arm"] != reference].to_dict("records"):
         p = row.get(f"{column}_p_holm", np.nan)
-        size = f"x{row[ratio_of[column]]:.2f} " if column in ratio_of else ""
+        ratio = row.get(ratio_of.get(column, ""), np.nan)
+        size = f"x{ratio:.2f} " if np.isfinite(ratio) else ""
         if not np.isfinite(p):
-            parts.append(f"{row['arm']} {size}untested ({row.get(f'{column}_note', '')})")
+            reason = _untested_reason(row, table, reference, column)
+            parts.append(f"{row['arm']} {size}untested ({reason})")
         elif p < alpha:
             parts.append(f"{row['arm']} {size}significant (p = {p:.2g})")
         else:

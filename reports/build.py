@@ -38,6 +38,7 @@ from reports.adaptive_page import adaptive_pages, front_summary
 from reports.layout import PAGE_SIZE
 from reports.layout import draw_table as _draw_table
 from reports.layout import format_ci as _format_ci
+from reports.layout import format_mean_ci as _format_mean_ci
 from reports.layout import format_p as _format_p
 from reports.layout import text_page as _text_page
 from reports.layout import write_lines as _write_lines
@@ -181,7 +182,7 @@ def _answer_rows(table: pd.DataFrame, reference: str) -> tuple[list[str], list[l
         cells = [
             row["arm"],
             str(row["n"]),
-            f"{row['return_mean']:.1f} ± {row['return_ci_half']:.1f}",
+            _format_mean_ci(row["return_mean"], row["return_ci_half"]),
         ]
         if row["arm"] == reference:
             cells += ["reference"] + ["–"] * 6

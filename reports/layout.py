@@ -16,12 +16,25 @@ def format_p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def format_ci(value: float, low: float, high: float, digits: int = 3) -> str:
+def format_ci(
+    value: float, low: float, high: float, digits: int = 3, missing: str | None = None
+) -> str:
+    """``value [low, high]``; the value alone where there is no interval, followed by
+    ``[missing]`` when given (the page then says why)."""
     if not np.isfinite(value):
         return "n/a"
     if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{value:.{digits}g}"
+        return f"{value:.{digits}g}" + (f" [{missing}]" if missing else "")
     return f"{value:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
+def format_mean_ci(mean: float, half: float) -> str:
+    """``mean ± half``; where there is no interval (a single run) the page says so."""
+    if not np.isfinite(mean):
+        return "n/a"
+    if not np.isfinite(half):
+        return f"{mean:.1f} (1 run, no CI)"
+    return f"{mean:.1f} ± {half:.1f}"
 
 
 def draw_table(ax, header: list[str], rows: list[list[str]], font_size: float = 7.5) -> None:

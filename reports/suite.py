@@ -15,7 +15,15 @@ from analysis.decisions import AdaptiveRecord
 from analysis.load import AblationData
 from reports import pages
 from reports.adaptive_page import front_summary
-from reports.layout import PAGE_SIZE, draw_table, format_ci, format_p, text_page, write_lines
+from reports.layout import (
+    PAGE_SIZE,
+    draw_table,
+    format_ci,
+    format_mean_ci,
+    format_p,
+    text_page,
+    write_lines,
+)
 
 TASK_ROWS_PER_PAGE = 26
 SPEED_NOTE = (
@@ -100,11 +108,11 @@ def _aggregate_rows(aggregates: pd.DataFrame, reference: str) -> tuple[list[str]
     for row in aggregates.to_dict("records"):
         cells = [row["arm"], f"{row['runs']} ({row['min_runs']})"]
         for name in ("IQM", "mean", "median", "optimality gap"):
-            cells.append(format_ci(row[name], row[f"{name}_low"], row[f"{name}_high"], 2))
+            cells.append(format_ci(row[name], row[f"{name}_low"], row[f"{name}_high"], 2, "n/a"))
         if row["arm"] == reference:
             cells += ["reference", "1", "1"]
         else:
-            cells.append(format_ci(row["poi"], row["poi_low"], row["poi_high"], 2))
+            cells.append(format_ci(row["poi"], row["poi_low"], row["poi_high"], 2, "n/a"))
             for name in ("speed_ratio", "diversity_ratio"):
                 cells.append("n/a" if not np.isfinite(row[name]) else f"{row[name]:.3g}")
         rows.append(cells)
@@ -143,6 +151,7 @@ def _aggregate_page(
     verdict = suite.suite_verdict(aggregates, data.reference, len(normalised), excluded)
     references = _reference_lines(scores, tasks)
     lines = [
+        *_no_interval_note(aggregates),
         ("Verdict over the suite: " + verdict, 10, "bold"),
         *([(front_summary(adaptive), 9, "bold")] if adaptive is not None else []),
         (summary.problems_note(data.runs, data.planned_runs) or "All runs finished.", 9, "normal"),
@@ -158,6 +167,25 @@ def _aggregate_page(
     ]
     write_lines(figure, lines, top - height - 0.05)
     return figure
+
+
+def _no_interval_note(aggregates: pd.DataFrame) -> list[tuple[str, float, str]]:
+    """Why a cell reads ``[n/a]``: the arms with fewer than the minimum runs on some task."""
+    fewest = suite.aggregate.MIN_RUNS_PER_TASK
+    short = aggregates[aggregates["min_runs"] < fewest]
+    if short.empty:
+        return []
+    named = ", ".join(f"{row.arm} ({row.min_runs})" for row in short.itertuples())
+    return [
+        (
+            f"[n/a]: no interval. A stratified bootstrap interval needs {fewest}+ finished runs "
+            f"per task in each arm it draws on (P(improvement): the arm and the reference); "
+            f"fewest per task here: {named}. With one run per task every resample repeats "
+            "the data, and the interval would collapse onto the estimate.",
+            8,
+            "normal",
+        )
+    ]
 
 
 def _reference_lines(scores: pd.DataFrame, tasks: list[str]) -> str:
@@ -195,7 +223,7 @@ def _per_task_pages(per_task: pd.DataFrame, scores: pd.DataFrame, reference: str
             row["task"],
             row["arm"],
             str(row["n"]),
-            f"{row['return_mean']:.1f} ± {row['return_ci_half']:.1f}",
+            format_mean_ci(row["return_mean"], row["return_ci_half"]),
             "raw only" if not np.isfinite(normalised) else f"{normalised:.3f}",
         ]
         if row["arm"] == reference:

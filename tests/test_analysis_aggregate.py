@@ -133,3 +133,67 @@ def test_zero_variance_and_two_runs() -> None:
         assert value == pytest.approx(low) == pytest.approx(high)
     assert aggregate.iqm(flat) == pytest.approx(0.4)
     assert aggregate.optimality_gap(flat) == pytest.approx(0.6)
+
+
+def test_mean_and_optimality_gap_weigh_tasks_equally_not_runs() -> None:
+    # Task 0 finished three runs, task 1 one (NaN pads the failed two).
+    scores = np.array([[0.2, 0.9], [0.4, np.nan], [1.5, np.nan]])
+    # By hand, per task first: task 0 clipped at 1 -> 0.2, 0.4, 1.0 (mean 0.5333...), task 1
+    # -> 0.9; the gap is 1 - (0.5333 + 0.9) / 2 = 0.28333. Pooling all four runs (rliable's
+    # average) gives 1 - (0.2 + 0.4 + 1.0 + 0.9) / 4 = 0.375 instead.
+    per_task_gap = 1 - ((0.2 + 0.4 + 1.0) / 3 + 0.9) / 2
+    pooled_gap = 1 - (0.2 + 0.4 + 1.0 + 0.9) / 4
+    assert per_task_gap == pytest.approx(0.283333, abs=1e-6) and pooled_gap == 0.375
+    assert aggregate.optimality_gap(scores) == pytest.approx(per_task_gap)
+    assert aggregate.optimality_gap(scores) != pytest.approx(pooled_gap)
+    # The mean likewise: (0.7 + 0.9) / 2 = 0.8 per task, (0.2 + 0.4 + 1.5 + 0.9) / 4 = 0.75 pooled.
+    assert aggregate.mean(scores) == pytest.approx(0.8)
+    # With as many runs on every task the two weightings agree.
+    full = np.array([[0.2, 0.9], [0.4, 0.3], [1.5, 0.6]])
+    pooled = 1 - np.mean(np.minimum(full, 1.0))
+    assert aggregate.optimality_gap(full) == pytest.approx(pooled)
+
+
+def test_no_interval_below_the_minimum_runs_per_task() -> None:
+    assert aggregate.MIN_RUNS_PER_TASK == 2
+    rng = np.random.default_rng(0)
+    short = np.array([[0.2, 0.9], [0.4, np.nan], [0.7, np.nan]])  # task 1: a single run
+    enough = np.array([[0.2, 0.9], [0.4, 0.5], [0.7, np.nan]])  # two runs on task 1
+    for name, statistic in aggregate.AGGREGATES.items():
+        value, low, high = aggregate.aggregate_ci(short, statistic, rng, 200)
+        assert value == pytest.approx(float(statistic(short))), name
+        assert np.isnan(low) and np.isnan(high), name
+        value, low, high = aggregate.aggregate_ci(enough, statistic, rng, 200)
+        assert low <= value <= high, name
+    # P(improvement): either arm short of runs on a task means no interval.
+    value, low, high = aggregate.probability_of_improvement_ci(enough, short, rng, 200)
+    assert value == pytest.approx(float(aggregate.probability_of_improvement(enough, short)))
+    assert np.isnan(low) and np.isnan(high)
+    assert all(np.isfinite(aggregate.probability_of_improvement_ci(enough, enough, rng, 200)))
+    taus = np.array([0.0, 0.5, 1.0])
+    value, low, high = aggregate.performance_profile_ci(short, taus, rng, 200)
+    np.testing.assert_allclose(value, aggregate.performance_profile(short, taus))
+    assert np.isnan(low).all() and np.isnan(high).all()
+
+
+def _percentile_poi_interval(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+    """The stratified percentile interval of P(improvement), computed with no minimum."""
+    replicates = aggregate.probability_of_improvement(
+        aggregate.stratified_resamples(x, rng, 300), aggregate.stratified_resamples(y, rng, 300)
+    )
+    return np.percentile(replicates, [2.5, 97.5])
+
+
+def test_one_run_per_task_collapses_the_interval_and_two_give_one() -> None:
+    # Null suites of 3 tasks (both arms drawn alike). With one run per task every resample is
+    # the data, so the interval is a point and never holds 0.5 (k of 3 tasks won): a call
+    # every time. With two (the minimum) it excluded 0.5 in 15% of 1,000 such suites.
+    rng = np.random.default_rng(21)
+    single = [_percentile_poi_interval(*rng.normal(size=(2, 1, 3)), rng) for _ in range(200)]
+    assert all(low == high for low, high in single)
+    assert np.mean([not (low <= 0.5 <= high) for low, high in single]) == 1.0
+    pairs = [_percentile_poi_interval(*rng.normal(size=(2, 2, 3)), rng) for _ in range(300)]
+    # (A point is still possible here: both runs of one arm above both of the other's on
+    # every task gives [1, 1]; that is separation, not a lack of runs.)
+    calls = np.mean([not (low <= 0.5 <= high) for low, high in pairs])
+    assert 0.08 < calls < 0.25, calls  # 0.15 expected; standard error about 0.02

@@ -44,9 +44,9 @@ def test_tests_match_scipy() -> None:
     assert stats.mann_whitney_p(x, y) == pytest.approx(expected)
 
 
-def _brute_force_mann_whitney_p(x: np.ndarray, y: np.ndarray) -> float:
-    """Two-sided p over every split of the pooled values into groups of len(x) and len(y):
-    the share of splits whose U is at least as far from n1 n2 / 2 as the observed one."""
+def _split_u_values(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """The observed U of ``x`` and U over every split of the pooled values into groups of
+    len(x) and len(y) (itertools.combinations: each split once, all equally likely)."""
     pooled = np.concatenate([x, y])
 
     def u(first: np.ndarray, second: np.ndarray) -> float:
@@ -54,15 +54,27 @@ def _brute_force_mann_whitney_p(x: np.ndarray, y: np.ndarray) -> float:
             np.sum((first[:, None] > second[None]) + 0.5 * (first[:, None] == second[None]))
         )
 
-    centre = x.size * y.size / 2
-    observed = abs(u(x, y) - centre)
-    extreme = total = 0
+    splits = []
     for chosen in itertools.combinations(range(pooled.size), x.size):
         mask = np.zeros(pooled.size, bool)
         mask[list(chosen)] = True
-        total += 1
-        extreme += abs(u(pooled[mask], pooled[~mask]) - centre) >= observed - 1e-9
-    return extreme / total
+        splits.append(u(pooled[mask], pooled[~mask]))
+    return u(x, y), np.array(splits)
+
+
+def _brute_force_mann_whitney_p(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sided p as twice the smaller one-sided share of splits, capped at 1."""
+    observed, splits = _split_u_values(x, y)
+    below = np.mean(splits <= observed + 1e-9)
+    above = np.mean(splits >= observed - 1e-9)
+    return min(1.0, 2 * min(below, above))
+
+
+def _distance_mann_whitney_p(x: np.ndarray, y: np.ndarray) -> float:
+    """The other two-sided rule: the share of splits with |U - n m / 2| at least observed."""
+    observed, splits = _split_u_values(x, y)
+    centre = x.size * y.size / 2
+    return float(np.mean(np.abs(splits - centre) >= abs(observed - centre) - 1e-9))
 
 
 MANN_WHITNEY_CASES = {
@@ -71,13 +83,18 @@ MANN_WHITNEY_CASES = {
         np.array([500.0, 500, 500, 420, 380]),
         np.array([500.0, 410, 320, 300, 380]),
     ),
+    # Ties that make the permutation distribution lopsided: the two rules differ here.
+    "lopsided ties": (np.array([-1.0, -1, 0, -1, 1]), np.array([2.0, -3, 1])),
     "no ties": (np.array([1.0, 2.5, 3.1, 7.0]), np.array([0.5, 2.0, 2.9])),
     "both constant": (np.full(5, 500.0), np.full(5, 312.0)),
     "n = 2": (np.array([500.0, 500.0]), np.array([200.0, 300.0])),
+    "n = 2, tied across arms": (np.array([1.0, 2.0]), np.array([2.0, 3.0])),
     # One run of an arm tied with the other's (a task of a suite where one seed finished):
     # scipy's permutation test refuses a single run; the p must still be exact.
     "single run, tied": (np.array([300.0]), np.array([300.0, 310, 320])),
     "single reference run, tied": (np.array([500.0, 500, 420]), np.array([500.0])),
+    "single reference run, lopsided ties": (np.array([1.0, 1, 1, 2]), np.array([3.0])),
+    "single run, no ties": (np.array([4.0]), np.array([1.0, 2, 3, 5])),
 }
 
 
@@ -85,6 +102,36 @@ MANN_WHITNEY_CASES = {
 def test_mann_whitney_p_is_exact_against_every_split(name: str) -> None:
     x, y = MANN_WHITNEY_CASES[name]
     assert stats.mann_whitney_p(x, y) == pytest.approx(_brute_force_mann_whitney_p(x, y))
+    # The arms swapped: U becomes n m - U, and a two-sided p cannot change.
+    assert stats.mann_whitney_p(y, x) == pytest.approx(stats.mann_whitney_p(x, y))
+
+
+def test_both_mann_whitney_paths_use_one_two_sided_definition() -> None:
+    # Two arms of 2+ runs with ties (scipy's permutation test): 36 of the 56 splits on the
+    # doubled rule, 34 by distance from n m / 2. The code must give the doubled one.
+    x, y = MANN_WHITNEY_CASES["lopsided ties"]
+    assert _brute_force_mann_whitney_p(x, y) == pytest.approx(36 / 56)
+    assert _distance_mann_whitney_p(x, y) == pytest.approx(34 / 56)
+    assert stats.mann_whitney_p(x, y) == pytest.approx(36 / 56)
+    # One run in an arm (the code's own enumeration): 2 of 5 splits doubled, 1 by distance.
+    x, y = MANN_WHITNEY_CASES["single reference run, lopsided ties"]
+    assert _brute_force_mann_whitney_p(x, y) == pytest.approx(2 / 5)
+    assert _distance_mann_whitney_p(x, y) == pytest.approx(1 / 5)
+    assert stats.mann_whitney_p(x, y) == pytest.approx(2 / 5)
+    # Without ties the rules agree, and scipy's exact p is both.
+    x, y = MANN_WHITNEY_CASES["no ties"]
+    assert _distance_mann_whitney_p(x, y) == pytest.approx(_brute_force_mann_whitney_p(x, y))
+
+
+@pytest.mark.parametrize(
+    ("x", "y"), [(np.full(3, 4.0), np.full(2, 4.0)), (np.array([4.0]), np.full(2, 4.0))]
+)
+def test_mann_whitney_of_all_equal_values_is_undefined(x: np.ndarray, y: np.ndarray) -> None:
+    # Every split has the same U: the null distribution is a single point, so no test can
+    # tell anything (the formula's p = 1 would read as evidence of equality).
+    observed, splits = _split_u_values(x, y)
+    assert set(splits) == {observed} == {x.size * y.size / 2}
+    assert np.isnan(stats.mann_whitney_p(x, y))
 
 
 def test_mann_whitney_complete_separation_at_n5_is_exact_not_asymptotic() -> None:

@@ -1,20 +1,25 @@
 """The answer table and the sentences built from it, on hand-made per-run scores; the runs
-missing from an ablation's plan, on a real store."""
+missing from an ablation's plan and a metric no run logged, on a real store."""
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+from pypdf import PdfReader
 
 from ablations.__main__ import main
 from ablations.spec import AblationSpec
 from ablations.tracking import AblationStore
 from analysis import stats, summary
 from analysis.load import load_ablation
+from reports.build import build_report
 
 
 def _scores(separate: list[float], coupled: list[float], failed: int = 0) -> pd.DataFrame:
@@ -83,6 +88,8 @@ def test_single_seed_arms_do_not_crash() -> None:
     table = summary.compare_arms(_scores([10.0], [11.0]), np.random.default_rng(0))
     coupled = table.set_index("arm").loc["coupled"]
     assert np.isnan(coupled["final_return_p"]) and "too few runs" in coupled["note"]
+    # One run has no t interval either: NaN, not a band of width 0.
+    assert coupled["return_mean"] == 11.0 and np.isnan(coupled["return_ci_half"])
     assert "no test is defined (coupled: too few runs" in summary.verdict(table)
     assert "no test is possible" in summary.power_note(1)
 
@@ -101,6 +108,92 @@ def test_no_bootstrap_interval_below_the_minimum_n() -> None:
         _scores(list(range(5)), list(range(2, 7))), np.random.default_rng(0)
     )
     assert np.isfinite(five.set_index("arm").loc["coupled", "diff_ci_low"])
+
+
+def test_each_bootstrap_interval_counts_its_own_runs() -> None:
+    # Five runs per arm, but one coupled run never logged h dispersion: its ratio CI would
+    # rest on 4 runs, below the minimum, while final return and speed have 5.
+    scores = _scores([10.0, 12.0, 14.0, 11.0, 13.0], [11.0, 13.0, 16.0, 12.0, 15.0])
+    scores.loc[(scores["arm"] == "coupled") & (scores["seed"] == 0), "h_dispersion"] = np.nan
+    coupled = summary.compare_arms(scores, np.random.default_rng(0), n_resamples=200)
+    coupled = coupled.set_index("arm").loc["coupled"]
+    assert stats.MIN_BOOTSTRAP_N == 5 and coupled["h_dispersion_runs"] == 4
+    assert np.isfinite(coupled["diff_ci_low"]) and np.isfinite(coupled["speed_ci_low"])
+    assert np.isnan(coupled["diversity_ci_low"]) and np.isnan(coupled["diversity_ci_high"])
+    assert np.isfinite(coupled["diversity_ratio"])
+
+
+def _log_child(client, experiment_id, parent_id, arm, seed, diversity: bool) -> None:
+    """A finished child run as the runner logs it, with or without diversity/h_dispersion."""
+    tags = {"mlflow.parentRunId": parent_id, "ablation.role": "child", "arm": arm}
+    tags |= {"seed": str(seed), "env": "cartpole", "preset": "debug"}
+    run = client.create_run(experiment_id, run_name=f"{arm}-seed{seed}", tags=tags)
+    now = int(time.time() * 1000)
+    metrics = []
+    for index, step in enumerate(range(0, 1001, 100)):
+        values = {
+            "eval/return": 100.0 + 10 * seed + (5.0 if arm == "coupled" else 0.0),
+            "time/total": 2.0 * index,
+            "progress/wm_updates": 10.0 * index,
+            "progress/iterations": 5.0 * index,
+        }
+        if diversity:
+            values["diversity/h_dispersion"] = 1.0 + 0.1 * seed
+        metrics += [Metric(key, value, now, step) for key, value in values.items()]
+    client.log_batch(run.info.run_id, metrics=metrics)
+    client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def _ablation(client: MlflowClient, name: str, root: Path, logs_diversity: dict) -> None:
+    experiment_id = client.create_experiment(name, artifact_location=str(root / name))
+    parent = client.create_run(experiment_id, run_name=name, tags={"ablation.role": "parent"})
+    for arm, diversity in logs_diversity.items():
+        for seed in range(3):
+            _log_child(client, experiment_id, parent.info.run_id, arm, seed, diversity)
+
+
+def test_a_metric_no_run_logged_is_said_to_be_missing(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/store.db"
+    client = MlflowClient(uri)
+    _ablation(client, "no-diversity", tmp_path, {"separate": False, "coupled": False})
+    _ablation(client, "half-diversity", tmp_path, {"separate": True, "coupled": False})
+
+    data = load_ablation("no-diversity", uri)
+    assert not (data.metrics["metric"] == summary.DIVERSITY_METRIC).any()
+    scores = summary.per_run_scores(data.runs, data.metrics)
+    table = summary.compare_arms(scores, np.random.default_rng(0), n_resamples=100)
+    assert (table["h_dispersion_runs"] == 0).all() and (table["final_return_runs"] == 3).all()
+    text = summary.verdict(table)
+    assert "H dispersion: diversity/h_dispersion was not logged by any run." in text
+    assert "nan" not in text and "n=0" not in text
+    # The other scores were logged and are still tested.
+    assert "Updates/s: coupled x1.00 " in text and "Return AUC: coupled" in text
+    pdf = build_report("no-diversity", uri, tmp_path / "out", n_resamples=100)
+    page = re.sub(r"\s+", " ", PdfReader(pdf).pages[0].extract_text())
+    assert "H dispersion: diversity/h_dispersion was not logged by any run." in page
+    assert "xnan" not in page
+
+    # Logged by the reference's runs only: the arm is untested, and the sentence says why.
+    data = load_ablation("half-diversity", uri)
+    table = summary.compare_arms(
+        summary.per_run_scores(data.runs, data.metrics), np.random.default_rng(0), n_resamples=100
+    )
+    text = summary.verdict(table)
+    assert (
+        "H dispersion: coupled untested (diversity/h_dispersion was not logged by its runs)."
+        in text
+    )
+
+
+def test_a_score_no_run_has_is_named_by_its_metrics() -> None:
+    # No run logged eval/return or time/total: final return, AUC and speed say which metrics.
+    scores = _scores([10.0, 12.0, 14.0], [11.0, 13.0, 15.0])
+    scores[["final_return", "auc_return", "updates_per_s"]] = np.nan
+    text = summary.verdict(summary.compare_arms(scores, np.random.default_rng(0)))
+    assert text.startswith("Final return: eval/return was not logged by any run.")
+    assert "Return AUC: eval/return was not logged by any run." in text
+    assert "Updates/s: progress/wm_updates and time/total were not both logged by any run." in text
+    assert "H dispersion: coupled x1.00 not significant" in text
 
 
 def test_power_note_uses_the_holm_first_step_alpha() -> None:

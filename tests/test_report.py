@@ -197,6 +197,9 @@ def test_method_and_speed_pages_follow_page_one(ablation: dict) -> None:
     # 11 eval points at steps 0..1000: the window (steps >= 900) holds 2 of them.
     assert "the window holds 2 eval points per run here" in method
     assert "Holm over that whole family (4 tests here)" in method
+    assert (
+        "its two-sided p twice the smaller one-sided p, capped at 1 (scipy's definition" in method
+    )
     assert "They are not paired" in method
     assert "before its optimiser step" in method
     # n = 512 * 16 / (16 * 64) = 8 updates per iteration: 3.5 WM updates behind on average.

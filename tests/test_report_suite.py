@@ -131,23 +131,88 @@ def test_without_any_references_the_verdict_says_so() -> None:
     assert "no task has score references" in verdict
 
 
-def test_single_run_per_task_still_builds(tmp_path: Path) -> None:
-    # A degenerate suite: one run per task and arm; intervals collapse, nothing crashes.
-    scores = pd.DataFrame(
-        {
-            "task": ["cartpole", "cartpole", "acrobot", "acrobot"],
-            "arm": ["base", "fast", "base", "fast"],
-            "status": ["FINISHED"] * 4,
-            "final_return": [100.0, 200.0, -300.0, -200.0],
-            "score_random": [20.0, 20.0, -500.0, -500.0],
-            "score_best": [500.0, 500.0, 0.0, 0.0],
-            "updates_per_s": [1.0, 2.0, 1.0, 2.0],
-            "h_dispersion": [np.nan] * 4,
-        }
+def _store_with_runs(root: Path, runs_per_task: int) -> dict:
+    """The same suite with only the first ``runs_per_task`` seeds of every task and arm."""
+    client, uri, experiment_id, parent_id = new_suite(root, "base", ("fast", "base"), REFERENCES)
+    for (task, arm), finals in FINALS.items():
+        for seed, final in enumerate(finals[:runs_per_task]):
+            _child(client, experiment_id, parent_id, task, arm, seed, final)
+    return report_pages(uri, root, n_resamples=200)
+
+
+def test_one_run_per_task_gives_no_interval_and_no_call(tmp_path: Path) -> None:
+    # One run per task and arm: every bootstrap resample is the data itself, so fast's
+    # P(improvement) "interval" would be [1, 1], a call from nothing.
+    report = _store_with_runs(tmp_path, 1)
+    aggregates = pd.read_csv(report["tables"] / "aggregates.csv").set_index("arm")
+    for arm in ("base", "fast"):
+        cartpole, acrobot = _normalised("cartpole", arm)[:1], _normalised("acrobot", arm)[:1]
+        row = aggregates.loc[arm]
+        assert row["min_runs"] == 1
+        assert row["IQM"] == pytest.approx(scipy_stats.trim_mean(cartpole + acrobot, 0.25))
+        assert row["mean"] == pytest.approx(np.mean(cartpole + acrobot))
+        for name in ("IQM", "mean", "median", "optimality gap"):
+            assert np.isnan(row[f"{name}_low"]) and np.isnan(row[f"{name}_high"]), name
+    fast = aggregates.loc["fast"]
+    # One run each, fast above base on both tasks: P(improvement) 1, with no interval.
+    assert fast["poi"] == 1.0 and np.isnan(fast["poi_low"]) and np.isnan(fast["poi_high"])
+
+    page = report["pages"][0]
+    assert "beats" not in page and "worse than" not in page and "told apart" not in page
+    assert "[1.00, 1.00]" not in page
+    assert (
+        "no call on fast against base (P(improvement) 1.00, no interval: a task has only 1 "
+        "finished run of one of them, and an interval needs 2+ per task and arm)" in page
     )
+    assert (
+        "With fewer than 2 runs per task and arm (as few as 1 here), no interval is reported "
+        "(n/a) and no call is made there" in page
+    )
+    assert f"fast 2 (1) {fast['IQM']:.2g} [n/a]" in page
+    assert "[n/a]: no interval." in page and "fewest per task here: base (1), fast (1)" in page
+    per_task = report["pages"][1]
+    assert "cartpole fast 1 260.0 (1 run, no CI)" in per_task and "± 0.0" not in per_task
+    profiles = next(page for page in report["pages"] if "Performance profiles" in page)
+    assert "no band for base, fast: fewer than 2 runs on a task" in profiles
+    method = next(page for page in report["pages"] if page.startswith("Method"))
+    assert "no interval (n/a) and no call below 2 finished runs per task and arm" in method
+
+
+def test_two_runs_per_task_make_the_call(tmp_path: Path) -> None:
+    # The minimum: two runs per task and arm; fast is above base in every pair on both
+    # tasks, so every resample gives P(improvement) 1 and the interval lies above 0.5.
+    report = _store_with_runs(tmp_path, 2)
+    aggregates = pd.read_csv(report["tables"] / "aggregates.csv").set_index("arm")
+    fast = aggregates.loc["fast"]
+    assert fast["min_runs"] == 2 and aggregates.loc["base", "min_runs"] == 2
+    wins = [
+        np.mean([a > b for a in FINALS[(task, "fast")][:2] for b in FINALS[(task, "base")][:2]])
+        for task in ("cartpole", "acrobot")
+    ]
+    assert wins == [1.0, 1.0]
+    assert (fast["poi"], fast["poi_low"], fast["poi_high"]) == (1.0, 1.0, 1.0)
+    for name in ("IQM", "mean", "median", "optimality gap"):
+        assert fast[f"{name}_low"] <= fast[name] <= fast[f"{name}_high"], name
+    page = report["pages"][0]
+    assert "fast beats base (P(improvement) 1.00, 95% CI [1.00, 1.00] above 0.5)" in page
+    assert "no call" not in page and "[n/a]" not in page
+    assert "With as few as 2 run(s) per task and arm" in page and "provisional" in page
+
+
+def test_the_verdict_makes_no_call_for_an_arm_short_of_runs_on_one_task() -> None:
+    # fast has 3 runs per task but the reference only 1 on acrobot: no P(improvement) interval.
+    rows = []
+    for task, ref_runs in (("cartpole", 3), ("acrobot", 1)):
+        for arm, count in (("base", ref_runs), ("fast", 3)):
+            for seed in range(count):
+                rows.append((task, arm, seed, 0.1 * seed + (0.5 if arm == "fast" else 0.0)))
+    scores = pd.DataFrame(rows, columns=["task", "arm", "seed", "normalised"])
+    scores = scores.assign(status="FINISHED", updates_per_s=1.0, h_dispersion=np.nan)
     table = suite.suite_aggregates(
         scores, ["base", "fast"], ["cartpole", "acrobot"], "base", np.random.default_rng(0), 100
     )
-    fast = table[table["arm"] == "fast"].iloc[0]
-    assert fast["poi"] == 1.0 and fast["poi_low"] == fast["poi_high"] == 1.0
-    assert np.isnan(fast["diversity_ratio"]) and fast["speed_ratio"] == pytest.approx(2.0)
+    fast = table.set_index("arm").loc["fast"]
+    assert np.isfinite(fast["IQM_low"])  # fast's own intervals: 3 runs on every task
+    assert np.isfinite(fast["poi"]) and np.isnan(fast["poi_low"])
+    verdict = suite.suite_verdict(table, "base", 2, [])
+    assert "no call on fast against base" in verdict and "only 1 finished run of" in verdict

@@ -157,8 +157,28 @@ def test_method_page_states_each_tasks_numbers(report: dict) -> None:
     assert f"(all tasks x arms x scores, {m} tests here)" in method
     assert f"Holm family: {m} finite p-values" in report["pages"][1]
     assert "Welch's t-test per task and arm vs separate" in method
+    assert "its two-sided p twice the smaller one-sided p, capped at 1" in method
+    assert (
+        "the mean, median and optimality gap (1 - mean of min(score, 1)) take each task's mean "
+        "over its runs first, so every task weighs the same whatever its run count" in method
+    )
     assert "never pooled across tasks" in method and "They are not paired" in method
     assert "env: acrobot, cartpole" in method and "CPUs: 2" in method
+
+
+def test_an_arm_with_one_run_on_a_task_gets_no_interval_and_no_call(report: dict) -> None:
+    # acrobot's control arm finished one run (its other failed): no interval for that arm
+    # or its P(improvement), while separate (3 runs on each task) keeps its intervals.
+    aggregates = pd.read_csv(report["tables"] / "aggregates.csv").set_index("arm")
+    control, reference = aggregates.loc["coupled_refiltered"], aggregates.loc["separate"]
+    assert control["min_runs"] == 1 and reference["min_runs"] == 3
+    for name in ("IQM", "mean", "median", "optimality gap"):
+        assert np.isnan(control[f"{name}_low"]) and np.isfinite(control[name]), name
+        assert reference[f"{name}_low"] <= reference[name] <= reference[f"{name}_high"], name
+    assert np.isfinite(control["poi"]) and np.isnan(control["poi_low"])
+    page = report["pages"][0]
+    assert "no call on coupled_refiltered against separate" in page
+    assert "fewest per task here: coupled_refiltered (1)" in page
 
 
 def test_speed_page_gives_each_task_and_arm_its_own_medians(report: dict) -> None:
