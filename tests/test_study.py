@@ -70,16 +70,24 @@ def test_a_study_stands_for_the_runner_flags_it_holds(tmp_path: Path) -> None:
         ("arms = [", "not valid TOML"),
         ("budget = 3\n" + STUDY, "unknown key(s) budget"),
         (STUDY.replace("[adaptive]", "seeds = 3\n[adaptive]"), "give either 'seeds = <n>'"),
-        (STUDY.replace("interim = 3\nmax_seeds = 6\nalpha = 0.1\n", "").replace(
-            "[adaptive]\n", ""), "give either 'seeds = <n>'"),  # fmt: skip
+        (
+            STUDY.replace("interim = 3\nmax_seeds = 6\nalpha = 0.1\n", "").replace(
+                "[adaptive]\n", ""
+            ),
+            "give either 'seeds = <n>'",
+        ),  # fmt: skip
         (STUDY.replace("steps = 300", "steps = -3"), "'steps' must be a positive whole number"),
         (STUDY.replace("steps = 400", "steps = 4.5"), "'steps' must be a positive whole number"),
-        (STUDY.replace('arms = ["separate", "coupled", "coupled_refiltered"]', "arms = []"),
-         "'arms' must be a non-empty list"),  # fmt: skip
+        (
+            STUDY.replace('arms = ["separate", "coupled", "coupled_refiltered"]', "arms = []"),
+            "'arms' must be a non-empty list",
+        ),  # fmt: skip
         (STUDY.replace("interim = 3", "interims = 3"), "unknown key 'interims' in [adaptive]"),
         (STUDY.replace("alpha = 0.1", 'alpha = "a"'), "[adaptive] alpha must be a number"),
-        (STUDY.replace("[tasks.cartpole]\n[tasks.pendulum]", "[tasks.cartpole]\n[tasks.nope]"),
-         "unknown env 'nope'"),  # fmt: skip
+        (
+            STUDY.replace("[tasks.cartpole]\n[tasks.pendulum]", "[tasks.cartpole]\n[tasks.nope]"),
+            "unknown env 'nope'",
+        ),  # fmt: skip
         (STUDY.replace('"train.train_ratio" = 16', '"train.ratio" = 16'), "train.ratio"),
         (STUDY.replace('"ac.actor_lr" = 1e-4', '"ac.actor_lr" = -1'), "actor_lr"),
         (STUDY.replace('"coupled_refiltered"', '"coupled_stale"'), "unknown arm(s) coupled_stale"),
