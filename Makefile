@@ -45,7 +45,7 @@ ABLATION_ARGS += $(if $(SUITE),--suite $(call q,$(SUITE))) \
 	$(if $(ARMS_FILE),--arms-file $(call q,$(ARMS_FILE))) $(foreach a,$(ARM),--arm $(call q,$(a))) \
 	$(if $(REFERENCE),--reference $(call q,$(REFERENCE))) $(if $(GRID),--grid $(call q,$(GRID)))
 
-.PHONY: install test lint format train ablation report ui bench bench-learn bench-throughput clean
+.PHONY: install test lint format train ablation report export ui bench bench-learn bench-throughput clean
 
 $(STAMP): pyproject.toml
 	$(call q,$(PYTHON)) -m venv $(VENV)
@@ -73,9 +73,20 @@ train: $(STAMP)
 ablation: $(STAMP)
 	$(BIN)/python -m ablations $(ABLATION_ARGS)
 
-# The PDF report of an ablation (default: the most recent ablation in the store).
+# The PDF report of an ablation (default: the most recent ablation in the store), or with
+# FROM=results/<name> from a folder make export wrote, without any MLflow store; either way
+# into reports/out/<name>.pdf.
+FROM ?=
+OUT  ?=
 report: $(STAMP)
-	$(BIN)/python -m reports.build $(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT)))
+	$(BIN)/python -m reports.build $(if $(FROM),--from $(call q,$(FROM))) \
+		$(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT)))
+
+# An ablation's results as small text files that rebuild its report (README "Reports"):
+# make export [EXPERIMENT=name] [OUT=results/name] (defaults: the latest ablation, results/<name>).
+export: $(STAMP)
+	$(BIN)/python -m analysis.export $(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) \
+		$(if $(OUT),--out $(call q,$(OUT)))
 
 # Benchmarks, not tests. Speed: both schedules side by side (SHAPE=peer-tiny|S: one update;
 # VERSUS="train.compile=off": one update with and without those overrides, side by side;

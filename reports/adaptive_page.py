@@ -7,8 +7,7 @@ import textwrap
 
 from matplotlib.figure import Figure
 
-from analysis.decisions import AdaptiveRecord, load_adaptive
-from analysis.load import AblationData
+from analysis.decisions import AdaptiveRecord
 
 PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches, as the rest of the report
 DECISION_WORDS = {
@@ -19,9 +18,10 @@ DECISION_WORDS = {
 }
 
 
-def adaptive_pages(data: AblationData, tracking_uri: str | None) -> list[Figure]:
-    """One page for an adaptive ablation (``--seeds auto``); none for a fixed-seed one."""
-    record = load_adaptive(tracking_uri, data.parent_run_id)
+def adaptive_pages(record: AdaptiveRecord | None) -> list[Figure]:
+    """One page for an adaptive ablation (``--seeds auto``; ``record`` from
+    :func:`analysis.decisions.load_adaptive` or a results folder); none for a fixed-seed one
+    (``record`` None)."""
     return [] if record is None else [_page(record)]
 
 
