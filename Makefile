@@ -119,7 +119,7 @@ bench-learn: $(STAMP)
 		$(if $(filter command line,$(origin SEEDS)),--seeds $(call q,$(SEEDS)))
 
 # MLflow's UI on the same store the ablation writes to; it prints the address of the latest
-# ablation's runs grouped by arm.
+# ablation's runs grouped by arm (by task and arm over several tasks).
 ui: $(STAMP)
 	@db=$(call q,sqlite:///$(CURDIR)/mlflow.db); uri="$${MLFLOW_TRACKING_URI:-$$db}"; port=$(call q,$(PORT)); \
 	echo "MLflow UI for $$uri (Ctrl-C to stop); open:"; \
