@@ -45,7 +45,7 @@ ABLATION_ARGS += $(if $(SUITE),--suite $(call q,$(SUITE))) \
 	$(if $(ARMS_FILE),--arms-file $(call q,$(ARMS_FILE))) $(foreach a,$(ARM),--arm $(call q,$(a))) \
 	$(if $(REFERENCE),--reference $(call q,$(REFERENCE))) $(if $(GRID),--grid $(call q,$(GRID)))
 
-.PHONY: install test lint format train ablation study report ui bench bench-learn bench-throughput clean
+.PHONY: install test lint format train ablation study report export ui bench bench-learn bench-throughput clean
 
 $(STAMP): pyproject.toml
 	$(call q,$(PYTHON)) -m venv $(VENV)
@@ -81,9 +81,20 @@ study: $(STAMP)
 		$(if $(JOBS),--jobs $(call q,$(JOBS))) $(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) \
 		$(RESOURCE_ARGS)
 
-# The PDF report of an ablation (default: the most recent ablation in the store).
+# The PDF report of an ablation (default: the most recent ablation in the store), or with
+# FROM=results/<name> from a folder make export wrote, without any MLflow store; either way
+# into reports/out/<name>.pdf.
+FROM ?=
+OUT  ?=
 report: $(STAMP)
-	$(BIN)/python -m reports.build $(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT)))
+	$(BIN)/python -m reports.build $(if $(FROM),--from $(call q,$(FROM))) \
+		$(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT)))
+
+# An ablation's results as small text files that rebuild its report (README "Reports"):
+# make export [EXPERIMENT=name] [OUT=results/name] (defaults: the latest ablation, results/<name>).
+export: $(STAMP)
+	$(BIN)/python -m analysis.export $(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) \
+		$(if $(OUT),--out $(call q,$(OUT)))
 
 # Benchmarks, not tests. Speed: both schedules side by side (SHAPE=peer-tiny|S: one update;
 # VERSUS="train.compile=off": one update with and without those overrides, side by side;
@@ -116,7 +127,7 @@ bench-learn: $(STAMP)
 		$(if $(filter command line,$(origin SEEDS)),--seeds $(call q,$(SEEDS)))
 
 # MLflow's UI on the same store the ablation writes to; it prints the address of the latest
-# ablation's runs grouped by arm.
+# ablation's runs grouped by arm (by task and arm over several tasks).
 ui: $(STAMP)
 	@db=$(call q,sqlite:///$(CURDIR)/mlflow.db); uri="$${MLFLOW_TRACKING_URI:-$$db}"; port=$(call q,$(PORT)); \
 	echo "MLflow UI for $$uri (Ctrl-C to stop); open:"; \

@@ -179,7 +179,7 @@ def load_ablation(experiment: str, tracking_uri: str | None = None) -> AblationD
     if not children:
         raise AblationDataError(f"experiment {experiment!r} has no child runs")
 
-    metrics = pd.concat([_run_metrics(client, run) for run in children], ignore_index=True)
+    metrics = concat_metrics([_run_metrics(client, run) for run in children])
     runs = _runs_frame(children, metrics)
     finished = [run for run in children if run.info.status == "FINISHED"]
     params = dict((finished or children)[0].data.params)
@@ -200,6 +200,17 @@ def load_ablation(experiment: str, tracking_uri: str | None = None) -> AblationD
         planned_seeds=parse_planned_seeds(tags.get(PLANNED_SEEDS_TAG, "")),
         run_params={run.info.run_id: dict(run.data.params) for run in children},
     )
+
+
+def require_finished(data: AblationData) -> None:
+    """Raise :class:`AblationDataError` (one line) when no run of the ablation finished:
+    there is nothing to report or export then."""
+    if data.finished_runs.empty:
+        statuses = ", ".join(sorted(set(data.runs["status"])))
+        raise AblationDataError(
+            f"ablation {data.experiment!r} has no finished runs yet ({len(data.runs)} "
+            f"{statuses}); rerun the ablation to finish them"
+        )
 
 
 def format_planned_seeds(seeds: Mapping[str, int]) -> str:
@@ -284,12 +295,22 @@ def _seed(run: Run) -> int:
 
 def _run_metrics(client: MlflowClient, run: Run) -> pd.DataFrame:
     """Full history of every metric of one run, with ``wall_clock`` from ``time/total``."""
-    rows = [
+    points = [
         (key, point.step, point.value)
         for key in sorted(run.data.metrics)
         for point in client.get_metric_history(run.info.run_id, key)
     ]
-    frame = pd.DataFrame(rows, columns=["metric", "step", "value"])
+    return run_metrics_frame(run.info.run_id, run.data.tags.get("arm", ""), _seed(run), points)
+
+
+def run_metrics_frame(
+    run_id: str, arm: str, seed: int, points: list[tuple[str, int, float]]
+) -> pd.DataFrame:
+    """One run's rows of ``AblationData.metrics`` from its points ``(metric, step, value)``
+    (by metric name, then as logged): sorted by step and metric, ``wall_clock`` the
+    ``time/total`` at the nearest logged step at or before each point (NaN without it).
+    Every reader of an ablation builds its metrics frame here, so their frames agree."""
+    frame = pd.DataFrame(points, columns=["metric", "step", "value"])
     frame["step"] = frame["step"].astype("int64")
     frame["value"] = frame["value"].astype(float)
     frame = frame.sort_values(["step", "metric"], kind="stable").reset_index(drop=True)
@@ -301,10 +322,17 @@ def _run_metrics(client: MlflowClient, run: Run) -> pd.DataFrame:
     else:
         # The clock at the nearest logged step at or before each point.
         frame = pd.merge_asof(frame, clock, on="step", direction="backward")
-    frame.insert(0, "run_id", run.info.run_id)
-    frame.insert(1, "arm", run.data.tags.get("arm", ""))
-    frame.insert(2, "seed", _seed(run))
+    frame.insert(0, "run_id", run_id)
+    frame.insert(1, "arm", arm)
+    frame.insert(2, "seed", seed)
     return frame[list(METRICS_COLUMNS)]
+
+
+def concat_metrics(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """``AblationData.metrics`` from the runs' :func:`run_metrics_frame` (at least one), its
+    text columns as text whether or not some runs logged nothing."""
+    metrics = pd.concat(frames, ignore_index=True)
+    return metrics.astype({"run_id": str, "arm": str, "metric": str})
 
 
 def _float(value: str | None) -> float:
@@ -337,9 +365,21 @@ def _runs_frame(children: list[Run], metrics: pd.DataFrame) -> pd.DataFrame:
                 "score_source": tags.get("score.source", ""),
                 "final_step": final_step.get(run_id, np.nan),
                 "wall_clock": wall_clock.get(run_id, np.nan),
-                "start_time": pd.to_datetime(run.info.start_time, unit="ms"),
-                "end_time": pd.to_datetime(run.info.end_time, unit="ms"),
+                "start_time": run_time(run.info.start_time),
+                "end_time": run_time(run.info.end_time),
             }
         )
+    return runs_frame(rows)
+
+
+def run_time(milliseconds: int | None) -> pd.Timestamp | None:
+    """A run's start or end (MLflow's milliseconds since the epoch, UTC) as the runs
+    frame holds it; None for a run that has not ended."""
+    return pd.to_datetime(milliseconds, unit="ms")
+
+
+def runs_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    """``AblationData.runs`` from one dict per run (keys ``RUNS_COLUMNS``), sorted by arm,
+    seed and run name. Every reader of an ablation builds its runs frame here."""
     frame = pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
     return frame.sort_values(["arm", "seed", "run_name"], kind="stable").reset_index(drop=True)

@@ -23,6 +23,8 @@ ARM_DESCRIPTIONS = {
     "coupled_all": "as coupled, imagining from every posterior step (B x T starts).",
     "coupled_refiltered_all": "as coupled_refiltered, imagining from every posterior step.",
 }
+STALENESS_METRIC = "staleness/start_h_shift"
+"""How far coupled's starts are from the updated WM's (logged by the refiltered arms)."""
 DIVERSITY_DEFINITIONS = (
     "h dispersion: mean over dimensions of the std of the starts' deterministic state h",
     "distinct starts: fraction of starts at distinct replay positions",
@@ -223,7 +225,7 @@ def method_lines(data: AblationData, table: pd.DataFrame, phases: pd.DataFrame) 
     :func:`summary.phase_seconds` of the FINISHED runs."""
     arms = summary.ordered_arms(data.runs["arm"], data.reference, data.arm_order)
     m = summary.holm_family_size(table)
-    shift = metric_median(data, "staleness/start_h_shift", _refiltered(arms))
+    shift = metric_median(data, STALENESS_METRIC, _refiltered(arms))
     return [
         *_arm_lines(arms),
         "",
@@ -263,7 +265,7 @@ def suite_method_lines(
     m = summary.holm_family_size(per_task)
     windows = {task: _window_count(view) for task, view in views.items()}
     staleness = {
-        task: _staleness_text(metric_median(view, "staleness/start_h_shift", _refiltered(arms)))
+        task: _staleness_text(metric_median(view, STALENESS_METRIC, _refiltered(arms)))
         for task, view in views.items()
     }
     lags = {task: _lag_text(updates_per_iteration_values(view)) for task, view in views.items()}

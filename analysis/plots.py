@@ -177,10 +177,14 @@ def final_return_distribution(scores: pd.DataFrame) -> Figure:
             data=finished, x="arm", y="final_return", hue="arm", order=arms, palette=palette,
             ax=ax, boxprops={"alpha": 0.35}, showfliers=False, legend=False,
         )  # fmt: skip
-        sns.stripplot(
-            data=finished, x="arm", y="final_return", hue="arm", order=arms, palette=palette,
-            ax=ax, size=7, edgecolor="black", linewidth=0.8, jitter=0.12, legend=False,
-        )  # fmt: skip
+        # The points' jitter from a seeded generator (seaborn's stripplot draws from numpy's
+        # global one): the same runs give the same figure, whichever source they come from.
+        rng = np.random.default_rng(0)
+        for position, arm in enumerate(arms):
+            values = finished.loc[finished["arm"] == arm, "final_return"].to_numpy(float)
+            jitter = rng.uniform(-0.12, 0.12, values.size)
+            ax.scatter(position + jitter, values, s=49, color=palette[arm], edgecolors="black",
+                       linewidths=0.8, zorder=3)  # fmt: skip
     ax.set_ylabel("final eval return (last 10% of training)")
     ax.set_xlabel("")
     ax.set_title("Final return per seed")

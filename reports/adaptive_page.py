@@ -19,7 +19,9 @@ DECISION_WORDS = {
 
 
 def adaptive_pages(record: AdaptiveRecord | None) -> list[Figure]:
-    """One page for an adaptive ablation (``--seeds auto``); none for a fixed-seed one."""
+    """One page for an adaptive ablation (``--seeds auto``; ``record`` from
+    :func:`analysis.decisions.load_adaptive` or a results folder); none for a fixed-seed one
+    (``record`` None)."""
     return [] if record is None else [_page(record)]
 
 

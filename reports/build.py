@@ -1,6 +1,8 @@
-"""Build an ablation's PDF report from its MLflow runs, and log it back to the parent run.
+"""Build an ablation's PDF report from its MLflow runs, and log it back to the parent run; or
+from a results folder that ``make export`` wrote, without any MLflow store.
 
     python -m reports.build --experiment cartpole-ablation [--tracking-uri URI] [--out reports/out]
+    python -m reports.build --from results/cartpole-ablation [--out reports/out]
 
 Page 1 answers the question (one table, a verdict, the power note, missing runs); then the
 method page (arms, definitions, tests, pairing, confounds, setup) and the speed page (training
@@ -8,7 +10,8 @@ time per phase, median and spread, and whether runs' conditions were comparable)
 :mod:`reports.pages` as in a suite's report; then the figures;
 then an appendix with every run, the environment and the config. Besides
 ``<out>/<experiment>.pdf`` the figures (PNG) and tables (CSV) go to ``<out>/<experiment>/``,
-and all of it is logged as artifacts of the ablation's parent run under ``report/``.
+and, from MLflow, all of it is logged as artifacts of the ablation's parent run under
+``report/``. Both sources give the same ``AblationData`` and so the same report.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from matplotlib.figure import Figure
 
 from analysis import method, plots, speed, stats, summary
 from analysis.decisions import AdaptiveRecord, load_adaptive
-from analysis.load import AblationData, AblationDataError, latest_ablation, load_ablation
+from analysis.load import AblationData, latest_ablation, load_ablation, require_finished
+from analysis.results import read_results
 from analysis.stats import DEFAULT_RESAMPLES
 from analysis.store import READ_ERRORS, attach_report, missing_store
 from reports import pages, suite
@@ -62,11 +66,59 @@ def build_report(
     seed: int = 0,
     n_resamples: int = DEFAULT_RESAMPLES,
 ) -> Path:
-    """Write ``<out_dir>/<experiment>.pdf`` and log it (with PNGs and CSVs) to the parent run.
+    """The report of an ablation in MLflow: :func:`write_report`, then the PDF (with PNGs and
+    CSVs) logged to the ablation's parent run.
 
     Args:
         experiment: the ablation's MLflow experiment name.
         tracking_uri: MLflow tracking URI; None uses MLflow's default.
+        out_dir, seed, n_resamples: as :func:`write_report`.
+
+    Raises:
+        AblationDataError: unknown experiment, no child runs or none finished; nothing is
+            written then.
+    """
+    data = load_ablation(experiment, tracking_uri)  # fails before anything is written
+    require_finished(data)
+    pdf_path = write_report(
+        data, load_adaptive(tracking_uri, data.parent_run_id), out_dir, seed, n_resamples
+    )
+    if data.parent_run_id is not None:
+        attach_report(tracking_uri, data.parent_run_id, pdf_path, report_files(out_dir, experiment))
+    return pdf_path
+
+
+def report_from_folder(
+    folder: str | Path,
+    out_dir: str | Path = "reports/out",
+    seed: int = 0,
+    n_resamples: int = DEFAULT_RESAMPLES,
+) -> Path:
+    """The report of an ablation exported by ``make export`` (:mod:`analysis.results`), from
+    that folder alone (no MLflow store): :func:`write_report` of what it holds.
+
+    Raises:
+        AblationDataError: the folder is missing or malformed, or no run finished; nothing
+            is written then.
+    """
+    data, adaptive = read_results(folder)
+    return write_report(data, adaptive, out_dir, seed, n_resamples)
+
+
+def write_report(
+    data: AblationData,
+    adaptive: AdaptiveRecord | None,
+    out_dir: str | Path = "reports/out",
+    seed: int = 0,
+    n_resamples: int = DEFAULT_RESAMPLES,
+) -> Path:
+    """Write ``<out_dir>/<experiment>.pdf``, and its figures (PNG) and tables (CSV) under
+    ``<out_dir>/<experiment>/``, from a loaded ablation, whichever its source.
+
+    Args:
+        data: the ablation (:func:`analysis.load.load_ablation` or
+            :func:`analysis.results.read_results`).
+        adaptive: its adaptive seeding record; None for a fixed-seed ablation.
         out_dir: output folder, created if missing.
         seed: seeds the bootstrap generator, so the same runs give the same report.
         n_resamples: bootstrap resamples per CI.
@@ -75,26 +127,19 @@ def build_report(
         Path of the PDF.
 
     Raises:
-        AblationDataError: unknown experiment, no child runs or none finished; nothing is
-            written then.
+        AblationDataError: no run finished; nothing is written then.
     """
-    data = load_ablation(experiment, tracking_uri)  # fails before anything is written
-    if data.finished_runs.empty:
-        statuses = ", ".join(sorted(set(data.runs["status"])))
-        raise AblationDataError(
-            f"ablation {experiment!r} has no finished runs yet ({len(data.runs)} {statuses}); "
-            "rerun the ablation to finish them"
-        )
+    require_finished(data)
     rng = np.random.default_rng(seed)
-    record = load_adaptive(tracking_uri, data.parent_run_id)
     scores = summary.per_run_scores(data.runs, data.metrics)
     if data.multi_task:
-        front, figures, tables = suite.suite_report(data, scores, rng, n_resamples, record)
+        front, figures, tables = suite.suite_report(data, scores, rng, n_resamples, adaptive)
     else:
-        front, figures, tables = _single_task_report(data, scores, rng, n_resamples, record)
+        front, figures, tables = _single_task_report(data, scores, rng, n_resamples, adaptive)
+    if adaptive is not None:
+        tables["adaptive_interims"] = adaptive.interims
 
-    out_dir = Path(out_dir)
-    files_dir = out_dir / _safe_name(experiment)
+    files_dir = report_files(out_dir, data.experiment)
     (files_dir / "figures").mkdir(parents=True, exist_ok=True)
     (files_dir / "tables").mkdir(parents=True, exist_ok=True)
     for name, figure in figures.items():
@@ -103,13 +148,15 @@ def build_report(
         frame.to_csv(files_dir / "tables" / f"{name}.csv", index=False)
 
     pages = [*front, *figures.values(), *_appendix_pages(data, scores)]
-    pages[1:1] = adaptive_pages(record)  # after the answer, when SEEDS=auto
-    pdf_path = out_dir / f"{_safe_name(experiment)}.pdf"
-    _write_pdf_atomically(pdf_path, pages, title=f"Ablation report: {experiment}")
-
-    if data.parent_run_id is not None:
-        attach_report(tracking_uri, data.parent_run_id, pdf_path, files_dir)
+    pages[1:1] = adaptive_pages(adaptive)  # after the answer, when SEEDS=auto
+    pdf_path = Path(out_dir) / f"{_safe_name(data.experiment)}.pdf"
+    _write_pdf_atomically(pdf_path, pages, title=f"Ablation report: {data.experiment}")
     return pdf_path
+
+
+def report_files(out_dir: str | Path, experiment: str) -> Path:
+    """The folder of the report's figures and tables: ``<out_dir>/<experiment>/``."""
+    return Path(out_dir) / _safe_name(experiment)
 
 
 def _single_task_report(
@@ -413,22 +460,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's)"
     )
+    parser.add_argument(
+        "--from",
+        dest="folder",
+        default=None,
+        help="a results folder written by make export: build from it alone, no MLflow store",
+    )
     parser.add_argument("--out", default="reports/out", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = parser.parse_args(argv)
-    missing = missing_store(args.tracking_uri)
-    if missing:
-        print(f"error: no MLflow store at {missing}; run an ablation first", file=sys.stderr)
-        return 2
     try:
-        experiment = args.experiment or latest_ablation(args.tracking_uri)
-        path = build_report(experiment, args.tracking_uri, args.out, seed=args.seed)
+        if args.folder is not None:
+            if args.experiment is not None or args.tracking_uri is not None:
+                return _fail("FROM builds from the folder alone: give it without EXPERIMENT")
+            path = report_from_folder(args.folder, args.out, seed=args.seed)
+        else:
+            missing = missing_store(args.tracking_uri)
+            if missing:
+                return _fail(f"no MLflow store at {missing}; run an ablation first")
+            experiment = args.experiment or latest_ablation(args.tracking_uri)
+            path = build_report(experiment, args.tracking_uri, args.out, seed=args.seed)
     except READ_ERRORS as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return _fail(message)
     print(path)
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -112,3 +114,30 @@ def test_effect_panel_is_a_readable_page_without_intervals() -> None:
     left = figure.axes[0]
     assert [t.get_text() for t in left.get_yticklabels()] == ["coupled\ng = 3.10"]
     assert "no CI" in figure._suptitle.get_text()
+
+
+def test_final_return_points_are_the_runs_and_the_figure_repeats() -> None:
+    """One point per finished run at its arm's box, and the same figure on every build (the
+    jitter comes from a seeded generator, not numpy's global one)."""
+    scores = pd.DataFrame(
+        {
+            "arm": ["coupled", "separate", "separate", "coupled", "coupled"],
+            "status": ["FINISHED", "FINISHED", "FINISHED", "FINISHED", "FAILED"],
+            "final_return": [3.0, 1.0, 2.0, 4.0, 99.0],
+        }
+    )
+    pngs = []
+    for draw in range(2):
+        np.random.seed(draw)  # the global generator must not matter
+        figure = plots.final_return_distribution(scores)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        pngs.append(buffer.getvalue())
+    assert pngs[0] == pngs[1]
+    ax = figure.axes[0]
+    points = np.concatenate([c.get_offsets() for c in ax.collections if len(c.get_offsets())])
+    labels = {round(t.get_position()[0]): t.get_text() for t in ax.get_xticklabels()}
+    by_arm = {
+        labels[round(x)]: sorted(y for x2, y in points if round(x2) == round(x)) for x, _ in points
+    }
+    assert by_arm == {"separate": [1.0, 2.0], "coupled": [3.0, 4.0]}  # not the failed run

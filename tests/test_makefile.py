@@ -70,3 +70,29 @@ def test_bench_with_a_shape_does_not_pass_a_preset_it_ignores(tmp_path: Path) ->
     plain = make("-n", "bench", "PRESET=debug", cwd=tmp_path).stdout
     assert "--shape 'peer-tiny'" in shaped and "--preset" not in shaped
     assert "--preset 'debug'" in plain
+
+
+def test_export_and_report_from_pass_their_folders_as_typed(tmp_path: Path) -> None:
+    export = make("-n", "export", "EXPERIMENT=a b", "OUT=results/it's", cwd=tmp_path).stdout
+    assert (
+        "-m analysis.export --experiment 'a b'" in export and "--out 'results/it'\\''s'" in export
+    )
+    plain = make("-n", "export", cwd=tmp_path).stdout
+    assert "--experiment" not in plain and "--out" not in plain
+    report = make("-n", "report", "FROM=results/x y", cwd=tmp_path).stdout
+    assert "-m reports.build --from 'results/x y'" in report and "--experiment" not in report
+    assert "--from" not in make("-n", "report", "EXPERIMENT=e", cwd=tmp_path).stdout
+
+
+def test_export_and_report_from_say_what_is_wrong_in_one_line(tmp_path: Path) -> None:
+    """Real runs: no store for export, no folder for the report; exit 2, nothing written."""
+    exported = make("export", "EXPERIMENT=nope", "OUT=results/nope", cwd=tmp_path)
+    assert exported.returncode != 0
+    assert exported.stderr.strip().splitlines()[0].startswith("error: no MLflow store at")
+    built = make("report", "FROM=results/nope", cwd=tmp_path)
+    assert built.returncode != 0
+    assert (
+        built.stderr.strip().splitlines()[0]
+        == "error: no results folder at results/nope (make export writes one)"
+    )
+    assert not list(tmp_path.iterdir())

@@ -1,14 +1,16 @@
 """What `make ui` shows first, checked in a headless Chromium (a script a developer runs).
 
-    python tests/ui_screenshots.py [--out ui-screenshots] [--keep]
+    python tests/ui_screenshots.py [--out ui-screenshots] [--keep] [--suite]
 
 Runs a tiny real ablation (CartPole, debug preset, 2 arms x 2 seeds, about a minute on a
-CPU) in a temporary folder, serves its store with ``mlflow ui`` on a free loopback port, and
-takes a screenshot (and the rendered DOM) of the address `make ui` prints, the parent run's
-page and the home page. It checks that the address opens the training runs table (not the
-GenAI overview) grouped by arm with the final-return and speed columns, and that the parent
-run's description holds the table of arms with a link to every run. Exits 0 when every check
-passes, 1 when one fails, 77 (skipped) without Chromium. Look at the PNGs in ``--out``.
+CPU; with ``--suite`` CartPole and Acrobot, 2 arms x 1 seed each) in a temporary folder,
+serves its store with ``mlflow ui`` on a free loopback port, and takes a screenshot (and the
+rendered DOM) of the address `make ui` prints, the parent run's page and the home page. It
+checks that the address opens the training runs table (not the GenAI overview) grouped by
+arm (by task and arm with ``--suite``, and no group of one arm across tasks) with the
+final-return and speed columns, and that the parent run's description holds the table of
+arms with a link to every run. Exits 0 when every check passes, 1 when one fails, 77
+(skipped) without Chromium. Look at the PNGs in ``--out``.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
+TASKS = {False: ("cartpole",), True: ("cartpole", "acrobot")}
+ARMS = ("separate", "coupled")
 ABLATION = [
-    "--env", "cartpole", "--seeds", "2", "--preset", "debug", "--steps", "300",
+    "--preset", "debug", "--steps", "300",
     "--set", "train.prefill=100", "--set", "train.train_ratio=8",
     "--set", "train.eval_every=100", "--set", "train.eval_episodes=1",
     "--set", "train.log_every=50", "--jobs", "2", "--cpus-per-run", "1",
-    "--experiment", "ui-check",
+    "--experiment", "ui-check", "--arms", ",".join(ARMS),
 ]  # fmt: skip
 SKIPPED = 77
 
@@ -43,10 +47,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_ablation(folder: Path) -> str:
+def run_ablation(folder: Path, suite: bool) -> str:
     """A tiny real ablation (with its report) in ``folder``; returns its tracking URI."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    command = [sys.executable, "-m", "ablations", *ABLATION]
+    tasks = ["--env", ",".join(TASKS[suite]), "--seeds", "1" if suite else "2"]
+    command = [sys.executable, "-m", "ablations", *tasks, *ABLATION]
     subprocess.run(command, cwd=folder, env=env, check=True, timeout=900)
     return f"sqlite:///{folder}/mlflow.db"
 
@@ -86,10 +91,25 @@ def capture(browser: str, profile: Path, url: str, png: Path) -> str:
     return chromium(browser, profile, "--dump-dom", url).stdout
 
 
+def group_checks(dom: str, suite: bool) -> dict[str, bool]:
+    """The runs table's group rows: MLflow labels a group of one tag ``Group: <value>``, of
+    several ``Group: task: <task>, arm: <arm>``."""
+    if not suite:
+        return {"its runs are grouped by arm": all(f"Group: {arm}" in dom for arm in ARMS)}
+    pairs = [(task, arm) for task in TASKS[True] for arm in ARMS]
+    return {
+        "its runs are grouped by task and arm": all(
+            f"Group: task: {task}, arm: {arm}" in dom for task, arm in pairs
+        ),
+        "no group holds one arm across tasks": not any(f"Group: {arm}" in dom for arm in ARMS),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="ui-screenshots", help="folder for PNGs and DOMs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary store")
+    parser.add_argument("--suite", action="store_true", help="an ablation over two tasks")
     args = parser.parse_args(argv)
     browser = next((shutil.which(name) for name in CHROMIUM if shutil.which(name)), None)
     if browser is None:
@@ -100,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="ui-check-"))
     server = None
     try:
-        uri = run_ablation(folder)
+        uri = run_ablation(folder, args.suite)
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("ui-check")
         parent = client.search_runs([experiment.experiment_id], "tags.`ablation.role`='parent'")
@@ -129,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         checks = {
             "make ui's address opens the runs table, not the GenAI overview": "Run Name" in first
             and "Detect Issues" not in first,
-            "its runs are grouped by arm": all(
-                f"Group: {arm}" in first for arm in ("separate", "coupled")
-            ),
+            **group_checks(first, args.suite),
             "with the final return and updates/s columns": "final/eval_return" in first
             and "final/updates_per_s" in first,
             "the experiment's description says where the answer is": "The answer:"
