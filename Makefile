@@ -45,7 +45,7 @@ ABLATION_ARGS += $(if $(SUITE),--suite $(call q,$(SUITE))) \
 	$(if $(ARMS_FILE),--arms-file $(call q,$(ARMS_FILE))) $(foreach a,$(ARM),--arm $(call q,$(a))) \
 	$(if $(REFERENCE),--reference $(call q,$(REFERENCE))) $(if $(GRID),--grid $(call q,$(GRID)))
 
-.PHONY: install test lint format train ablation study report export ui bench bench-learn bench-throughput clean
+.PHONY: install test lint format train ablation study publish report export ui bench bench-learn bench-throughput clean
 
 $(STAMP): pyproject.toml
 	$(call q,$(PYTHON)) -m venv $(VENV)
@@ -80,6 +80,13 @@ study: $(STAMP)
 	$(BIN)/python -m ablations --study $(call q,$(STUDY)) --launcher $(call q,$(LAUNCHER)) \
 		$(if $(JOBS),--jobs $(call q,$(JOBS))) $(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) \
 		$(RESOURCE_ARGS)
+	$(BIN)/python -m ablations.publish --study $(call q,$(STUDY)) \
+		$(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) $(if $(OUT),--out $(call q,$(OUT)))
+
+# Publish a study that has run: results/<name>/ with runs.csv, curves.csv, the PDF and a README.
+publish: $(STAMP)
+	$(BIN)/python -m ablations.publish --study $(call q,$(STUDY)) \
+		$(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) $(if $(OUT),--out $(call q,$(OUT)))
 
 # The PDF report of an ablation (default: the most recent ablation in the store), or with
 # FROM=results/<name> from a folder make export wrote, without any MLflow store; either way
@@ -124,7 +131,8 @@ bench-learn: $(STAMP)
 		$(if $(STEPS),--steps $(call q,$(STEPS))) $(if $(JOBS),--jobs $(call q,$(JOBS))) \
 		$(if $(PRESET),--preset $(call q,$(PRESET))) \
 		$(if $(filter command line,$(origin ARMS)),--arms $(call q,$(ARMS))) \
-		$(if $(filter command line,$(origin SEEDS)),--seeds $(call q,$(SEEDS)))
+		$(if $(filter command line,$(origin SEEDS)),--seeds $(call q,$(SEEDS))) \
+		$(if $(STUDY),--study $(call q,$(STUDY)))
 
 # MLflow's UI on the same store the ablation writes to; it prints the address of the latest
 # ablation's runs grouped by arm (by task and arm over several tasks).

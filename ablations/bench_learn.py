@@ -2,6 +2,7 @@
 
     python -m ablations.bench_learn [--env cartpole] [--steps N] [--seeds 2] [--jobs J]
                                     [--arms separate_all,coupled_all]
+    python -m ablations.bench_learn --study cpu_classic [--seeds 1] [--arms ...]
 
 Runs the arms (``separate``/``coupled`` x ``starts=last``/``all``; each setup names its
 default arms and seeds) through the ablation runner (so it is logged to MLflow, resumable
@@ -13,10 +14,17 @@ per run:
 ``final eval`` is the mean of the last three evaluations (10 episodes each). The target for
 ``starts=all`` arms on CartPole is best >= 450 and final >= 400 (the maximum is 500); on
 Pendulum best >= -200 and final >= -250 (random about -1200, good policies about -150).
+
+With ``--study`` it measures a study's budget instead: the study's tasks, preset, steps and
+settings, its ``starts=all`` arms (or ``--arms``), one seed, and one row per run with the
+normalised final score (``final/eval_return``, the value the study decides on); the target
+is the study's ``learn_target``, reached by every ``starts=all`` run.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +36,7 @@ from ablations import __main__ as runner
 from ablations.arms import resolve_arms
 from ablations.launchers import default_jobs
 from ablations.spec import ARMS, AblationSpec
+from ablations.study import load_study
 from ablations.tracking_store import resolve_tracking_uri
 from agent.cli import ArgumentParser, positive_int
 from agent.config import ConfigError
@@ -187,6 +196,99 @@ def learning_table(uri: str, experiment: str, random: float) -> list[dict[str, o
     return sorted(rows, key=lambda r: (order.index(str(r["arm"])), r["seed"]))
 
 
+def study_table(uri: str, experiment: str) -> list[dict[str, object]]:
+    """One row per child run of a study's learning benchmark: task, arm, seed, best and
+    final eval as :func:`learning_table`, and ``final`` = ``final/eval_return`` normalised
+    with the run's score references (``random`` is the reference's)."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], "tags.`ablation.role` = 'child'")
+    rows = []
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        history = client.get_metric_history(run.info.run_id, "eval/return")
+        evals = [m.value for m in sorted(history, key=lambda m: m.step)]
+        low, high = float(tags["score.random"]), float(tags["score.best"])
+        final = metrics.get("final/eval_return", float("nan"))
+        rows.append(
+            {
+                "task": tags["task"],
+                "arm": tags["arm"],
+                "seed": int(tags["seed"]),
+                "status": run.info.status,
+                "env steps": int(metrics.get("final/env_steps", 0)),
+                "wall-clock": metrics.get("final/wall_seconds", float("nan")),
+                "best eval": max(evals) if evals else float("nan"),
+                "final return": final,
+                "random": low,
+                "normalised": (final - low) / (high - low),
+            }
+        )
+    order = list(ARMS)
+    return sorted(rows, key=lambda r: (str(r["task"]), order.index(str(r["arm"])), r["seed"]))
+
+
+def format_study_table(rows: list[dict[str, object]], target: float | None) -> str:
+    header = (
+        f"{'task':<22} | {'arm':<13} | {'seed':>4} | {'env steps':>9} | {'wall-clock':>10} | "
+        f"{'best eval':>9} | {'final return':>12} | {'random':>7} | {'normalised':>10}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r['task']:<22} | {r['arm']:<13} | {r['seed']:>4} | {r['env steps']:>9} | "
+            f"{float(r['wall-clock']) / 60:>8.1f} m | {r['best eval']:>9.1f} | "
+            f"{r['final return']:>12.1f} | {r['random']:>7.1f} | {r['normalised']:>10.2f}"
+            + ("" if r["status"] == "FINISHED" else f"  ({r['status']})")
+        )
+    if target is not None:
+        checked = [r for r in rows if ARMS[str(r["arm"])].get("train.starts") == "all"]
+        short = [
+            f"{r['task']}/{r['arm']}-seed{r['seed']}"
+            for r in checked
+            if not (r["status"] == "FINISHED" and float(r["normalised"]) >= target)
+        ]
+        verdict = (
+            f"target met: every starts=all run ends at normalised >= {target:g}"
+            if checked and not short
+            else f"target not met (normalised >= {target:g}): {', '.join(short) or 'no run'}"
+        )
+        lines.append(verdict)
+    return "\n".join(lines)
+
+
+def study_main(args: argparse.Namespace, parser: ArgumentParser) -> int:
+    """``--study``: the study's budget measured on its starts=all arms, one seed."""
+    try:
+        study = load_study(args.study)
+        listed = args.arms or ",".join(a for a in study.arms if ARMS.get(a, {}).get(
+            "train.starts") == "all") or "separate_all,coupled_all"  # fmt: skip
+        arms = tuple(arm.strip() for arm in listed.split(",") if arm.strip())
+        seeds = positive_int("SEEDS", args.seeds) or 1
+        jobs = positive_int("JOBS", args.jobs) or default_jobs(1)
+        measured = dataclasses.replace(
+            study, name=f"bench-learn-{study.name}", arms=arms, seeds=seeds, adaptive={}
+        )
+        runner_args = measured.runner_args()
+        runner.spec_from_args(runner.build_parser().parse_args(runner_args))  # validates
+    except ConfigError as error:
+        parser.error(str(error))
+    uri = resolve_tracking_uri(args.tracking_uri)
+    print(
+        f"learning benchmark of study '{study.name}': tasks {', '.join(study.tasks)}, arms "
+        f"{', '.join(arms)}, {seeds} seed(s), {jobs} in parallel (runs already finished are "
+        "skipped)"
+    )
+    start = time.perf_counter()
+    code = runner.main(
+        [*runner_args, "--jobs", str(jobs), "--cpus-per-run", "1", "--tracking-uri", uri]
+        + ["--no-report"]
+    )
+    print(f"\nlearning benchmark: {(time.perf_counter() - start) / 60:.1f} min\n")
+    print(format_study_table(study_table(uri, measured.name), study.learn_target))
+    return code
+
+
 def format_table(rows: list[dict[str, object]]) -> str:
     header = (
         f"{'arm':<13} | {'seed':>4} | {'env steps':>9} | {'wall-clock':>10} | "
@@ -218,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {', '.join(RUN_ORDER)} (default: the setup's)",
     )
     parser.add_argument("--tracking-uri", default=None)
+    parser.add_argument("--study", default=None, help="measure a study's budget instead")
     args = parser.parse_args(argv)
+    if args.study is not None:
+        return study_main(args, parser)
     if args.env not in SETUPS:
         parser.error(f"no learning setup for env '{args.env}'; known: {', '.join(sorted(SETUPS))}")
     setup = SETUPS[args.env]

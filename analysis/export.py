@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -27,8 +27,15 @@ from analysis.store import READ_ERRORS, missing_store
 DEFAULT_ROOT = Path("results")
 
 
-def export(experiment: str, out: str | Path, tracking_uri: str | None = None) -> Path:
+def export(
+    experiment: str,
+    out: str | Path,
+    tracking_uri: str | None = None,
+    finish: Callable[[Path], None] | None = None,
+) -> Path:
     """Write the results folder ``out`` of the ablation ``experiment``; returns ``out``.
+    ``finish`` may add files to it before it takes its place (see
+    :func:`analysis.results.write_results`).
 
     Raises:
         AblationDataError: unknown experiment, no finished run, or ``out`` in the way
@@ -37,7 +44,7 @@ def export(experiment: str, out: str | Path, tracking_uri: str | None = None) ->
     check_destination(Path(out))  # before the store is read: a refusal costs nothing
     data = load_ablation(experiment, tracking_uri)
     require_finished(data)
-    return write_results(data, load_adaptive(tracking_uri, data.parent_run_id), out)
+    return write_results(data, load_adaptive(tracking_uri, data.parent_run_id), out, finish)
 
 
 def folder_size(folder: Path) -> int:

@@ -27,7 +27,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -114,12 +114,18 @@ def format_number(value: float) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def write_results(data: AblationData, adaptive: AdaptiveRecord | None, out: str | Path) -> Path:
+def write_results(
+    data: AblationData,
+    adaptive: AdaptiveRecord | None,
+    out: str | Path,
+    finish: Callable[[Path], None] | None = None,
+) -> Path:
     """Write the folder ``out`` (created, or replacing an earlier export) from ``data`` (the
     MLflow reader's, with at least one FINISHED run) and its adaptive record.
 
     Nothing is half-written: the files go to a temporary folder beside ``out``, which then
-    takes its place.
+    takes its place; ``finish`` (given that folder, its files written) may add files first,
+    e.g. what a publication builds from them.
 
     Raises:
         ResultsFolderError: ``out`` exists and is neither an earlier export nor an empty folder.
@@ -131,6 +137,8 @@ def write_results(data: AblationData, adaptive: AdaptiveRecord | None, out: str 
     old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-")) if replaced else None
     try:
         _write_files(data, adaptive, staging)
+        if finish is not None:
+            finish(staging)
         os.chmod(staging, 0o755)  # mkdtemp makes 0700; the folder is meant to be shared
         if old is not None:
             os.replace(out, old / "previous")

@@ -84,3 +84,44 @@ def test_every_setup_runs_known_distinct_arms_and_at_least_one_seed() -> None:
         assert setup.arms == RUN_ORDER[: len(setup.arms)], env
     vision = SETUPS["dmc_vision_cartpole_balance"]
     assert (vision.arms, vision.seeds) == (("separate_all", "coupled_all"), 1)
+
+
+@pytest.mark.slow
+def test_a_studys_budget_is_measured_on_its_starts_all_arms(tmp_path: Path) -> None:
+    """``make bench-learn STUDY=``: the study's tasks and settings, its two starts=all arms,
+    one seed; the normalised final score of each row recomputed here from the store."""
+    from mlflow.tracking import MlflowClient
+
+    from agent.score_references import SCORE_REFERENCES
+    from tests.test_ablations_adaptive import TINY_SUITE_STUDY
+
+    study = TINY_SUITE_STUDY.replace(
+        'arms = ["separate", "coupled"]',
+        'arms = ["separate", "coupled", "separate_all", "coupled_all"]\nlearn_target = -50',
+    )
+    (tmp_path / "tiny.toml").write_text(study)
+    uri = f"sqlite:///{tmp_path}/store.db"
+    result = run_bench_learn(
+        tmp_path, "--study", str(tmp_path / "tiny.toml"), "--jobs", "2", "--tracking-uri", uri
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout[result.stdout.rindex("task ") :].splitlines()
+    rows = [[cell.strip() for cell in line.split("|")] for line in lines[2:] if "|" in line]
+    arms = ("separate_all", "coupled_all")
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (task, arm, "0") for task in ("cartpole", "pendulum") for arm in arms
+    ]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("bench-learn-tiny")
+    children = "tags.`ablation.role` = 'child'"
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id], children)}
+    for task, arm, _, steps, _, _, final, random, normalised in rows:
+        run = runs[f"{task}/{arm}-seed0"]
+        assert float(final) == pytest.approx(run.data.metrics["final/eval_return"], abs=0.06)
+        reference = SCORE_REFERENCES[task]
+        expected = (run.data.metrics["final/eval_return"] - reference.random) / (
+            reference.best - reference.random
+        )
+        assert float(normalised) == pytest.approx(expected, abs=0.006)
+        assert steps == "300" and float(random) == pytest.approx(reference.random, abs=0.06)
+    assert lines[-1] == "target met: every starts=all run ends at normalised >= -50"

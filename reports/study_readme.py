@@ -1,0 +1,104 @@
+"""The README of a published study: the answer first, in the report's own words and numbers.
+
+Computed from the loaded ablation (a results folder's, so that what the README says is what
+its CSV files say) with the suite report's functions and bootstrap seed: each arm's IQM of
+the normalised final score over all its runs (every task pooled) with its stratified 95% CI,
+P(improvement) over the reference, the speed ratio, and the seeds adaptive seeding used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis import suite, summary
+from analysis.decisions import AdaptiveRecord
+from analysis.load import AblationData
+from analysis.stats import DEFAULT_RESAMPLES
+from reports.adaptive_page import front_summary
+from reports.layout import format_ci
+
+
+def answer_table(
+    data: AblationData, seed: int = 0, n_resamples: int = DEFAULT_RESAMPLES
+) -> tuple[pd.DataFrame, str]:
+    """The suite aggregates page 1 prints (same functions, same generator seed, so the same
+    numbers) and its verdict sentence."""
+    rng = np.random.default_rng(seed)
+    scores = suite.normalised_scores(summary.per_run_scores(data.runs, data.metrics))
+    arms = summary.ordered_arms(scores["arm"], data.reference, data.arm_order)
+    tasks = [task for task in data.tasks if (scores["task"] == task).any()]
+    normalised = suite.tasks_with_references(scores, tasks)
+    excluded = [task for task in tasks if task not in normalised]
+    aggregates = suite.suite_aggregates(scores, arms, normalised, data.reference, rng, n_resamples)
+    verdict = suite.suite_verdict(aggregates, data.reference, len(normalised), excluded)
+    return aggregates, verdict
+
+
+def seeds_per_arm(data: AblationData) -> dict[str, int]:
+    """Finished seeds of each arm (a seed counts once, whatever the number of tasks)."""
+    finished = data.finished_runs
+    return {arm: int(rows["seed"].nunique()) for arm, rows in finished.groupby("arm")}
+
+
+def readme_text(
+    data: AblationData,
+    adaptive: AdaptiveRecord | None,
+    folder_name: str,
+    study: str,
+    description: str = "",
+    seed: int = 0,
+    n_resamples: int = DEFAULT_RESAMPLES,
+) -> str:
+    """The whole README.md of ``results/<folder_name>/``, the study ``study`` published."""
+    aggregates, verdict = answer_table(data, seed, n_resamples)
+    reference = data.reference
+    seeds = seeds_per_arm(data)
+    runs = data.finished_runs
+    lines = [
+        f"# Study `{data.experiment}`: {description or 'the schedules compared'}",
+        "",
+        f"**Answer.** {verdict}",
+        "",
+    ]
+    if adaptive is not None:
+        lines += [f"**{front_summary(adaptive)}**", ""]
+    lines += [
+        f"| arm | runs | seeds | IQM of normalised score [95% CI] | P(arm > {reference}) "
+        "[95% CI] | speed ratio (updates/s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in aggregates.to_dict("records"):
+        arm = row["arm"]
+        is_reference = arm == reference
+        poi = (
+            "reference" if is_reference else format_ci(row["poi"], row["poi_low"], row["poi_high"])
+        )
+        ratio = "1" if is_reference else _number(row["speed_ratio"])
+        iqm = format_ci(row["IQM"], row["IQM_low"], row["IQM_high"])
+        lines.append(f"| `{arm}` | {row['runs']} | {seeds.get(arm, 0)} | {iqm} | {poi} | {ratio} |")
+    tasks = ", ".join(f"`{task}`" for task in data.tasks)
+    lines += [
+        "",
+        f"Tasks: {tasks}; {len(runs)} finished runs. Normalised score = (final return - random) "
+        "/ (best - random) with each task's references (`score_random`, `score_best` in "
+        "`runs.csv`); final return = the mean evaluation return over the last 10% of training. "
+        "IQM = the 25% trimmed mean of every run of the arm, all tasks pooled; intervals: "
+        "stratified bootstrap (runs resampled within each task), 95%, seed 0. P(improvement) = "
+        "the per-task Mann-Whitney U / (n m) averaged over tasks. Speed ratio = geometric mean "
+        f"over tasks of mean(arm) / mean({reference}) updates per training second.",
+        "",
+        "Files: `runs.csv` (one row per run: `task, arm, seed, final_return, normalized_score, "
+        "updates_per_s`, ...), `curves.csv` (the evaluation curves and every other metric the "
+        "report plots), `ablation.json` (reference, arms, tasks, configs, the adaptive rule), "
+        "`decisions.csv` (each interim of adaptive seeding, when used), `report.pdf`.",
+        "",
+        f"Rebuild the report from these files alone: `make report FROM=results/{folder_name}`. "
+        f"Reproduce the study: `make study STUDY={study}` (`studies/{study}.toml`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return "n/a" if not np.isfinite(value) else f"{value:.3g}"

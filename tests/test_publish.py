@@ -1,0 +1,140 @@
+"""Publishing a study: the README's numbers rebuilt from ``runs.csv`` alone by an independent
+computation (scipy's trimmed mean, a brute-force count of pairs, a plain geometric mean), on
+a synthetic suite in a real MLflow store and on every study published in ``results/``."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.entities import Metric
+from scipy import stats as scipy_stats
+
+from ablations.publish import main, publish
+from ablations.study import Study
+from tests.suite_store import child_tags, new_suite
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PUBLISHED = sorted(path.parent for path in (REPO_ROOT / "results").glob("*/runs.csv"))
+ROW = re.compile(
+    r"^\| `(?P<arm>[^`]+)` \| (?P<runs>\d+) \| (?P<seeds>\d+) \| (?P<iqm>[^|]+) \| "
+    r"(?P<poi>[^|]+) \| (?P<ratio>[^|]+) \|$"
+)
+NUMBER = r"(-?[\d.]+(?:e[-+]?\d+)?)"
+
+
+def readme_rows(folder: Path) -> dict[str, dict[str, str]]:
+    """The README's answer table, one dict per arm."""
+    rows = {}
+    for line in (folder / "README.md").read_text().splitlines():
+        match = ROW.match(line)
+        if match:
+            rows[match["arm"]] = match.groupdict()
+    return rows
+
+
+def check_against_runs_csv(folder: Path) -> None:
+    """Every number of the README's table, recomputed here from ``runs.csv``."""
+    runs = pd.read_csv(folder / "runs.csv")
+    runs = runs[runs["status"] == "FINISHED"]
+    rows = readme_rows(folder)
+    reference = next(arm for arm, row in rows.items() if row["poi"].strip() == "reference")
+    assert set(rows) == set(runs["arm"])
+    tasks = sorted(set(runs["task"]))
+    for arm, row in rows.items():
+        mine = runs[runs["arm"] == arm]
+        assert int(row["runs"]) == len(mine) and int(row["seeds"]) == mine["seed"].nunique()
+        iqm, low, high = (float(x) for x in re.match(rf"{NUMBER} \[{NUMBER}, {NUMBER}\]",
+                                                     row["iqm"].strip()).groups())  # fmt: skip
+        trimmed = scipy_stats.trim_mean(mine["normalized_score"].to_numpy(), 0.25)
+        assert iqm == pytest.approx(trimmed, rel=1e-3, abs=1e-3)  # printed to 3 digits
+        assert low <= iqm <= high
+        if arm == reference:
+            assert row["ratio"].strip() == "1"
+            continue
+        base = runs[runs["arm"] == reference]
+        wins = []
+        for task in tasks:  # P(a run of arm beats a run of the reference), ties half
+            x = mine.loc[mine["task"] == task, "normalized_score"]
+            y = base.loc[base["task"] == task, "normalized_score"]
+            wins.append(np.mean([(a > b) + 0.5 * (a == b) for a in x for b in y]))
+        poi = float(re.match(NUMBER, row["poi"].strip()).group(1))
+        assert poi == pytest.approx(np.mean(wins), abs=6e-3)
+        ratios = [
+            mine.loc[mine["task"] == task, "updates_per_s"].mean()
+            / base.loc[base["task"] == task, "updates_per_s"].mean()
+            for task in tasks
+        ]
+        geometric = math.exp(np.mean(np.log(ratios)))
+        assert float(row["ratio"]) == pytest.approx(geometric, rel=6e-3)
+
+
+FINALS = {"cartpole": (23.7, 500.0), "pendulum": (-1207.6, 0.0)}
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-task x 3-arm x 4-seed synthetic study in a real store, published."""
+    root = tmp_path_factory.mktemp("publish")
+    arms = ("separate", "coupled", "coupled_refiltered")
+    client, uri, experiment_id, parent_id = new_suite(root, "separate", arms, tuple(FINALS))
+    rng = np.random.default_rng(0)
+    for task, (random, best) in FINALS.items():
+        for arm_index, arm in enumerate(arms):
+            for seed in range(4):
+                tags = child_tags(parent_id, task, arm, seed)
+                tags |= {"score.random": repr(random), "score.best": repr(best)}
+                run = client.create_run(
+                    experiment_id, run_name=f"{task}/{arm}-seed{seed}", tags=tags
+                )
+                final = random + (best - random) * rng.uniform(0.2 + 0.1 * arm_index, 0.9)
+                speed = (10.0 + arm_index) * (1 + 0.05 * seed)
+                now = int(time.time() * 1000)
+                metrics = []
+                for index, step in enumerate(range(0, 1001, 100)):
+                    metrics += [
+                        Metric("eval/return", final * min(step / 900, 1.0), now, step),
+                        Metric("time/total", float(index), now, step),
+                        Metric("progress/wm_updates", speed * index, now, step),
+                    ]
+                client.log_batch(run.info.run_id, metrics=metrics)
+                client.log_param(run.info.run_id, "train.seed", str(seed))
+                client.set_terminated(run.info.run_id, "FINISHED")
+    study = Study("tiny", tuple(FINALS), arms, "debug", description="a synthetic check")
+    out = publish(study, "suite", root / "results" / "tiny", uri)
+    return out
+
+
+def test_a_published_readme_states_the_answer_first_and_its_numbers_rebuild_from_runs_csv(
+    published: Path,
+) -> None:
+    assert sorted(path.name for path in published.iterdir()) == [
+        "README.md", "ablation.json", "curves.csv", "report.pdf", "runs.csv",
+    ]  # fmt: skip
+    text = (published / "README.md").read_text().splitlines()
+    assert text[0] == "# Study `suite`: a synthetic check"
+    assert text[2].startswith("**Answer.** Over 2 task(s): ")
+    assert "make study STUDY=tiny" in "\n".join(text)
+    check_against_runs_csv(published)
+
+
+def test_publishing_refuses_bad_input_in_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    uri = f"sqlite:///{tmp_path}/none.db"
+    assert main(["--study", "nope", "--tracking-uri", uri]) == 2
+    assert "no study file" in capsys.readouterr().err
+    assert main(["--study", "cpu_classic", "--tracking-uri", uri]) == 2
+    assert "no MLflow store" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("folder", PUBLISHED, ids=lambda path: path.name)
+def test_every_published_study_rebuilds_from_its_runs_csv(folder: Path) -> None:
+    check_against_runs_csv(folder)
+    assert sum(path.stat().st_size for path in folder.iterdir()) < 3 * 2**20
