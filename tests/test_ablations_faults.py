@@ -90,7 +90,7 @@ def test_two_commands_creating_one_store_at_once_make_one_ablation(tmp_path: Pat
 
 
 def _tiny_job(
-    uri: str, tmp_path: Path, name: str, steps: int = 500
+    uri: str, tmp_path: Path, name: str, steps: int = 500, env: str = "cartpole"
 ) -> tuple[WorkerJob, AblationStore]:
     overrides = {
         "train.prefill": 200,
@@ -99,8 +99,9 @@ def _tiny_job(
         "train.eval_episodes": 1,
         "train.log_every": 50,
         "train.device": "cpu",
+        **TINY_ENV.get(env, {}),
     }
-    spec = AblationSpec("cartpole", 1, ("coupled",), "debug", steps, overrides, name)
+    spec = AblationSpec(env, 1, ("coupled",), "debug", steps, overrides, name)
     store = AblationStore(uri, spec)
     (run,) = spec.runs()
     run_id, _ = store.child_for(run, "cpu")
@@ -116,6 +117,11 @@ def _tiny_job(
         command="test",
     )
     return job, store
+
+
+TINY_ENV = {"atari_pong": {"env.max_episode_steps": 100}}
+"""Per env: Pong's first episodes last about a thousand steps; a time limit ends some in a
+tiny run (and keeps its evaluations short)."""
 
 
 class FullDiskFromTheSecondSave(LocalCheckpoints):
@@ -162,6 +168,47 @@ def test_a_failed_save_never_puts_a_step_twice_and_the_finished_run_drops_its_er
         steps = [m.step for m in client.get_metric_history(job.run_id, key)]
         assert len(steps) == len(set(steps)), key  # no step logged twice
         assert steps and max(steps) >= 400, key
+
+
+WALL_CLOCK = ("time/", "speed/", "final/updates_per_s", "final/wall_seconds", "system/")
+"""Metrics of wall-clock time, the machine's load or MLflow's overhead: the only ones a
+resume may change."""
+
+
+def _histories(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Every logged point of a run but :data:`WALL_CLOCK`'s, by metric, in step order."""
+    keys = [k for k in client.get_run(run_id).data.metrics if not k.startswith(WALL_CLOCK)]
+    keys = [k for k in keys if k != "tracking/overhead_fraction"]
+    return {
+        key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        for key in keys
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ["cartpole", "atari_pong"])
+def test_a_run_its_worker_resumed_logs_bitwise_what_an_uninterrupted_run_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str
+) -> None:
+    monkeypatch.setenv("ABLATION_LEASE_STALE_S", "2")
+    uri = f"sqlite:///{tmp_path}/store.db"
+    whole, _ = _tiny_job(uri, tmp_path, "whole", env=env)
+    run_worker(whole)
+    job, _ = _tiny_job(uri, tmp_path, "resumed", env=env)
+    full = dataclasses.replace(job, checkpoints=FullDiskFromTheSecondSave(job.checkpoints.folder))
+    with pytest.raises(CheckpointError, match="^disk full: "):
+        run_worker(full)
+    run_worker(job)  # resumes from the first checkpoint, recomputing the steps stored since
+
+    client = MlflowClient(uri)
+    resumed = client.get_run(job.run_id)
+    assert resumed.info.status == "FINISHED"
+    resumed_from = int(resumed.data.tags["resumed_from_step"])
+    expected = _histories(client, whole.run_id)
+    # The checkpoint held an open episode: no episode ended at the step it was taken.
+    episode_ends = [step for step, _ in expected["episode/return"]]
+    assert resumed_from not in episode_ends and max(episode_ends) > resumed_from
+    assert _histories(client, job.run_id) == expected  # float equality: bitwise
 
 
 def _points(client: MlflowClient, run_id: str) -> dict[str, int]:
