@@ -4,7 +4,9 @@ creating an ablation in it (what :mod:`ablations.tracking` records there is its 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import time
 from collections.abc import Iterator
 
 from mlflow.tracking import MlflowClient
@@ -27,6 +29,12 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return mlflow.get_tracking_uri()
 
 
+REACHABLE_DEADLINE_S = 60.0
+"""How long a tracking server that accepts connections may take to answer the first request."""
+PROBE_TIMEOUT_S = 10
+"""Seconds one request of that check may wait for its answer (MLflow takes whole seconds)."""
+
+
 def check_reachable(uri: str) -> None:
     """Raise :class:`TrackingError` if the store at ``uri`` cannot be reached or written."""
     path = sqlite_file(uri)
@@ -46,14 +54,21 @@ def check_reachable(uri: str) -> None:
         return  # created on first use; probing it here would race with nothing to gain
     # Fail fast instead of MLflow's minutes of retries, for this probe only: the workers
     # inherit this environment and must ride out a short outage (see
-    # ablations.retries.retry_locked).
-    with environment_variables(
-        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"
-    ):
-        try:
-            MlflowClient(uri).search_experiments(max_results=1)
-        except Exception as error:  # noqa: BLE001 - any failure here means "unreachable"
-            raise TrackingError(unusable_store_message(uri, error)) from None
+    # ablations.retries.retry_locked). A server that is there but slow (a loaded machine)
+    # is asked again until REACHABLE_DEADLINE_S; any other failure (nothing listening, a
+    # name that does not resolve, not an MLflow server) ends the wait at once.
+    deadline = time.monotonic() + REACHABLE_DEADLINE_S
+    while True:
+        timeout = max(1, min(PROBE_TIMEOUT_S, math.ceil(deadline - time.monotonic())))
+        with environment_variables(
+            MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout)
+        ):
+            try:
+                MlflowClient(uri).search_experiments(max_results=1)
+                return
+            except Exception as error:  # noqa: BLE001 - any failure here means "unreachable"
+                if "timed out" not in str(error) or time.monotonic() >= deadline:
+                    raise TrackingError(unusable_store_message(uri, error)) from None
 
 
 STORE_FIX = "set MLFLOW_TRACKING_URI to sqlite:///<folder>/mlflow.db or http://<host>:<port>"
@@ -63,7 +78,7 @@ SERVER_PROBLEMS = {
     "Connection refused": "nothing listens there (connection refused)",
     "Name or service not known": "its host name does not resolve",
     "Temporary failure in name resolution": "its host name does not resolve",
-    "timed out": "it did not answer in time",
+    "timed out": "it did not answer within {deadline:.0f} s",
     "SSL": "the TLS handshake failed",
     "response code 403": "it refused the request (HTTP 403; a server reached by a host name "
     "needs it in --allowed-hosts)",
@@ -86,7 +101,7 @@ def unusable_store_message(uri: str, error: BaseException) -> str:
         reason = next(
             (why for key, why in SERVER_PROBLEMS.items() if key in text),
             f"the request failed with {type(error).__name__}",
-        )
+        ).format(deadline=REACHABLE_DEADLINE_S)
         return (
             f"cannot reach the MLflow tracking store at {uri}: {reason}; start the server "
             f"(make tracking-server) or {STORE_FIX}"

@@ -7,10 +7,12 @@ metric means not yet flushed, and the collect env's open episode: the env object
 same config, training continues exactly as if it had never stopped, and logs the same
 values at the same steps (wall-clock timings aside).
 
-An env that cannot be pickled (ALE's emulator is a C++ object) is saved without its open
-episode: on load that episode is dropped and the next collect starts a new one, so the
-resumed run diverges from the uninterrupted one from there on (still a valid run, but not
-the same one), and loading such a checkpoint warns. :func:`env_state_saved` says which
+Every env of :mod:`agent.envs` pickles mid-episode: gymnasium's and DMC's as they are, the
+Atari env through ALE's own state cloning (its emulator is a C++ object; see
+:meth:`agent.envs.AtariEnv.__getstate__`). An env that cannot be pickled is saved without
+its open episode: on load that episode is dropped and the next collect starts a new one, so
+the resumed run diverges from the uninterrupted one from there on (still a valid run, but
+not the same one), and loading such a checkpoint warns. :func:`env_state_saved` says which
 case a checkpoint is.
 """
 

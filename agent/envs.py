@@ -28,12 +28,18 @@ class AtariEnv(gym.Env):
     Action repeat with max-pooling of the last two frames, no sticky actions, up to ``noops``
     no-ops after reset (drawn from the env's seeded generator), the game's minimal action
     set, RGB frames resized to ``size x size`` with area interpolation.
+
+    It pickles mid-episode, though ALE's emulator is a C++ object: see :meth:`__getstate__`.
+    The max-pooling keeps no frames between steps (both frames come from the same step), so
+    the emulator and the two generators are all the state an episode has here; the time
+    limit counts its steps in gymnasium's ``TimeLimit`` wrapper, which pickles as it is.
     """
 
     def __init__(self, config: EnvConfig):
         import ale_py
 
         gym.register_envs(ale_py)
+        self._config = config
         self._env = gym.make(
             config.id,
             obs_type="rgb",
@@ -49,7 +55,35 @@ class AtariEnv(gym.Env):
         self.observation_space = gym.spaces.Dict(
             {"image": gym.spaces.Box(0, 255, (config.size, config.size, 3), np.uint8)}
         )
-        self._buffers = [np.zeros((210, 160, 3), np.uint8) for _ in range(2)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickle holds: the config to rebuild the env from, the emulator's full
+        state (``cloneState(include_rng=True)``: RAM, CPU, TIA, frame counters and ALE's own
+        random generator, serialised to bytes), this wrapper's no-op generator and the ALE
+        env's generator. Unpickled, the env steps on bitwise as the original would."""
+        game = self._env.unwrapped
+        return {
+            "config": self._config,
+            "ale": self._ale.cloneState(include_rng=True).serialize(),
+            "np_random": self._np_random,
+            "np_random_seed": self._np_random_seed,
+            "game_np_random": game._np_random,
+            "game_np_random_seed": game._np_random_seed,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import ale_py
+
+        self.__init__(state["config"])
+        # A reset first, as gymnasium's order checks require before a step; the restored
+        # emulator state then replaces whatever the reset did (it draws no random number).
+        self._env.reset()
+        self._ale.restoreState(ale_py.ALEState(state["ale"]))
+        self._np_random = state["np_random"]
+        self._np_random_seed = state["np_random_seed"]
+        game = self._env.unwrapped
+        game._np_random = state["game_np_random"]
+        game._np_random_seed = state["game_np_random_seed"]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,16 @@ from typing import Any
 import pytest
 from fault_processes import claim_and_hold, open_ablation, train_run
 from mlflow.tracking import MlflowClient
+from servers import free_port, start_mlflow_server, stop_server
 from test_ablations import TINY, _alive, _cli_env, _run_processes, children, run_cli
 
+from ablations import tracking_store
 from ablations.checkpoints import CheckpointError, LocalCheckpoints
 from ablations.checkpoints import _write as write_checkpoint
 from ablations.leases import Lease, LeaseHeldError
 from ablations.spec import AblationSpec
 from ablations.tracking import AblationStore
+from ablations.tracking_store import TrackingError, check_reachable
 from ablations.worker import WorkerJob, run_worker
 
 
@@ -90,7 +94,7 @@ def test_two_commands_creating_one_store_at_once_make_one_ablation(tmp_path: Pat
 
 
 def _tiny_job(
-    uri: str, tmp_path: Path, name: str, steps: int = 500
+    uri: str, tmp_path: Path, name: str, steps: int = 500, env: str = "cartpole"
 ) -> tuple[WorkerJob, AblationStore]:
     overrides = {
         "train.prefill": 200,
@@ -99,8 +103,9 @@ def _tiny_job(
         "train.eval_episodes": 1,
         "train.log_every": 50,
         "train.device": "cpu",
+        **TINY_ENV.get(env, {}),
     }
-    spec = AblationSpec("cartpole", 1, ("coupled",), "debug", steps, overrides, name)
+    spec = AblationSpec(env, 1, ("coupled",), "debug", steps, overrides, name)
     store = AblationStore(uri, spec)
     (run,) = spec.runs()
     run_id, _ = store.child_for(run, "cpu")
@@ -116,6 +121,11 @@ def _tiny_job(
         command="test",
     )
     return job, store
+
+
+TINY_ENV = {"atari_pong": {"env.max_episode_steps": 100}}
+"""Per env: Pong's first episodes last about a thousand steps; a time limit ends some in a
+tiny run (and keeps its evaluations short)."""
 
 
 class FullDiskFromTheSecondSave(LocalCheckpoints):
@@ -162,6 +172,47 @@ def test_a_failed_save_never_puts_a_step_twice_and_the_finished_run_drops_its_er
         steps = [m.step for m in client.get_metric_history(job.run_id, key)]
         assert len(steps) == len(set(steps)), key  # no step logged twice
         assert steps and max(steps) >= 400, key
+
+
+WALL_CLOCK = ("time/", "speed/", "final/updates_per_s", "final/wall_seconds", "system/")
+"""Metrics of wall-clock time, the machine's load or MLflow's overhead: the only ones a
+resume may change."""
+
+
+def _histories(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Every logged point of a run but :data:`WALL_CLOCK`'s, by metric, in step order."""
+    keys = [k for k in client.get_run(run_id).data.metrics if not k.startswith(WALL_CLOCK)]
+    keys = [k for k in keys if k != "tracking/overhead_fraction"]
+    return {
+        key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        for key in keys
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ["cartpole", "atari_pong"])
+def test_a_run_its_worker_resumed_logs_bitwise_what_an_uninterrupted_run_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str
+) -> None:
+    monkeypatch.setenv("ABLATION_LEASE_STALE_S", "2")
+    uri = f"sqlite:///{tmp_path}/store.db"
+    whole, _ = _tiny_job(uri, tmp_path, "whole", env=env)
+    run_worker(whole)
+    job, _ = _tiny_job(uri, tmp_path, "resumed", env=env)
+    full = dataclasses.replace(job, checkpoints=FullDiskFromTheSecondSave(job.checkpoints.folder))
+    with pytest.raises(CheckpointError, match="^disk full: "):
+        run_worker(full)
+    run_worker(job)  # resumes from the first checkpoint, recomputing the steps stored since
+
+    client = MlflowClient(uri)
+    resumed = client.get_run(job.run_id)
+    assert resumed.info.status == "FINISHED"
+    resumed_from = int(resumed.data.tags["resumed_from_step"])
+    expected = _histories(client, whole.run_id)
+    # The checkpoint held an open episode: no episode ended at the step it was taken.
+    episode_ends = [step for step, _ in expected["episode/return"]]
+    assert resumed_from not in episode_ends and max(episode_ends) > resumed_from
+    assert _histories(client, job.run_id) == expected  # float equality: bitwise
 
 
 def _points(client: MlflowClient, run_id: str) -> dict[str, int]:
@@ -373,48 +424,43 @@ def test_a_run_whose_losses_become_non_finite_stops_with_a_reason() -> None:
     assert not trainer.done
 
 
-def _start_server(folder: Path, port: int) -> subprocess.Popen:
-    """``mlflow server`` on ``port`` with its store in ``folder``, once it answers /health."""
-    import requests
-
-    command = [
-        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-        "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-        "--artifacts-destination", str(folder / "artifacts"),
-    ]  # fmt: skip
-    with open(folder / "server.log", "a") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-    deadline = time.time() + 120
-    while True:
-        assert server.poll() is None, (folder / "server.log").read_text()[-2000:]
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return server
-        except requests.ConnectionError:
-            pass
-        assert time.time() < deadline, "the MLflow server did not answer /health"
-        time.sleep(0.5)
-
-
-def _stop_server(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
+@pytest.mark.slow
+def test_the_start_check_waits_for_a_slow_tracking_server_until_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(tmp_path, port)
+    # A frozen server, as on a machine too loaded to schedule it: the kernel still accepts
+    # connections, nobody answers them.
+    monkeypatch.setattr(tracking_store, "PROBE_TIMEOUT_S", 1)
+    thaw = threading.Timer(5.0, os.killpg, (server.pid, signal.SIGCONT))
     try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        os.killpg(server.pid, signal.SIGSTOP)
+        thaw.start()
+        start = time.monotonic()
+        check_reachable(uri)  # probes time out for 5 s, then one is answered
+        assert time.monotonic() - start >= 4.5
+
+        os.killpg(server.pid, signal.SIGSTOP)
+        monkeypatch.setattr(tracking_store, "REACHABLE_DEADLINE_S", 3.0)
+        start = time.monotonic()
+        with pytest.raises(
+            TrackingError, match=r"at http://127.0.0.1:\d+: it did not answer within 3 s"
+        ):
+            check_reachable(uri)
+        assert 3.0 <= time.monotonic() - start < 30
+    finally:
+        thaw.cancel()
+        os.killpg(server.pid, signal.SIGCONT)
+        stop_server(server)
 
 
 @pytest.mark.slow
 def test_a_tracking_server_outage_mid_run_is_ridden_out(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = _start_server(tmp_path, port)
+    server = start_mlflow_server(tmp_path, port)
     args = ["--env", "cartpole", "--seeds", "1", "--arms", "coupled", "--steps", "800"]
     args += ["--tracking-uri", uri, "--checkpoint-every", "200", "--experiment", "outage", *TINY]
     # MLflow's own HTTP retries off (what the startup check used to leak into the workers):
@@ -430,9 +476,9 @@ def test_a_tracking_server_outage_mid_run_is_ridden_out(tmp_path: Path) -> None:
             return any("resume_checkpoint" in run.data.tags for run in runs.values())
 
         _wait_for(first_checkpoint, command, tmp_path)
-        _stop_server(server)  # the outage: every write of the run meets a closed port
+        stop_server(server)  # the outage: every write of the run meets a closed port
         time.sleep(8)
-        server = _start_server(tmp_path, port)
+        server = start_mlflow_server(tmp_path, port)
         assert command.wait(timeout=600) == 0, (tmp_path / "err.log").read_text()[-2000:]
         assert "Traceback" not in (tmp_path / "err.log").read_text()
         (run,) = children(client, "outage").values()
@@ -441,8 +487,7 @@ def test_a_tracking_server_outage_mid_run_is_ridden_out(tmp_path: Path) -> None:
         assert len(steps) == len(set(steps)) and max(steps) == 800
     finally:
         _kill_group(command)
-        with contextlib.suppress(ProcessLookupError):
-            _stop_server(server)
+        stop_server(server)
 
 
 def _immutable(path: Path) -> contextlib.AbstractContextManager[bool]:

@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
+from servers import free_port, stop_server, wait_for_http
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 TASKS = {False: ("cartpole",), True: ("cartpole", "acrobot")}
@@ -39,12 +37,6 @@ ABLATION = [
     "--experiment", "ui-check", "--arms", ",".join(ARMS),
 ]  # fmt: skip
 SKIPPED = 77
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_ablation(folder: Path, suite: bool) -> str:
@@ -60,19 +52,21 @@ def serve(folder: Path, uri: str, port: int) -> subprocess.Popen:
     """``mlflow ui`` on the store, as `make ui` starts it; returns once it answers."""
     mlflow = Path(sys.executable).parent / "mlflow"
     command = [str(mlflow), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1"]
-    log = open(folder / "mlflow-ui.log", "w")  # noqa: SIM115 - lives as long as the server
-    server = subprocess.Popen(
-        [*command, "--port", str(port)], cwd=folder, stdout=log, stderr=log, start_new_session=True
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return server
-        except OSError:
-            time.sleep(1)
-    server.terminate()
-    raise RuntimeError(f"mlflow ui did not answer on port {port}; see {folder}/mlflow-ui.log")
+    log = folder / "mlflow-ui.log"
+    with open(log, "w") as output:  # the server keeps its own copy of the descriptor
+        server = subprocess.Popen(
+            [*command, "--port", str(port)],
+            cwd=folder,
+            stdout=output,
+            stderr=output,
+            start_new_session=True,
+        )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", server, log)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
 
 
 def chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
@@ -82,7 +76,9 @@ def chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedPro
         "--no-first-run", f"--user-data-dir={profile}", "--window-size=1400,900",
         "--virtual-time-budget=15000", *args,
     ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=180)
+    # Seconds on an idle machine; one screenshot took over 180 s at a load average of 19 on
+    # two cores.
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
 def capture(browser: str, profile: Path, url: str, png: Path) -> str:
@@ -166,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(checks.values()) else 1
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+            stop_server(server)
         if args.keep:
             print(f"store kept in {folder}")
         else:
