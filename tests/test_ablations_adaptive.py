@@ -260,10 +260,15 @@ def test_tiny_adaptive_suite_interrupted_after_an_interim_resumes_and_stops(
     while time.time() < deadline and second_interim is None:
         assert process.poll() is None, (tmp_path / "stderr.log").read_text()[-2000:]
         if client.get_experiment_by_name("auto") is not None:
-            second_interim = children(client, "auto").get("cartpole/separate-seed2")
-            if second_interim is not None and second_interim.info.status != "RUNNING":
-                second_interim = None
-        time.sleep(0.5)
+            second_interim = next(
+                (
+                    run
+                    for name, run in children(client, "auto").items()
+                    if name.endswith(("seed2", "seed3")) and run.info.status == "RUNNING"
+                ),
+                None,
+            )
+        time.sleep(0.2)
     assert second_interim is not None, "the second interim never started"
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 143
