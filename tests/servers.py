@@ -118,9 +118,18 @@ def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
         "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
         "--artifacts-destination", str(folder / "artifacts"),
     ]  # fmt: skip
-    log = folder / "server.log"
+    return start_http_server(command, port, folder / "server.log")
+
+
+def start_http_server(
+    command: list[str], port: int, log: Path, cwd: Path | None = None
+) -> subprocess.Popen:
+    """``command`` (a server on ``127.0.0.1:port``) in a session of its own, its output
+    appended to ``log``, once it answers ``/health``; stopped again if it never does."""
     with open(log, "a") as output:  # the server keeps its own copy of the descriptor
-        server = subprocess.Popen(command, stdout=output, stderr=output, start_new_session=True)
+        server = subprocess.Popen(
+            command, cwd=cwd, stdout=output, stderr=output, start_new_session=True
+        )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", server, log)
     except BaseException:

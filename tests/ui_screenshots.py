@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
-from servers import free_port, stop_server, wait_for_http
+from servers import free_port, start_http_server, stop_server
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 TASKS = {False: ("cartpole",), True: ("cartpole", "acrobot")}
@@ -52,21 +52,9 @@ def serve(folder: Path, uri: str, port: int) -> subprocess.Popen:
     """``mlflow ui`` on the store, as `make ui` starts it; returns once it answers."""
     mlflow = Path(sys.executable).parent / "mlflow"
     command = [str(mlflow), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1"]
-    log = folder / "mlflow-ui.log"
-    with open(log, "w") as output:  # the server keeps its own copy of the descriptor
-        server = subprocess.Popen(
-            [*command, "--port", str(port)],
-            cwd=folder,
-            stdout=output,
-            stderr=output,
-            start_new_session=True,
-        )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", server, log)
-    except BaseException:
-        stop_server(server)
-        raise
-    return server
+    return start_http_server(
+        [*command, "--port", str(port)], port, folder / "mlflow-ui.log", folder
+    )
 
 
 def chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
