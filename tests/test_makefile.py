@@ -70,3 +70,10 @@ def test_bench_with_a_shape_does_not_pass_a_preset_it_ignores(tmp_path: Path) ->
     plain = make("-n", "bench", "PRESET=debug", cwd=tmp_path).stdout
     assert "--shape 'peer-tiny'" in shaped and "--preset" not in shaped
     assert "--preset 'debug'" in plain
+
+
+def test_soak_passes_its_faults_and_seed(tmp_path: Path) -> None:
+    given = make("-n", "soak", "SOAK_FAULTS=3", "SOAK_SEED=7", cwd=tmp_path).stdout
+    plain = make("-n", "soak", cwd=tmp_path).stdout
+    assert "-m ablations.soak --faults '3' --seed '7'" in given
+    assert "--faults '30' --seed '0'" in plain

@@ -128,8 +128,9 @@ def test_the_checker_counts_exactly_what_was_done_to_a_copy_of_a_finished_store(
     database = tmp_path / "damaged" / "mlflow.db"
     # separate-seed0: three of its points logged once more (the same values), and a timing
     # changed (not a difference).
-    history = client.get_metric_history(ids["separate-seed0"], "loss/wm")[:3]
-    again = [Metric("loss/wm", point.value, point.timestamp + 1, point.step) for point in history]
+    history = client.get_metric_history(ids["separate-seed0"], "episode/return")[:3]
+    assert len({point.step for point in history}) == 3
+    again = [Metric(p.key, p.value, p.timestamp + 1, p.step) for p in history]
     client.log_batch(ids["separate-seed0"], metrics=again)
     changed = _sql(
         database,

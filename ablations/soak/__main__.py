@@ -148,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     reruns = 0
     total = Verdict()
     for store, share in zip(stores, shares, strict=True):
-        result, verdict = soak_store(store, share, rng, clock)
+        try:
+            result, verdict = soak_store(store, share, rng, clock)
+        except KeyboardInterrupt:  # its commands and server are stopped already
+            print(f"soak: stopped after {clock.minutes:.1f} min; work folder kept: {work}")
+            return 130
         applied += result.faults
         reruns += result.reruns
         total.add(verdict)

@@ -2,7 +2,7 @@
 random moments, and the command rerun after each until the ablation completes.
 
 A round is one ablation (experiment ``soak-<round>``). Faults land while a command runs,
-each after a delay drawn as a fraction of the uninterrupted ablation's duration; when every
+each after a delay drawn as a fraction of an uninterrupted ablation's duration; when every
 command of the round has ended without completing it, the command is rerun. A round ends
 once a command exits 0 (every run finished; the report built); while faults remain, the
 next round starts a fresh ablation.
@@ -21,9 +21,10 @@ from ablations.soak.commands import Command
 from ablations.soak.faults import FAULTS, kinds_for
 from ablations.soak.stores import SoakStore
 
-FAULT_DELAY = (0.05, 0.8)
-"""A fault's delay after the previous event, as a fraction of the reference's duration:
-from the command's start-up (creating the ablation) to late in its runs."""
+FAULT_DELAY = (0.03, 0.8)
+"""A fault's delay after the previous event, as a fraction of an ablation's duration (the
+latest round that completed without a fault, else the reference): from the command's
+start-up (creating the ablation) to late in its runs."""
 RERUNS_PER_FAULT = 4
 """Reruns a round may take per fault before the ablation counts as stuck (plus a few)."""
 HANG_FACTOR = 6.0
@@ -44,8 +45,9 @@ class CampaignResult:
 class Campaign:
     """Faults against ``store``'s ablation; :meth:`run` returns the :class:`CampaignResult`.
 
-    ``reference_seconds`` (how long the uninterrupted ablation took) scales the delays;
-    ``say`` prints a progress line.
+    ``reference_seconds`` (how long the uninterrupted reference took) scales the delays
+    until a round completes without a fault, whose duration scales them from then on (the
+    machine's load changes); ``say`` prints a progress line.
     """
 
     def __init__(
@@ -61,6 +63,8 @@ class Campaign:
         self.faults_left = faults
         self.total = faults
         self.reference_seconds = reference_seconds
+        self.clean_seconds = 0.0
+        """How long the latest round without a fault took (0 before one has)."""
         self.say = say
         self.result = CampaignResult()
         self.commands: list[Command] = []
@@ -115,8 +119,11 @@ class Campaign:
             self.say(f"round {len(self.result.experiments)}: ablation '{self.experiment}'")
             self.commands = []
             self.round_reruns = 0
+            started, faults = time.monotonic(), self.faults_left
             self.launch()
             self._drive_round()
+            if faults == self.faults_left and not self.result.problems:
+                self.clean_seconds = time.monotonic() - started
             if self.faults_left == 0 or self.result.problems:
                 return self.result
 
@@ -128,7 +135,8 @@ class Campaign:
             complete = any(command.exit_code == 0 for command in self.commands)
             if self.live():
                 if self.faults_left and not complete:
-                    delay = float(self.rng.uniform(*FAULT_DELAY)) * self.reference_seconds
+                    scale = self.clean_seconds or self.reference_seconds
+                    delay = float(self.rng.uniform(*FAULT_DELAY)) * scale
                     if not self._wait_for_all(delay):
                         self._inject()
                 elif not self._wait_for_all(HANG_FACTOR * self.reference_seconds):
