@@ -19,10 +19,11 @@ value: the first writer of a key wins, and a writer of the same value succeeds a
   it sees none open, so nothing depends on any command staying alive. ``lost`` candidates
   are deleted (tagged ``ablation.role=duplicate`` first): the analysis sees one parent.
 - **Children**: the parent is then one known run, so each child name has one register:
-  the parent's param ``child.<run name>`` = the child's run id. A command claims its own
-  candidate there (or an unclaimed one left by a command that died) and adopts the claimed
-  one when another command was first; runs of that name other than the claimed one are
-  deleted.
+  the parent's param ``child.<run name>`` = the child's run id. A command claims there a
+  run it made whole (tags, config params, then SCHEDULED), or one no claim names that was
+  made whole before (before claims existed, or by a command that died before claiming it),
+  and adopts the claimed one when another command was first; runs of that name other than
+  the claimed one (a half-made one left RUNNING by a dead command included) are deleted.
 """
 
 from __future__ import annotations

@@ -81,7 +81,10 @@ def kill_worker(round_: Round) -> str | None:
     if not workers:
         return None
     command, pid = workers[int(round_.rng.integers(len(workers)))]
-    os.kill(pid, signal.SIGKILL)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:  # it ended (and was collected) meanwhile
+        return None
     return f"kill -9 of run process {pid} of command {command.number}"
 
 
@@ -173,8 +176,9 @@ def _kill_trainer(round_: Round, run_id: str) -> int | None:
         return None
     pid = int(tags.get("worker_pid", 0) or 0)
     if pid and any(pid in command.workers() for command in round_.live()):
-        os.kill(pid, signal.SIGKILL)
-        return pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            return pid
     return None
 
 
