@@ -186,3 +186,13 @@ ABLATION_ARGS += $(ADAPTIVE_ARGS)
 # synthetic scores, against Welch's t-test at the same maximum (REPS= ablations per row).
 bench-stats: $(STAMP)
 	$(BIN)/python -m analysis.bench_sequential $(ADAPTIVE_ARGS) $(if $(REPS),--reps $(call q,$(REPS)))
+
+# --- The soak (README "Reliability") ------------------------------------------------------------
+# Benchmark, not a test: SOAK_FAULTS faults (kill -9, signals, a second command, a server outage,
+# a damaged checkpoint, a rerun elsewhere) at moments drawn from SOAK_SEED, against a tiny
+# ablation on SQLite and on an MLflow server it starts; the last line is the tally.
+SOAK_FAULTS ?= 30
+SOAK_SEED   ?= 0
+.PHONY: soak
+soak: $(STAMP)
+	$(BIN)/python -m ablations.soak --faults $(call q,$(SOAK_FAULTS)) --seed $(call q,$(SOAK_SEED))

@@ -9,7 +9,8 @@ anywhere downloads them. The worker only sees :class:`CheckpointStore`;
 
 Both stores name each checkpoint ``checkpoint-<env steps>-<sha256 prefix>.pt``, keep the
 last two, and on load verify the digest and fall back to the older one when the newer is
-truncated or corrupt; an error names the file.
+truncated or corrupt; when none loads, the error names each file (and the worker starts the
+run over).
 """
 
 from __future__ import annotations
@@ -115,9 +116,7 @@ def _load_first_good(trainer: Trainer, paths: Iterator[tuple[str, str]]) -> bool
             print(f"resumed from {label}; skipped {'; '.join(problems)}", file=sys.stderr)
         return True
     if problems:
-        raise CheckpointError(
-            f"no usable checkpoint: {'; '.join(problems)} (delete them to start the run over)"
-        )
+        raise CheckpointError(f"no usable checkpoint: {'; '.join(problems)}")
     return False
 
 

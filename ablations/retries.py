@@ -26,8 +26,18 @@ TRANSIENT = (
     "bad gateway",
     "service unavailable",
     "gateway timeout",
+    # Two writers setting one new tag at once: MLflow's upsert reads, finds nothing, and
+    # inserts, and the second insert breaks the key's uniqueness. Tried again, the upsert
+    # finds the row and updates it. (SQLite's, PostgreSQL's and MySQL's wordings.)
+    "unique constraint failed",
+    "violates unique constraint",
+    "duplicate entry",
 )
-"""Errors worth waiting out: SQLite's lock, and a tracking server down or restarting."""
+"""Errors worth waiting out: SQLite's lock, a tracking server down or restarting, and a
+write that collided with another's."""
+FINAL_CODES = ("RESOURCE_ALREADY_EXISTS",)
+"""Error codes that answer the call for good (an experiment name taken), whatever their text
+(which quotes the uniqueness error behind them)."""
 
 
 def tracking_retry_seconds() -> float:
@@ -51,7 +61,10 @@ def retry_locked(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             return fn(*args, **kwargs)
         except Exception as error:
             text = str(error).lower()
-            if not any(sign in text for sign in TRANSIENT) or time.monotonic() > deadline:
+            final = getattr(error, "error_code", None) in FINAL_CODES
+            if final or not any(sign in text for sign in TRANSIENT):
+                raise
+            if time.monotonic() > deadline:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 5.0)

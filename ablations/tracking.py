@@ -25,6 +25,7 @@ The layout in the store (the contract that ``analysis/`` reads):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -34,9 +35,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ablations.arms import describe
+from ablations.creation import (
+    child_claim_key,
+    ensure_child,
+    ensure_experiment,
+    ensure_parent,
+    settled,
+)
 from ablations.leases import COMMAND_ID, LeaseState, read_lease
 from ablations.retries import retry_locked
 from ablations.spec import AblationSpec, RunSpec
@@ -115,37 +124,28 @@ class AblationStore:
             retry_locked(self.client.set_tag, self.parent_id, key, value)
 
     def _ensure_experiment(self) -> str:
-        experiment = retry_locked(self.client.get_experiment_by_name, self.spec.name)
-        if experiment is None:
-            experiment_id = retry_locked(self.client.create_experiment, self.spec.name)
-        else:
-            experiment_id = experiment.experiment_id
+        experiment_id = ensure_experiment(self.client, self.spec.name)
         for key, value in EXPERIMENT_KIND.items():
             retry_locked(self.client.set_experiment_tag, experiment_id, key, value)
         return experiment_id
 
     def _ensure_parent(self) -> str:
-        runs = retry_locked(
-            self.client.search_runs,
-            [self.experiment_id],
-            filter_string="tags.`ablation.role` = 'parent'",
-            max_results=1,
-        )
-        if runs:
-            run_id = runs[0].info.run_id
-        else:
+        def create() -> str:
+            tags = {"ablation.role": "parent", NOTE: self.spec.description()}
             run = retry_locked(
-                self.client.create_run,
-                self.experiment_id,
-                run_name=self.spec.name,
-                tags={"ablation.role": "parent", "mlflow.note.content": self.spec.description()},
+                self.client.create_run, self.experiment_id, run_name=self.spec.name, tags=tags
             )
-            run_id = run.info.run_id
-            retry_locked(
-                self.client.log_batch,
-                run_id,
-                params=_params({"env": self.spec.env, "preset": self.spec.preset}),
-            )
+            return run.info.run_id
+
+        run_id = ensure_parent(self.client, self.experiment_id, create)
+        # Whoever created the parent may have died before logging these (values a rerun
+        # with another preset would contradict are left as the first command logged them).
+        logged = retry_locked(self.client.get_run, run_id).data.params
+        wanted = {"env": self.spec.env, "preset": self.spec.preset}
+        missing = {key: value for key, value in wanted.items() if key not in logged}
+        if missing:
+            with contextlib.suppress(MlflowException):  # another command logged them first
+                retry_locked(self.client.log_batch, run_id, params=_params(missing))
         retry_locked(self.client.set_terminated, run_id, "RUNNING")
         return run_id
 
@@ -164,30 +164,50 @@ class AblationStore:
         retry_locked(self.client.set_tag, self.parent_id, PLANNED_SEEDS_TAG, value)
 
     def children(self) -> dict[str, Any]:
-        """Existing child runs by run name."""
-        runs = retry_locked(
+        """Existing child runs by run name: the run its claim names (see
+        :mod:`ablations.creation`), else the first settled one (a child made before claims,
+        or whose claim its command did not live to write)."""
+        claims = retry_locked(self.client.get_run, self.parent_id).data.params
+        chosen: dict[str, Any] = {}
+        for run in sorted(self._all_children(), key=lambda run: run.info.run_id):
+            name = run.info.run_name
+            claimed = claims.get(child_claim_key(name))
+            if run.info.run_id == claimed or (claimed is None and settled(run)):
+                chosen.setdefault(name, run)
+        return chosen
+
+    def _all_children(self) -> list[Any]:
+        return retry_locked(
             self.client.search_runs,
             [self.experiment_id],
             filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
             max_results=10_000,
         )
-        return {run.info.run_name: run for run in runs}
 
     def child_for(self, run: RunSpec, device: str) -> tuple[str, str]:
-        """The child run for ``run``: ``(run_id, status)``, created if it does not exist.
+        """The child run for ``run``: ``(run_id, status)``, created if it does not exist
+        (once, however many commands start together: :mod:`ablations.creation`).
 
         Raises :class:`TrackingError` if a run of that name exists with another config: a
         rerun must train the same thing, or use a new experiment name.
         """
-        existing = self.children().get(run.name)
+        runs = [child for child in self._all_children() if child.info.run_name == run.name]
         config_hash = run.config_hash()
-        if existing is not None:
-            if existing.data.tags.get("config_hash") != config_hash:
-                raise TrackingError(
-                    f"experiment '{self.spec.name}' already has run {run.name} with a different "
-                    "config; pass a new EXPERIMENT name to run this one"
-                )
-            return existing.info.run_id, existing.info.status
+        run_id, created = ensure_child(
+            self.client, self.parent_id, run.name, runs, lambda: self._create_child(run, device)
+        )
+        if created:
+            return run_id, "SCHEDULED"
+        existing = retry_locked(self.client.get_run, run_id)
+        if existing.data.tags.get("config_hash") != config_hash:
+            raise TrackingError(
+                f"experiment '{self.spec.name}' already has run {run.name} with a different "
+                "config; pass a new EXPERIMENT name to run this one"
+            )
+        return run_id, existing.info.status
+
+    def _create_child(self, run: RunSpec, device: str) -> str:
+        """A new child run for ``run``, set up whole: tags, config params, then SCHEDULED."""
         import torch
 
         config = run.config()
@@ -209,7 +229,7 @@ class AblationStore:
             "device": device,
             "torch_version": torch.__version__,
             "hardware": hardware(),
-            "config_hash": config_hash,
+            "config_hash": run.config_hash(),
         }
         created = retry_locked(
             self.client.create_run, self.experiment_id, run_name=run.name, tags=tags
@@ -219,7 +239,7 @@ class AblationStore:
         for start in range(0, len(params), 100):
             retry_locked(self.client.log_batch, run_id, params=params[start : start + 100])
         retry_locked(self.client.set_terminated, run_id, "SCHEDULED")
-        return run_id, "SCHEDULED"
+        return run_id
 
     def log_parent_summary(self) -> dict[str, dict[str, float]]:
         """Per-arm means of the children's final return and speed, logged on the parent."""

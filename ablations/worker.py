@@ -34,7 +34,7 @@ import torch
 from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 
-from ablations.checkpoints import CheckpointStore
+from ablations.checkpoints import CheckpointError, CheckpointStore
 from ablations.leases import Lease, LeaseHeldError, LeaseLostError, lease_stale_seconds
 from ablations.retries import retry_locked
 from ablations.spec import RunSpec
@@ -128,7 +128,15 @@ def _train(
     config.train.device = job.device
     logger = MlflowLogger(client, job.run_id)
     trainer = Trainer(config, logger)
-    resumed_from = trainer.env_steps if job.checkpoints.load(trainer) else 0
+    try:
+        resumed_from = trainer.env_steps if job.checkpoints.load(trainer) else 0
+    except CheckpointError as error:
+        # Every checkpoint is damaged (truncated, overwritten): the run starts over, as when
+        # they are gone, rather than failing at every rerun until someone deletes them.
+        print(f"{job.run.name}: {error}; deleting them", file=sys.stderr)
+        job.checkpoints.clear()
+        trainer = Trainer(config, logger)  # a load that failed half-way may have changed it
+        resumed_from = 0
     logger.skip_logged_steps()  # the store's points stand; see the module docstring
     if logger.logged_up_to and not resumed_from:
         # Its checkpoint is gone (deleted, or kept where this command does not look): the

@@ -213,6 +213,21 @@ def require_finished(data: AblationData) -> None:
         )
 
 
+def parent_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """The experiment's runs tagged as an ablation's parent (one in a sound ablation;
+    deleted runs are not read), columns ``run_id``, ``status``; empty when the experiment
+    does not exist."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = _search_all(client, found.experiment_id) if found is not None else []
+    rows = [
+        (run.info.run_id, run.info.status)
+        for run in runs
+        if run.data.tags.get("ablation.role") == "parent"
+    ]
+    return pd.DataFrame(rows, columns=["run_id", "status"])
+
+
 def format_planned_seeds(seeds: Mapping[str, int]) -> str:
     """``{"separate": 10, "coupled": 5}`` -> ``"separate:10,coupled:5"`` (the tag's value)."""
     return ",".join(f"{arm}:{count}" for arm, count in seeds.items())

@@ -46,3 +46,10 @@ def attach_report(
     client.log_artifact(parent_run_id, str(pdf_path), artifact_path="report")
     for sub in ("figures", "tables"):
         client.log_artifacts(parent_run_id, str(files_dir / sub), artifact_path=f"report/{sub}")
+
+
+def report_files(tracking_uri: str | None, parent_run_id: str) -> list[str]:
+    """The artifact paths of the report attached to the parent run (:func:`attach_report`):
+    the PDF and the folders beside it; empty when none is."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    return [artifact.path for artifact in client.list_artifacts(parent_run_id, "report")]

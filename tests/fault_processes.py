@@ -34,10 +34,10 @@ def claim_and_hold(uri: str, parent: str, run: str, command: str, go: Any, out: 
         out.put(("lost", command))
 
 
-def open_ablation(uri: str, go: Any, out: Any) -> None:
+def open_ablation(uri: str, go: Any, out: Any, name: str = "race") -> None:
     """Create the store, experiment, parent and child runs of a two-run ablation when
     ``go`` is set, the way a starting command does; report the run ids or the error."""
-    spec = AblationSpec("cartpole", 1, ("separate", "coupled"), "debug", None, {}, "race")
+    spec = AblationSpec("cartpole", 1, ("separate", "coupled"), "debug", None, {}, name)
     out.put(("ready", None))
     go.wait()
     try:

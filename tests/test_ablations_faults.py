@@ -215,6 +215,48 @@ def test_a_run_its_worker_resumed_logs_bitwise_what_an_uninterrupted_run_logs(
     assert _histories(client, job.run_id) == expected  # float equality: bitwise
 
 
+class CrashAfterTheFirstSave(LocalCheckpoints):
+    """A worker that dies right after its first checkpoint (the error stands for kill -9)."""
+
+    def save(self, trainer: Any) -> None:
+        super().save(trainer)
+        raise RuntimeError("the worker died")
+
+
+def _history(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Every metric's points, wall-clock timings left out (a rerun changes those)."""
+    keys = [k for k in client.get_run(run_id).data.metrics if not k.startswith(("time/", "speed/"))]
+    keys = [k for k in keys if k not in ("final/updates_per_s", "final/wall_seconds")]
+    keys = [k for k in keys if not k.startswith(("system/", "tracking/"))]
+    return {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in keys}
+
+
+def test_a_run_whose_only_checkpoint_is_damaged_starts_over_and_logs_what_it_would_have(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ABLATION_LEASE_STALE_S", "2")
+    uri = f"sqlite:///{tmp_path}/store.db"
+    client = MlflowClient(uri)
+    whole, _ = _tiny_job(uri, tmp_path, "whole", steps=400)
+    run_worker(whole)
+
+    job, _ = _tiny_job(uri, tmp_path, "damaged", steps=400)
+    crashing = dataclasses.replace(job, checkpoints=CrashAfterTheFirstSave(job.checkpoints.folder))
+    with pytest.raises(RuntimeError, match="the worker died"):
+        run_worker(crashing)
+    (only,) = Path(job.checkpoints.folder).glob("*.pt")
+    os.truncate(only, only.stat().st_size // 2)  # a full disk, a bad block
+
+    run_worker(job)  # the rerun: nothing to resume from, so it starts over and finishes
+    run = client.get_run(job.run_id)
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags
+    assert "resumed_from_step" not in run.data.tags
+    assert int(run.data.tags["restarted_without_checkpoint"]) > 200
+    assert not Path(job.checkpoints.folder).exists()  # the damaged file went with the rest
+    # The steps logged before the crash stand, the rest follow once, bitwise as unbroken.
+    assert _history(client, job.run_id) == _history(client, whole.run_id)
+
+
 def _points(client: MlflowClient, run_id: str) -> dict[str, int]:
     """Points logged per metric."""
     keys = client.get_run(run_id).data.metrics
