@@ -284,6 +284,17 @@ class _Created:
     """The ablation's store once opened, whose runs an interruption marks KILLED."""
 
 
+def _arms_and_seeds(spec: AblationSpec, runs: list[RunSpec]) -> str:
+    """``separate, coupled x 5 seeds``; an adaptive interim names its seeds (``seeds 5..9``)."""
+    seeds = sorted({run.seed for run in runs})
+    arms = ", ".join(dict.fromkeys(run.arm for run in runs)) or ", ".join(spec.arms)
+    if not seeds or seeds == list(range(spec.seeds)):
+        return f"{arms} x {spec.seeds} seeds"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{arms} x seeds {seeds[0]}..{seeds[-1]}"
+    return f"{arms} x seeds {', '.join(map(str, seeds))}"
+
+
 def _main(argv: list[str] | None, created: _Created) -> int | None:
     """One pass of the ablation; ``None`` when adaptive seeding asks for another interim."""
     parser = build_parser()
@@ -353,8 +364,7 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
     elsewhere = f"{len(held)} being trained by another command, " if held else ""
     tasks = f"{len(spec.tasks)} tasks x " if spec.multi_task else ""
     print(
-        f"ablation '{spec.name}': {len(runs)} runs ({tasks}{', '.join(spec.arms)} x "
-        f"{spec.seeds} seeds), "
+        f"ablation '{spec.name}': {len(runs)} runs ({tasks}{_arms_and_seeds(spec, runs)}), "
         f"{finished} already finished, {elsewhere}{len(todo)} to run | preset {spec.preset} | "
         f"{min(plan.parallel, max(len(todo), 1))} parallel, {torch_threads(threads)} each "
         f"on {plan.where} | MLflow {uri}"

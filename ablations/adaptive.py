@@ -164,6 +164,8 @@ class Plan:
     Attributes:
         interim: 0-based interim to run next (or the last one tested once finished).
         next_runs: ``(arm, seed)`` pairs the current interim still needs finished.
+        interim_runs: every ``(arm, seed)`` pair of the current interim, finished or not
+            (empty once decided).
         result: the test over the complete interims, None before the first.
         arms: the compared arms, reference first.
     """
@@ -172,6 +174,7 @@ class Plan:
     next_runs: tuple[tuple[str, int], ...]
     result: SequentialResult | None
     arms: tuple[str, ...]
+    interim_runs: tuple[tuple[str, int], ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -209,7 +212,8 @@ def plan(
             (arm, seed) for seed in seeds for arm in open_arms if seed not in scores.get(arm, {})
         )
         if missing:
-            return Plan(k, missing, result, arms)
+            pairs = tuple((arm, seed) for seed in seeds for arm in open_arms)
+            return Plan(k, missing, result, arms, pairs)
         block = np.full((len(arms), rule.interim), math.nan)
         for row, arm in enumerate(arms):
             if arm in open_arms:
@@ -303,7 +307,9 @@ def interim_runs(spec: AblationSpec, rule: AdaptiveRule, uri: str) -> list[RunSp
                 "with the same values or pass a new EXPERIMENT name"
             )
     stand = plan(rule, spec.arms, finished_scores(uri, spec.name, rule.tasks))
-    wanted = set(stand.next_runs)
+    # The whole interim, finished runs included, so a resumed command counts what is
+    # left of the interim rather than presenting the remainder as the ablation.
+    wanted = set(stand.interim_runs)
     if stand.finished:
         print(f"adaptive seeding: {status_line(rule, stand)}; nothing left to run")
     else:

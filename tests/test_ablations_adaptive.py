@@ -179,13 +179,11 @@ def test_over_a_suite_each_seed_scores_the_mean_normalised_return_of_all_its_tas
     assert scores["coupled"][0] == pytest.approx(0.0) and scores["separate"][1] == pytest.approx(
         (1.0 + (1207.6 - 150.0) / 1207.6) / 2
     )
-    # Seed 1 of coupled is incomplete: both its runs are asked for (the runner skips the
-    # finished one), nothing else.
-    assert [r.name for r in interim_runs(spec, rule, uri)] == [
-        "cartpole/coupled-seed1",
-        "pendulum/coupled-seed1",
-    ]
+    # Seed 1 of coupled is incomplete: it alone is missing, while the runner is still handed
+    # the whole interim (it skips the seven finished runs), so a resumed command counts the
+    # interim and not its remainder.
     assert plan(rule, spec.arms, scores).next_runs == (("coupled", 1),)
+    assert sorted(r.name for r in interim_runs(spec, rule, uri)) == sorted(r.name for r in runs)
     parent = client.get_run(store.parent_id).data.params
     assert parent["adaptive.tasks"] == "cartpole,pendulum"
     assert parent["adaptive.metric"].startswith("the suite score (mean over cartpole, pendulum")
