@@ -28,6 +28,12 @@ ARMS: dict[str, dict[str, Any]] = {
     # Every posterior step as a start, as the official DreamerV3 does.
     "separate_all": {"train.schedule": "separate", "train.starts": "all"},
     "coupled_all": {"train.schedule": "coupled", "train.starts": "all"},
+    # The other published orders: official DreamerV3's one joint step, and STORM-like
+    # interleaving from fresh starts (interleaving without reusing the WM's batch).
+    "joint": {"train.schedule": "joint", "train.starts": "last"},
+    "joint_all": {"train.schedule": "joint", "train.starts": "all"},
+    "interleaved": {"train.schedule": "interleaved", "train.starts": "last"},
+    "interleaved_all": {"train.schedule": "interleaved", "train.starts": "all"},
     # Controls: coupled's data, but imagination starts re-filtered through the updated WM,
     # as fresh as separate's; separates the staleness effect from the data-reuse effect.
     "coupled_refiltered": {

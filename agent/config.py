@@ -18,7 +18,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEDULES = ("separate", "coupled")
+SCHEDULES = ("separate", "coupled", "interleaved", "joint")
+"""The schedules of :data:`agent.trainer.SCHEDULES`, by name (the trainer checks the two agree)."""
 STARTS = ("last", "all")
 COMPILE_MODES = ("auto", "on", "off")
 GRAPH_MODES = ("auto", "on", "off")
@@ -131,7 +132,10 @@ class TrainConfig:
     steps: int = 100_000
     """Agent steps (after action repeat) to train for."""
     schedule: str = "separate"
-    """``separate``: all WM updates then all AC updates; ``coupled``: AC after each WM update."""
+    """Order of WM and AC updates (see :mod:`agent.trainer`): ``separate`` (all WM updates,
+    then AC updates from fresh starts), ``coupled`` (each AC update from the WM batch just
+    trained on), ``interleaved`` (WM and AC alternate, AC from fresh starts) or ``joint`` (one
+    step on both losses of one batch, as the official DreamerV3)."""
     starts: str = "last"
     """Which posterior steps start imagination: ``last`` (B starts) or ``all`` (B*T)."""
     refilter_starts: bool = False
@@ -377,8 +381,8 @@ def validate(config: Config) -> None:
         raise ConfigError("train.cuda_graphs=on needs a CUDA device, got train.device=cpu")
     if t.refilter_starts and t.schedule != "coupled":
         raise ConfigError(
-            "train.refilter_starts needs train.schedule=coupled (separate already filters "
-            "its starts with the current world model)"
+            "train.refilter_starts needs train.schedule=coupled (the other schedules already "
+            "imagine from starts filtered by the world model that imagines)"
         )
     if t.starts not in STARTS:
         raise ConfigError(f"starts must be one of {', '.join(STARTS)}, got '{t.starts}'")

@@ -1,16 +1,21 @@
-"""The trainer: collects experience and runs one of two schedules of WM and AC updates.
+"""The trainer: collects experience and runs one schedule of WM and AC updates.
 
-This is the only module that knows every other. The two schedules of the ablation sit side
-by side in :data:`SCHEDULES`; everything else is shared:
+This is the only module that knows every other. The schedules of the ablation sit side by
+side in :data:`SCHEDULES`; everything else is shared:
 
-    separate  collect; n x (sample batch -> WM update); n x (sample_starts -> imagine -> AC)
-    coupled   collect; n x (sample batch -> WM update -> its posteriors -> imagine -> AC)
+    separate     collect; n x (batch -> WM update); n x (fresh starts -> imagine -> AC)
+    coupled      collect; n x (batch -> WM update -> its posteriors -> imagine -> AC)
+    interleaved  collect; n x (batch -> WM update; fresh starts -> imagine -> AC)
+    joint        collect; n x (batch -> WM gradients, its posteriors -> imagine -> AC;
+                               WM step)
 
-with ``n = train_ratio * collect_every / (B * T)`` updates per iteration; ``coupled`` with
+with ``n = train_ratio * collect_every / (B * T)`` updates per iteration. Fresh starts are
+a new replay batch filtered through the WM as it is then; ``coupled`` with
 ``train.refilter_starts`` filters its batch again through the updated WM before imagining
-(a control: coupled's data with posteriors as fresh as separate's). Shape symbols:
-``B`` batch, ``T`` time, ``N`` starts, ``H`` horizon, ``D`` deter, ``S`` latents, ``K``
-classes, ``A`` actions.
+(a control: coupled's data with posteriors as fresh as separate's). ``joint`` takes both
+gradients before either optimiser steps, as one step on the sum of both losses does, so its
+imagination runs in the WM from before its step. Shape symbols: ``B`` batch, ``T`` time,
+``N`` starts, ``H`` horizon, ``D`` deter, ``S`` latents, ``K`` classes, ``A`` actions.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from agent.acceleration import (
     use_graphs,
 )
 from agent.actor_critic import ActorCritic
+from agent.config import SCHEDULES as SCHEDULE_NAMES
 from agent.config import Config, ConfigError
 from agent.diversity import imagined_dispersion, start_diversity, start_shift
 from agent.envs import action_space, make_env, observation_shapes
@@ -57,21 +63,47 @@ def _hand_on(start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _separate(trainer: Trainer, num_updates: int) -> None:
-    # The plan's current code: all WM updates, then AC updates from fresh replay starts.
+    # The seed plan's current code (IRIS/DIAMOND-like phases): all WM updates, then AC
+    # updates, each from fresh replay starts.
     trainer.train_world_model(num_updates)
-    trainer.train_actor_critic(None, num_updates)
+    for _ in range(num_updates):
+        trainer.train_actor_critic(trainer.sample_starts())
 
 
 def _coupled(trainer: Trainer, num_updates: int) -> None:
-    # The plan's target: each AC update imagines from the posteriors the WM just computed.
+    # The seed plan's target: each AC update imagines from the posteriors the WM just computed
+    # (with refilter_starts, the control: the same batch filtered again by the updated WM).
     for _ in range(num_updates):
-        trainer.train_actor_critic(trainer.train_world_model(1))
+        states = trainer.train_world_model(1)
+        if trainer.config.train.refilter_starts:
+            states = trainer.refilter(states)
+        trainer.train_actor_critic(states)
+
+
+def _interleaved(trainer: Trainer, num_updates: int) -> None:
+    # STORM-like: one WM update, then one AC update from fresh replay starts filtered by the
+    # WM just updated; interleaving without coupled's reuse of the WM's batch.
+    for _ in range(num_updates):
+        trainer.train_world_model(1)
+        trainer.train_actor_critic(trainer.sample_starts())
+
+
+def _joint(trainer: Trainer, num_updates: int) -> None:
+    # Official DreamerV3 (2024 code): one step on the WM and AC losses of one batch. The AC
+    # imagines from that batch's detached posteriors in the WM before its step.
+    for _ in range(num_updates):
+        states = trainer.world_model_gradients()
+        trainer.train_actor_critic(states)
+        trainer.step_world_model()
 
 
 SCHEDULES: dict[str, Callable[[Trainer, int], None]] = {
     "separate": _separate,
     "coupled": _coupled,
+    "interleaved": _interleaved,
+    "joint": _joint,
 }
+assert tuple(SCHEDULES) == SCHEDULE_NAMES, "agent.config.SCHEDULES names the schedules here"
 
 
 def select_starts(states: PosteriorStates, starts: str) -> dict[str, Any]:
@@ -193,7 +225,16 @@ class Trainer:
         imagine, update = (self._imagine, self._actor_critic_update)
         if self.actor_critic.gradient.through_dynamics:
             imagine, update = (_hand_on, self._imagine_and_update)
-        steps = (self._world_model_update, self._observe, imagine, update)
+        # The joint schedule splits the WM update in two around the AC step; a schedule uses
+        # either the whole update or its two halves, and graphs capture only what runs.
+        steps = (
+            self._world_model_update,
+            self._observe,
+            imagine,
+            update,
+            self._world_model_gradients,
+            self._world_model_apply,
+        )
         self._steps = tuple(
             step if step is _hand_on else maybe_graphed(step, self.graphs, self.generator)
             for step in steps
@@ -203,6 +244,8 @@ class Trainer:
             self._observe_step,
             self._imagine_step,
             self._actor_critic_step,
+            self._world_model_gradients_step,
+            self._world_model_apply_step,
         ) = self._steps
 
         self.env_steps = 0
@@ -352,6 +395,13 @@ class Trainer:
     def _world_model_update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """One WM update on ``batch``; returns its posteriors ``h (B, T, D)``, ``z (B, T, S,
         K)`` detached, and its metrics."""
+        out = self._world_model_gradients(batch)
+        self._world_model_apply()
+        return out
+
+    def _world_model_gradients(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The WM loss's gradients on ``batch``, clipped, left in the parameters' ``.grad``
+        for :meth:`_world_model_apply`; returns what :meth:`_world_model_update` returns."""
         wm = self.world_model
         with self._autocast():
             loss, metrics, posterior = wm.compute_loss(batch, self.generator)
@@ -360,8 +410,11 @@ class Trainer:
         metrics["grad_norm/wm"] = nn.utils.clip_grad_norm_(
             wm.parameters(), self.config.wm.grad_clip
         )
-        self.wm_optimizer.step()
         return {"h": posterior["h"].detach(), "z": posterior["z"].detach(), "metrics": metrics}
+
+    def _world_model_apply(self) -> None:
+        """The WM optimiser's step on the gradients :meth:`_world_model_gradients` left."""
+        self.wm_optimizer.step()
 
     @torch.no_grad()
     def _observe(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -431,6 +484,24 @@ class Trainer:
             self.wm_updates += 1
         return self._posterior_states(batch, ids, out)
 
+    def world_model_gradients(self) -> PosteriorStates:
+        """The first half of a WM update (the joint schedule's): the WM loss's gradients on
+        a fresh replay batch ``(B, T)``, kept for :meth:`step_world_model`; returns the
+        batch's posterior states from the WM as it is, detached, as
+        :meth:`train_world_model` does."""
+        with self.timer.phase("wm"):
+            batch, ids = self._sample_batch()
+            out = self._world_model_gradients_step(batch)
+        self.metrics.add(out["metrics"])
+        return self._posterior_states(batch, ids, out)
+
+    def step_world_model(self) -> None:
+        """The second half: the WM optimiser steps on the gradients of
+        :meth:`world_model_gradients` (an AC update in between leaves them as they were)."""
+        with self.timer.phase("wm"):
+            self._world_model_apply_step()
+        self.wm_updates += 1
+
     def sample_starts(self) -> PosteriorStates:
         """A fresh replay batch filtered through the WM without gradients (the separate
         schedule's starts): same structure as :meth:`train_world_model`'s return."""
@@ -447,37 +518,26 @@ class Trainer:
         self.metrics.add({"staleness/start_h_shift": start_shift(states["h"], fresh["h"])})
         return {**states, "h": fresh["h"], "z": fresh["z"]}
 
-    def train_actor_critic(
-        self, posterior_states: PosteriorStates | None = None, num_updates: int = 1
-    ) -> None:
-        """``num_updates`` AC updates on trajectories imagined from posterior states.
-
-        Given ``posterior_states`` (from :meth:`train_world_model`), imagination starts from
-        their last step ``(h[:, -1], z[:, -1])`` (or every step with ``starts=all``); given
-        ``None``, each update draws its own starts with :meth:`sample_starts`.
-        """
+    def train_actor_critic(self, states: PosteriorStates) -> None:
+        """One AC update on trajectories imagined from posterior ``states`` (from
+        :meth:`train_world_model`, :meth:`sample_starts` or :meth:`refilter`): from their
+        last step ``(h[:, -1], z[:, -1])``, or every step with ``starts=all``."""
         cfg = self.config
-        for _ in range(num_updates):
-            states = posterior_states if posterior_states is not None else self.sample_starts()
-            assert not states["h"].requires_grad and not states["z"].requires_grad
-            if cfg.train.refilter_starts and posterior_states is not None:
-                states = self.refilter(states)
-            start = select_starts(states, cfg.train.starts)
+        assert not states["h"].requires_grad and not states["z"].requires_grad
+        start = select_starts(states, cfg.train.starts)
 
-            with self.timer.phase("imagine"):
-                imagined = self._imagine_step({k: start[k] for k in ("h", "z", "cont")})
-            with self.timer.phase("ac"):
-                replay = replay_steps(states, cfg.train.starts) if cfg.ac.replay_critic else None
-                metrics = dict(self._actor_critic_step(imagined, replay))
+        with self.timer.phase("imagine"):
+            imagined = self._imagine_step({k: start[k] for k in ("h", "z", "cont")})
+        with self.timer.phase("ac"):
+            replay = replay_steps(states, cfg.train.starts) if cfg.ac.replay_critic else None
+            metrics = dict(self._actor_critic_step(imagined, replay))
 
-            metrics.update(
-                start_diversity(
-                    start["h"], start["z"], start["uid"], start["env_step"], self.env_steps
-                )
-            )
-            metrics["diversity/num_starts"] = float(start["h"].shape[0])
-            self.metrics.add(metrics)
-            self.ac_updates += 1
+        metrics.update(
+            start_diversity(start["h"], start["z"], start["uid"], start["env_step"], self.env_steps)
+        )
+        metrics["diversity/num_starts"] = float(start["h"].shape[0])
+        self.metrics.add(metrics)
+        self.ac_updates += 1
 
     # --- the loop ----------------------------------------------------------------------
 

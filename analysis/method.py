@@ -12,17 +12,28 @@ import pandas as pd
 from analysis import aggregate, stats, summary
 from analysis.load import AblationData
 
-ARM_DESCRIPTIONS = {
+SCHEDULE_DESCRIPTIONS = {
     "separate": "collect; n WM updates; then n AC updates, each imagining from a fresh replay "
-    "batch filtered through the iteration's last WM (last posterior step of each sequence).",
+    "batch filtered through the iteration's last WM (phases, as IRIS and DIAMOND).",
     "coupled": "collect; n times: one WM update, then one AC update imagining from that "
-    "batch's posteriors, computed by the WM before its step (last posterior step).",
+    "batch's posteriors, computed by the WM before its step (the seed plan's proposal).",
+    "interleaved": "collect; n times: one WM update, then one AC update imagining from a fresh "
+    "replay batch filtered through the updated WM (as STORM).",
+    "joint": "collect; n times: the WM and AC losses of one batch, both optimisers stepping "
+    "together; the AC imagines from the batch's posteriors in the WM before its step (as the "
+    "official DreamerV3 code of 2024 and r2dreamer).",
+}
+"""One line per schedule of ``agent.trainer.SCHEDULES``, naming who uses it."""
+STARTS_DESCRIPTIONS = {
+    "last": "the last posterior step of each sequence (B starts)",
+    "all": "every posterior step (B x T starts, as the official DreamerV3)",
+}
+ARM_DESCRIPTIONS = {
     "coupled_refiltered": "as coupled, but the batch is filtered again through the updated WM "
     "before imagining (control: coupled's data, posteriors as fresh as separate's).",
-    "separate_all": "as separate, imagining from every posterior step (B x T starts).",
-    "coupled_all": "as coupled, imagining from every posterior step (B x T starts).",
     "coupled_refiltered_all": "as coupled_refiltered, imagining from every posterior step.",
 }
+"""Arms beyond a schedule and a start set (the controls)."""
 STALENESS_METRIC = "staleness/start_h_shift"
 """How far coupled's starts are from the updated WM's (logged by the refiltered arms)."""
 DIVERSITY_DEFINITIONS = (
@@ -150,9 +161,38 @@ def by_task(fragments: dict[str, str]) -> str:
     return "; ".join(f"{', '.join(tasks)}: {text}" for text, tasks in groups.items())
 
 
-def _arm_lines(arms: list[str]) -> list[str]:
-    lines = ["Arms (one line each; n = updates per iteration):"]
-    return lines + [f"  {arm}: {ARM_DESCRIPTIONS.get(arm, 'not a built-in arm')}" for arm in arms]
+def arm_params(data: AblationData) -> dict[str, dict[str, str]]:
+    """Each arm's recorded config (one of its runs'; arm -> flattened params)."""
+    by_arm: dict[str, dict[str, str]] = {}
+    for run_id, arm in zip(data.runs["run_id"], data.runs["arm"], strict=True):
+        if arm not in by_arm and run_id in data.run_params:
+            by_arm[arm] = data.run_params[run_id]
+    return by_arm
+
+
+def _arm_lines(arms: list[str], configs: dict[str, dict[str, str]]) -> list[str]:
+    """One line per schedule the arms use (who uses it), then one per arm: its schedule and
+    start set, from its recorded config (``configs`` maps arm -> params; missing -> the
+    built-in description, or 'not a built-in arm')."""
+    lines = ["Schedules (n = updates per iteration):"]
+    used = [
+        s
+        for s in SCHEDULE_DESCRIPTIONS
+        if any(c.get("train.schedule") == s for c in configs.values())
+    ]
+    lines += [f"  {name}: {SCHEDULE_DESCRIPTIONS[name]}" for name in used]
+    lines.append("Arms:")
+    for arm in arms:
+        params = configs.get(arm, {})
+        if arm in ARM_DESCRIPTIONS:
+            text = ARM_DESCRIPTIONS[arm]
+        elif params.get("train.schedule") in SCHEDULE_DESCRIPTIONS:
+            starts = STARTS_DESCRIPTIONS.get(params.get("train.starts", ""), "starts not recorded")
+            text = f"{params['train.schedule']} schedule, imagining from {starts}."
+        else:
+            text = "not a built-in arm"
+        lines.append(f"  {arm}: {text}")
+    return lines
 
 
 SPEED_DEFINITION = (
@@ -227,7 +267,7 @@ def method_lines(data: AblationData, table: pd.DataFrame, phases: pd.DataFrame) 
     m = summary.holm_family_size(table)
     shift = metric_median(data, STALENESS_METRIC, _refiltered(arms))
     return [
-        *_arm_lines(arms),
+        *_arm_lines(arms, arm_params(data)),
         "",
         "Definitions:",
         "  final return: mean eval return over the last 10% of a run's training steps; the "
@@ -287,7 +327,7 @@ def suite_method_lines(
     else:
         costs = refilter_cost(phases.iloc[0:0])
     return [
-        *_arm_lines(arms),
+        *_arm_lines(arms, arm_params(data)),
         "",
         f"Tasks ({len(tasks)}): {', '.join(tasks)}; every statistic compares arms within a "
         "task, and each task's numbers below come from its own runs and config.",

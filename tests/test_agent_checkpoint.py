@@ -33,6 +33,7 @@ RUN = {
 
 RESUME_CASES = {
     "cartpole": ({"train__steps": 360}, 260),
+    "pendulum": ({"train__steps": 420}, 210),  # 200-step episodes: one ends at 400
     # Pong's episodes run for about a thousand steps at first: a time limit of 100 ends a
     # few of them in the run, one after the stop (the wrapper's step count must survive),
     # each followed by a seeded reset and its no-ops.
@@ -44,9 +45,21 @@ RESUME_CASES = {
 """Env preset -> (overrides, the step after which to stop mid-episode)."""
 
 
-def _config(env: str) -> Config:
+def _config(env: str, **schedule: str) -> Config:
     overrides, _ = RESUME_CASES[env]
-    return tiny_config(env, **RUN, **overrides)
+    return tiny_config(env, **RUN, **overrides, **schedule)
+
+
+SCHEDULE_CASES = [
+    ("cartpole", {}),
+    pytest.param("atari_pong", {}, marks=pytest.mark.slow),
+    # The published schedules beyond the seed plan's, over starts and action kinds.
+    ("cartpole", {"train__schedule": "joint", "train__starts": "last"}),
+    ("pendulum", {"train__schedule": "joint", "train__starts": "all"}),
+    ("cartpole", {"train__schedule": "interleaved", "train__starts": "all"}),
+    ("pendulum", {"train__schedule": "interleaved", "train__starts": "last"}),
+]
+"""(env, schedule overrides) of the resume test; ``{}`` is the default schedule."""
 
 
 def _values(logger: MemoryLogger) -> dict[str, list[tuple[int, float]]]:
@@ -59,16 +72,16 @@ def _mid_episode_and_interval(trainer: Trainer, after: int) -> bool:
     return trainer.env_steps >= after and open_episode and bool(trainer.metrics._rows)
 
 
-@pytest.mark.parametrize("env", ["cartpole", pytest.param("atari_pong", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(("env", "schedule"), SCHEDULE_CASES)
 def test_resume_mid_episode_logs_bitwise_what_the_uninterrupted_run_logs(
-    tmp_path: Path, env: str
+    tmp_path: Path, env: str, schedule: dict[str, str]
 ) -> None:
     whole_log = MemoryLogger()
-    whole = Trainer(_config(env), whole_log)
+    whole = Trainer(_config(env, **schedule), whole_log)
     whole.train()
 
     first_log = MemoryLogger()
-    first = Trainer(_config(env), first_log)
+    first = Trainer(_config(env, **schedule), first_log)
     while not _mid_episode_and_interval(first, RESUME_CASES[env][1]):
         first.train_iteration()
     assert not first.done
@@ -79,7 +92,7 @@ def test_resume_mid_episode_logs_bitwise_what_the_uninterrupted_run_logs(
     del first
 
     second_log = MemoryLogger()
-    second = Trainer(_config(env), second_log)
+    second = Trainer(_config(env, **schedule), second_log)
     second.load(path)
     assert second.env_steps == stopped_at and second._episode is not None
     second.train()

@@ -97,7 +97,7 @@ def test_no_host_sync_in_an_eager_update():
     torch.cuda.set_sync_debug_mode("error")
     try:
         trainer.train_actor_critic(trainer.train_world_model(1))
-        trainer.train_actor_critic(None)
+        trainer.train_actor_critic(trainer.sample_starts())
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
@@ -120,7 +120,7 @@ def test_graphed_dynamics_updates_match_eager_and_leave_the_world_model_alone(sc
     states = trainer.train_world_model(1)
     params = {k: v.detach().clone() for k, v in trainer.world_model.named_parameters()}
     grads = {k: v.grad.clone() for k, v in trainer.world_model.named_parameters()}
-    trainer.train_actor_critic(states if schedule == "coupled" else None)
+    trainer.train_actor_critic(states if schedule == "coupled" else trainer.sample_starts())
     torch.cuda.synchronize()
     for name, parameter in trainer.world_model.named_parameters():
         assert torch.equal(parameter, params[name]), name

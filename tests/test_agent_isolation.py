@@ -44,13 +44,22 @@ def spy_starts(trainer: Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def isolation_violations(trainer: Trainer, schedule: str) -> list[str]:
-    """Run one WM update, then one AC update as ``schedule`` does (on the WM batch's
-    posteriors for coupled, fresh starts for separate); return what broke isolation."""
-    states = trainer.train_world_model(1)
-    trainer.wm_optimizer.zero_grad(set_to_none=True)
+    """Run one WM update, then one AC update as ``schedule`` does; return what broke
+    isolation. ``joint`` takes the WM gradients first and steps after the AC update: its AC
+    update must leave those gradients bitwise as they were; the others' WM has none then."""
+    if schedule == "joint":
+        states = trainer.world_model_gradients()
+    else:
+        states = trainer.train_world_model(1)
+        trainer.wm_optimizer.zero_grad(set_to_none=True)
+    if schedule in ("separate", "interleaved"):
+        states = trainer.sample_starts()
     before = snapshot(trainer.world_model)
+    grads = {
+        k: p.grad.clone() for k, p in trainer.world_model.named_parameters() if p.grad is not None
+    }
     starts = spy_starts(trainer)
-    trainer.train_actor_critic(states if schedule == "coupled" else None)
+    trainer.train_actor_critic(states)
 
     problems = [
         f"{name} changed"
@@ -60,7 +69,12 @@ def isolation_violations(trainer: Trainer, schedule: str) -> list[str]:
     problems += [
         f"{name} has a gradient"
         for name, parameter in trainer.world_model.named_parameters()
-        if parameter.grad is not None
+        if parameter.grad is not None and name not in grads
+    ]
+    problems += [
+        f"{name}'s gradient changed"
+        for name, parameter in trainer.world_model.named_parameters()
+        if name in grads and not torch.equal(parameter.grad, grads[name])
     ]
     assert len(starts) == 1
     for key, tensor in zip("hz", starts[0], strict=True):
@@ -99,6 +113,18 @@ def test_the_check_catches_gradients_leaking_into_the_world_model(make_trainer):
     assert any(name.startswith("cont_head") for name in leaked), problems
     # The encoder is upstream of the (detached) starts only: still no path to it.
     assert not any(name.startswith("encoder") for name in leaked), problems
+
+
+def test_the_check_catches_a_joint_step_adding_to_the_world_model_gradients(make_trainer):
+    # Broken variant under joint: the WM already holds its own loss's gradients when the AC
+    # update runs; a leak would add to them rather than create them.
+    trainer = make_trainer("pendulum", train__schedule="joint", ac__actor_grad="dynamics")
+    trainer._ac_parameters += list(trainer.world_model.parameters())
+    problems = isolation_violations(trainer, "joint")
+    changed = {p.split("'")[0] for p in problems if p.endswith("gradient changed")}
+    assert any(name.startswith("rssm.prior_net") for name in changed), problems
+    assert any(name.startswith("reward_head") for name in changed), problems
+    assert not any(name.startswith("encoder") for name in changed), problems
 
 
 def test_the_check_catches_starts_with_a_gradient_path(make_trainer, monkeypatch):

@@ -48,7 +48,7 @@ def test_refiltered_starts_match_a_fresh_filter_with_the_same_draws(make_trainer
     imagined = spy_imagine(trainer)
     states = trainer.train_world_model(1)
     state = trainer.generator.get_state()
-    trainer.train_actor_critic(states)
+    trainer.train_actor_critic(trainer.refilter(states))
     trainer.generator.set_state(state)
     batch = {"vector": states["observations"], "action": states["action"]}
     expected = trainer._observe({**batch, "is_first": states["is_first"]})

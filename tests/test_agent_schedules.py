@@ -1,4 +1,4 @@
-"""The two schedules: gradient isolation, where imagination starts come from, update order."""
+"""The schedules: gradient isolation, where imagination starts come from, update order."""
 
 from __future__ import annotations
 
@@ -8,6 +8,18 @@ import torch
 from agent import SCHEDULES
 from agent.trainer import Trainer, replay_steps, select_starts
 from agent.world_model import features
+
+STARTS_SOURCE = {
+    "separate": "sample_starts",
+    "coupled": "train_world_model",
+    "interleaved": "sample_starts",
+    "joint": "world_model_gradients",
+}
+"""The trainer method whose posterior states each schedule imagines from."""
+
+
+def test_every_schedule_says_where_its_starts_come_from():
+    assert set(STARTS_SOURCE) == set(SCHEDULES)
 
 
 def spy_imagine(trainer: Trainer, events: list[str] | None = None) -> list[dict]:
@@ -117,7 +129,7 @@ def test_separate_samples_fresh_starts_once_per_actor_critic_update(make_trainer
     assert trainer.wm_updates == trainer.ac_updates == 3
 
 
-@pytest.mark.parametrize("schedule", ["separate", "coupled"])
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_training_iteration_runs_the_configured_schedule(make_trainer, schedule):
     trainer = make_trainer(train__schedule=schedule)
     sampled = spy_method(trainer, "sample_starts")
@@ -125,10 +137,11 @@ def test_training_iteration_runs_the_configured_schedule(make_trainer, schedule)
     updates = trainer.config.train.updates_per_iteration()
     assert updates == 8
     assert trainer.wm_updates == trainer.ac_updates == updates
-    assert len(sampled) == (updates if schedule == "separate" else 0)
+    fresh = STARTS_SOURCE[schedule] == "sample_starts"
+    assert len(sampled) == (updates if fresh else 0)
 
 
-@pytest.mark.parametrize("schedule", ["separate", "coupled"])
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_an_iteration_with_less_than_one_update_trains_next_time(make_trainer, schedule):
     # 4 * 16 / 128 = 0.5 updates per iteration: the first iteration runs none.
     trainer = make_trainer(train__train_ratio=4, train__schedule=schedule)
@@ -146,27 +159,82 @@ def test_fractional_updates_carry_over_between_iterations(make_trainer):
     assert trainer.wm_updates == 5
 
 
-def test_train_actor_critic_without_states_draws_its_own(make_trainer):
-    trainer = make_trainer()
-    sampled = spy_method(trainer, "sample_starts")
+def test_interleaved_alternates_updates_and_imagines_from_fresh_starts(make_trainer):
+    trainer = make_trainer(train__schedule="interleaved")
+    events: list[str] = []
+    imagined = spy_imagine(trainer, events)
+    trained = spy_method(trainer, "train_world_model", events)
+    sampled = spy_method(trainer, "sample_starts", events)
+
+    SCHEDULES["interleaved"](trainer, 3)
+
+    assert events == ["train_world_model", "sample_starts", "imagine"] * 3
+    for states, start in zip(sampled, imagined, strict=True):
+        assert torch.equal(start["h"], states["h"][:, -1])
+        assert torch.equal(start["z"], states["z"][:, -1])
+    # Fresh starts, not the WM batch's posteriors.
+    for states, start in zip(trained, imagined, strict=True):
+        assert not torch.equal(start["h"], states["h"][:, -1])
+    assert trainer.wm_updates == trainer.ac_updates == 3
+
+
+def test_joint_imagines_from_its_batch_in_the_world_model_before_its_step(make_trainer):
+    trainer = make_trainer(train__schedule="joint")
+    coupled = make_trainer(train__schedule="coupled")  # same seed: same weights and replay
+    wm_seen: list[dict[str, torch.Tensor]] = []
+    original = trainer.world_model.rssm.imagine
+
+    def imagine(h, z, *args, **kwargs):
+        wm_seen.append(clone_parameters(trainer.world_model))
+        return original(h, z, *args, **kwargs)
+
+    trainer.world_model.rssm.imagine = imagine
     imagined = spy_imagine(trainer)
-    trainer.train_actor_critic(None, num_updates=2)
-    trainer.train_actor_critic()
-    assert len(sampled) == 3 and len(imagined) == 3
-    assert trainer.ac_updates == 3 and trainer.wm_updates == 0
+    gradients = spy_method(trainer, "world_model_gradients")
+    initial = clone_parameters(trainer.world_model)
+
+    SCHEDULES["joint"](trainer, 1)
+    SCHEDULES["coupled"](coupled, 1)
+
+    (states,), (start,), (seen,) = gradients, imagined, wm_seen
+    assert torch.equal(start["h"], states["h"][:, -1])
+    assert torch.equal(start["z"], states["z"][:, -1])
+    for name, value in seen.items():  # imagination ran in the WM before its step
+        assert torch.equal(value, initial[name]), name
+    # The WM step is coupled's step on the same batch and draws; the AC imagined elsewhere.
+    for name, value in trainer.world_model.state_dict().items():
+        assert torch.equal(value, coupled.world_model.state_dict()[name]), name
+    assert any(
+        not torch.equal(v, coupled.actor_critic.state_dict()[k])
+        for k, v in trainer.actor_critic.state_dict().items()
+    )
+    assert trainer.wm_updates == trainer.ac_updates == 1
 
 
-@pytest.mark.parametrize("schedule", ["separate", "coupled"])
+def test_joint_actor_critic_step_leaves_the_world_model_gradients_as_they_were(make_trainer):
+    trainer = make_trainer(train__schedule="joint")
+    states = trainer.world_model_gradients()
+    params = clone_parameters(trainer.world_model)
+    grads = {k: p.grad.clone() for k, p in trainer.world_model.named_parameters()}
+    trainer.train_actor_critic(states)
+    for name, parameter in trainer.world_model.named_parameters():
+        assert torch.equal(parameter.detach(), params[name]), name
+        assert torch.equal(parameter.grad, grads[name]), name
+    assert trainer.wm_updates == 0  # the WM has not stepped yet
+    trainer.step_world_model()
+    assert trainer.wm_updates == 1
+    assert any(not torch.equal(v, params[k]) for k, v in trainer.world_model.state_dict().items())
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_all_starts_imagine_from_every_posterior_step(make_trainer, schedule):
     trainer = make_trainer(train__schedule=schedule, train__starts="all")
     imagined = spy_imagine(trainer)
-    trained = spy_method(trainer, "train_world_model")
-    sampled = spy_method(trainer, "sample_starts")
+    produced = spy_method(trainer, STARTS_SOURCE[schedule])
     SCHEDULES[schedule](trainer, 1)
     t = trainer.config.train
-    (start,) = imagined
+    (start,), (states,) = imagined, produced
     assert start["h"].shape[0] == t.batch_size * t.seq_len
-    (states,) = sampled if schedule == "separate" else trained
     assert torch.equal(start["h"], states["h"].flatten(0, 1))
     assert torch.equal(start["z"], states["z"].flatten(0, 1))
     metrics = trainer.metrics.flush()
@@ -198,3 +266,34 @@ def test_replay_critic_is_off_by_default(make_trainer):
     trainer = make_trainer()
     trainer.train_actor_critic(trainer.train_world_model(1))
     assert "loss/replay_critic" not in trainer.metrics.flush()
+
+
+@pytest.mark.parametrize("env", ["cartpole", "pendulum"])
+@pytest.mark.parametrize("starts", ["last", "all"])
+@pytest.mark.parametrize("schedule", ["interleaved", "joint"])
+def test_one_update_of_the_published_schedules_moves_both_learners(
+    make_trainer, schedule, starts, env
+):
+    trainer = make_trainer(env, train__schedule=schedule, train__starts=starts)
+    imagined = spy_imagine(trainer)
+    wm_before = clone_parameters(trainer.world_model)
+    ac_before = clone_parameters(trainer.actor_critic)
+
+    SCHEDULES[schedule](trainer, 1)
+
+    t, rssm = trainer.config.train, trainer.world_model.rssm
+    (start,) = imagined
+    N = t.batch_size * (t.seq_len if starts == "all" else 1)
+    assert start["h"].shape == (N, rssm.deter)
+    assert start["z"].shape == (N, rssm.stoch, rssm.classes)
+    moved = {
+        name: [k for k, v in module.state_dict().items() if not torch.equal(v, before[k])]
+        for name, module, before in (
+            ("wm", trainer.world_model, wm_before),
+            ("ac", trainer.actor_critic, ac_before),
+        )
+    }
+    assert moved["wm"]
+    assert any(k.startswith("actor.") for k in moved["ac"])
+    assert any(k.startswith("critic.") for k in moved["ac"])
+    assert trainer.wm_updates == trainer.ac_updates == 1

@@ -51,3 +51,31 @@ def test_tiny_ablation_report_has_the_method_page_and_one_speed(tmp_path: Path) 
         console = parent.data.metrics[f"summary/{arm}/updates_per_s"]
         # Secondary table row: arm, IQM, updates/s (mean of runs), ...
         assert re.search(rf"{arm} \S+ {re.escape(f'{console:.3g}')} ", text[0]), (arm, console)
+
+
+@pytest.mark.slow
+def test_tiny_ablation_with_the_joint_and_interleaved_schedules(tmp_path: Path) -> None:
+    args = ["--env", "cartpole", "--seeds", "1", "--steps", "300", "--jobs", "2", *TINY]
+    args += ["--arms", "joint_all,interleaved", "--experiment", "orders"]
+    result = run_cli(tmp_path, *args, report=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    runs = children(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), "orders")
+    assert {name: run.info.status for name, run in runs.items()} == {
+        "joint_all-seed0": "FINISHED",
+        "interleaved-seed0": "FINISHED",
+    }
+    for name, schedule, starts in (
+        ("joint_all-seed0", "joint", "all"),
+        ("interleaved-seed0", "interleaved", "last"),
+    ):
+        params, metrics = runs[name].data.params, runs[name].data.metrics
+        assert (params["train.schedule"], params["train.starts"]) == (schedule, starts)
+        assert metrics["progress/wm_updates"] == metrics["progress/ac_updates"] > 0
+
+    pages = PdfReader(tmp_path / "reports" / "out" / "orders.pdf").pages
+    method = re.sub(r"\s+", " ", pages[1].extract_text())
+    assert "joint: collect; n times: the WM and AC losses of one batch" in method
+    assert "official DreamerV3" in method and "as STORM" in method
+    assert "joint_all: joint schedule, imagining from every posterior step" in method
+    assert "interleaved: interleaved schedule, imagining from the last posterior step" in method
