@@ -11,6 +11,10 @@ the exported files themselves, read back as ``make report FROM=`` reads them, so
 says nothing its CSV files do not. The folder is replaced whole or not at all. Bad input (no
 store, unknown experiment, nothing finished, an ``--out`` that is not a results folder): one
 line, exit code 2, nothing written.
+
+A merged study (``merge = [...]`` in its file, :mod:`analysis.merge`) is published from its
+parts' published folders (``results/<part>/``) instead of a store: their runs at the tasks
+they share, once git shows the agent's code the same at every commit the runs record.
 """
 
 from __future__ import annotations
@@ -19,13 +23,20 @@ import argparse
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ablations.study import Study, load_study
+from ablations.study import (
+    MergedStudy,
+    Study,
+    is_merged_study,
+    load_merged_study,
+    load_study,
+)
 from agent.config import ConfigError
 from analysis.export import default_out, export, folder_size
-from analysis.results import read_results
+from analysis.merge import MergeError, Part, check_same_agent, merge
+from analysis.results import read_results, write_results
 from analysis.store import READ_ERRORS, missing_store
 from reports.build import write_report
 from reports.study_readme import readme_text
@@ -44,15 +55,42 @@ def publish(
     """
     out = Path(out)
 
+    return export(experiment, out, tracking_uri, _finisher(out, study.name, study.description))
+
+
+def publish_merged(study: MergedStudy, out: str | Path, root: str | Path = "results") -> Path:
+    """Write ``out`` from the published folders ``<root>/<part>`` of ``study``'s parts.
+
+    Raises:
+        AblationDataError: a part not published or unreadable, code or configs that differ
+            (:mod:`analysis.merge`), or ``out`` in the way.
+    """
+    parts = []
+    for name in study.parts:
+        folder = Path(root) / name
+        if not folder.is_dir():
+            raise MergeError(f"{folder} is not published: make study STUDY={name} first")
+        data, adaptive = read_results(folder)
+        parts.append(Part(name, data, adaptive))
+    check_same_agent([str(c) for p in parts for c in p.data.runs["git_commit"] if str(c)])
+    merged = merge(parts, study.name, study.reference, study.description)
+    out = Path(out)
+    return write_results(merged, None, out, _finisher(out, study.name, study.description))
+
+
+def _finisher(out: Path, study: str, description: str) -> Callable[[Path], None]:
+    """What completes a published folder once its CSV files are written: the PDF and the
+    README, both built from those files read back."""
+
     def finish(folder: Path) -> None:
         data, adaptive = read_results(folder)
         with tempfile.TemporaryDirectory() as scratch:
             pdf = write_report(data, adaptive, out_dir=scratch)
             shutil.copyfile(pdf, folder / REPORT_FILE)
-        text = readme_text(data, adaptive, out.name, study.name, study.description)
+        text = readme_text(data, adaptive, out.name, study, description)
         (folder / README_FILE).write_text(text)
 
-    return export(experiment, out, tracking_uri, finish)
+    return finish
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
     args = parser.parse_args(argv)
     try:
+        if is_merged_study(args.study):
+            return _publish_merged(load_merged_study(args.study), args.out)
         study = load_study(args.study)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -81,6 +121,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
+    return _published(out)
+
+
+def _publish_merged(study: MergedStudy, out: str | None) -> int:
+    try:
+        folder = publish_merged(study, out or default_out(study.name))
+    except READ_ERRORS as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return _published(folder)
+
+
+def _published(out: Path) -> int:
     files = ", ".join(sorted(path.name for path in out.iterdir()))
     print(f"published {out}: {folder_size(out):,} bytes ({files})")
     return 0

@@ -21,6 +21,13 @@ progress, resume, MLflow, report); the experiment is named after the study. The 
     steps = 3000                                 # its own budget and config values
     "train.eval_every" = 500
 
+A study may instead merge published studies (:mod:`analysis.merge`), e.g. two that ran the
+two levels of one factor at the same tasks and settings; it is published, not run::
+
+    description = "what the merged study asks"
+    merge = ["cpu_classic", "cpu_classic_all"]   # their results/<name>/ folders
+    reference = "separate"
+
 Every mistake (no such study, bad TOML, an unknown key, a value of the wrong type, seeds
 and adaptive both or neither) is a :class:`ConfigError` of one line; tasks, arms and config
 values are then checked by the runner as if typed on the command line, before anything is
@@ -126,6 +133,64 @@ class Study:
         return args
 
 
+@dataclass(frozen=True)
+class MergedStudy:
+    """A study file with ``merge``: the published studies it crosses, in order."""
+
+    name: str
+    parts: tuple[str, ...]
+    reference: str
+    description: str = ""
+
+
+MERGE_KEYS = {"description", "merge", "reference"}
+
+
+def _read_table(name: str) -> tuple[Path, dict[str, Any]]:
+    if not name.strip():
+        raise ConfigError(f"STUDY is empty; known studies: {', '.join(known_studies())}")
+    path = study_path(name.strip())
+    if not path.is_file():
+        raise ConfigError(
+            f"no study file {path}; known studies: {', '.join(known_studies()) or '(none)'}"
+        )
+    try:
+        return path, tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"STUDY {path}: not valid TOML ({error})") from None
+
+
+def is_merged_study(name: str) -> bool:
+    """Whether the study file ``name`` merges published studies (raises as
+    :func:`load_study` for a missing or malformed file)."""
+    return "merge" in _read_table(name)[1]
+
+
+def load_merged_study(name: str) -> MergedStudy:
+    """Parse a study file with ``merge`` (see the module docstring).
+
+    Raises:
+        ConfigError: one line naming the file and the mistake.
+    """
+    path, table = _read_table(name)
+    where = f"STUDY {path}"
+    unknown = sorted(set(table) - MERGE_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: a merged study takes only {', '.join(sorted(MERGE_KEYS))}; drop "
+            f"{', '.join(unknown)}"
+        )
+    parts = _typed(where, table, "merge", list)
+    if len(parts) < 2 or not all(isinstance(p, str) and p for p in parts):
+        raise ConfigError(f"{where}: 'merge' must list at least two study names")
+    return MergedStudy(
+        name=path.stem,
+        parts=tuple(parts),
+        reference=_typed(where, table, "reference", str),
+        description=_typed(where, table, "description", str, required=False) or "",
+    )
+
+
 def study_path(name: str) -> Path:
     """``studies/<name>.toml`` in this repository, or ``name`` itself when it is a path to
     a ``.toml`` file."""
@@ -144,18 +209,13 @@ def load_study(name: str) -> Study:
     Raises:
         ConfigError: one line naming the file and the mistake.
     """
-    if not name.strip():
-        raise ConfigError(f"STUDY is empty; known studies: {', '.join(known_studies())}")
-    path = study_path(name.strip())
-    if not path.is_file():
-        raise ConfigError(
-            f"no study file {path}; known studies: {', '.join(known_studies()) or '(none)'}"
-        )
+    path, table = _read_table(name)
     where = f"STUDY {path}"
-    try:
-        table = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{where}: not valid TOML ({error})") from None
+    if "merge" in table:
+        raise ConfigError(
+            f"{where} merges the published studies {', '.join(map(str, table['merge']))}: "
+            f"run those, then make publish STUDY={path.stem}"
+        )
     unknown = sorted(set(table) - TOP_KEYS)
     if unknown:
         raise ConfigError(

@@ -90,6 +90,9 @@ class AblationData:
         tasks: the ablation's tasks in order (the parent's ``tasks`` tag, else the runs').
         planned_seeds: seeds planned per arm, in the arms' order (the parent's
             ``planned_seeds`` tag); empty for an ablation recorded before the tag.
+        provenance: for an ablation merged from published studies
+            (:mod:`analysis.merge`), one line per study (what it ran, at which commit, its
+            own adaptive decisions); empty otherwise.
     """
 
     experiment: str
@@ -103,6 +106,7 @@ class AblationData:
     tasks: tuple[str, ...] = ()
     planned_seeds: dict[str, int] = field(default_factory=dict)
     run_params: dict[str, dict[str, str]] = field(default_factory=dict)
+    provenance: tuple[str, ...] = ()
 
     def for_task(self, task: str) -> AblationData:
         """The same ablation restricted to one task's runs and metrics; ``params`` are then

@@ -203,6 +203,7 @@ def _write_files(data: AblationData, adaptive: AdaptiveRecord | None, folder: Pa
         "seed_param": seed_param,
         "configs": configs,
         "adaptive": None,
+        **({"provenance": list(data.provenance)} if data.provenance else {}),
     }
     if adaptive is not None:
         header["adaptive"] = {
@@ -324,6 +325,7 @@ def read_results(folder: str | Path) -> tuple[AblationData, AdaptiveRecord | Non
         tasks=tuple(header["tasks"]),
         planned_seeds={arm: int(n) for arm, n in header["planned_seeds"].items()},
         run_params=run_params,
+        provenance=tuple(str(line) for line in header.get("provenance", [])),
     )
     return data, _read_adaptive(folder, header["adaptive"])
 
