@@ -76,11 +76,14 @@ ablation: $(STAMP)
 # A study: studies/<STUDY>.toml sets tasks, arms, seeds (or the adaptive rule), preset and
 # config values; it runs through the same runner, in an experiment named after the study.
 STUDY ?=
+# DRY=1 prints the runs and the estimate on this machine, and creates nothing (the publish
+# line then runs as the arguments of `true`).
+DRY ?=
 study: $(STAMP)
 	$(BIN)/python -m ablations --study $(call q,$(STUDY)) --launcher $(call q,$(LAUNCHER)) \
 		$(if $(JOBS),--jobs $(call q,$(JOBS))) $(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) \
-		$(RESOURCE_ARGS)
-	$(BIN)/python -m ablations.publish --study $(call q,$(STUDY)) \
+		$(RESOURCE_ARGS) $(if $(DRY),--dry-run)
+	$(if $(DRY),@true ,)$(BIN)/python -m ablations.publish --study $(call q,$(STUDY)) \
 		$(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) $(if $(OUT),--out $(call q,$(OUT)))
 
 # Publish a study that has run: results/<name>/ with runs.csv, curves.csv, the PDF and a README.

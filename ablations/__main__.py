@@ -41,7 +41,7 @@ from ablations.estimate import (
     torch_threads,
 )
 from ablations.gpu_share import GIB, run_memory_need, share_problem
-from ablations.launch_plan import FAILED, TAKEN, LauncherError, Resources
+from ablations.launch_plan import FAILED, TAKEN, LauncherError, LaunchPlan, Resources
 from ablations.launchers import LAUNCHERS
 from ablations.leases import COMMAND_ID
 from ablations.retries import first_line, retry_locked
@@ -183,6 +183,11 @@ def build_parser() -> ArgumentParser:
         help="cross every arm with each value (arm names get a suffix)",
     )
     parser.add_argument("--no-report", action="store_true", help="skip building the PDF report")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the runs and the estimated duration on this machine; create nothing",
+    )
     return parser
 
 
@@ -312,6 +317,8 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
             runs_per_gpu=positive_int("RUNS_PER_GPU", args.runs_per_gpu),
         )
         every = positive_int("--checkpoint-every", args.checkpoint_every)
+        if args.dry_run:
+            return _dry_run(spec, rule, LAUNCHERS["local"](resources))
         uri = resolve_tracking_uri(args.tracking_uri)
         check_reachable(uri)
         checkpoints = CHECKPOINT_STORES[args.checkpoint_store or default_checkpoint_store(uri)]
@@ -412,6 +419,33 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
             file=sys.stderr,
         )
         return EXIT_HELD
+    return 0
+
+
+def _dry_run(spec: AblationSpec, rule: adaptive.AdaptiveRule | None, plan: LaunchPlan) -> int:
+    """Print what the ablation would run and how long it would take on this machine, with
+    ``plan``'s parallelism; touches no store. With adaptive seeding: the first interim, and
+    every interim up to the most seeds the rule allows."""
+    runs = spec.runs()
+    first = runs if rule is None else [run for run in runs if run.seed < rule.interim]
+    tasks = f"{len(spec.tasks)} tasks x " if spec.multi_task else ""
+    print(
+        f"dry run of ablation '{spec.name}': {len(first)} runs ({tasks}"
+        f"{_arms_and_seeds(spec, first)}) | preset {spec.preset} | "
+        f"{min(plan.parallel, len(first))} parallel, {torch_threads(plan.threads)} each"
+    )
+    for task in spec.tasks:
+        steps = next(run.config().train.steps for run in first if run.env == task)
+        print(f"  {task}: {steps:,} agent steps per run")
+    costs: dict[str, RunCosts] = {}
+    _print_estimate(spec, first, plan.parallel, plan.threads, _process_age(), costs)
+    if rule is not None and len(runs) > len(first):
+        print(
+            f"adaptive seeding: that is the first interim ({rule.interim} seeds per arm); "
+            f"if no interim decides, up to {len(runs)} runs ({rule.max_seeds} seeds per arm)"
+        )
+        _print_estimate(spec, runs, plan.parallel, plan.threads, _process_age(), costs)
+    print("dry run: nothing created")
     return 0
 
 

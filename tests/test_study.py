@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from ablations.__main__ import build_parser, main, spec_from_args
-from ablations.study import expand_study, known_studies, load_study
-from agent.config import ConfigError
+from ablations.spec import ARMS
+from ablations.study import (
+    expand_study,
+    is_merged_study,
+    known_studies,
+    load_merged_study,
+    load_study,
+)
+from agent.config import ConfigError, flatten
 from tests.test_makefile import make
 
 STUDY = """
@@ -137,6 +144,44 @@ def test_make_study_names_the_studies_when_one_is_unknown(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("name", known_studies())
 def test_the_repositorys_studies_are_valid_as_they_stand(name: str) -> None:
+    if is_merged_study(name):
+        merged = load_merged_study(name)
+        assert all(part in known_studies() for part in merged.parts)
+        return
     study = load_study(name)
     spec, _ = spec_from_args(build_parser().parse_args(expand_study(["--study", name])))
     assert spec.name == name and spec.tasks == study.tasks
+
+
+def study_configs(name: str) -> dict[tuple[str, str], dict]:
+    spec, _ = spec_from_args(build_parser().parse_args(expand_study(["--study", name])))
+    return {(run.env, run.arm): flatten(run.config()) for run in spec.runs() if run.seed == 0}
+
+
+def test_the_starts_all_study_trains_what_cpu_classic_trains_but_the_start_set():
+    # The merge of the two rests on it: the same tasks' configs, key for key, except the
+    # arm's own keys (checked again on the recorded configs when the merge is published).
+    last, every = study_configs("cpu_classic"), study_configs("cpu_classic_all")
+    assert {task for task, _ in every} == {"cartpole", "pendulum"}
+    for (task, arm), config in every.items():
+        schedule = ARMS[arm]["train.schedule"]
+        twin = last[task, schedule]  # the same schedule with starts=last
+        differing = {k for k in config if config[k] != twin[k]}
+        assert differing == {"train.starts"}, (task, arm, differing)
+        assert config["train.starts"] == "all" and twin["train.starts"] == "last"
+
+
+def test_a_dry_run_prints_the_runs_and_the_estimate_and_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "dry.toml"
+    path.write_text(STUDY.replace("[tasks.pendulum]\nsteps = 400", "[tasks.pendulum]\nsteps = 300"))
+    result = make("study", f"STUDY={path}", "DRY=1", "JOBS=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "dry run of ablation 'dry': 18 runs (2 tasks x separate, coupled, " in out
+    assert "coupled_refiltered x seeds 0..2)" in out
+    assert "cartpole: 300 agent steps per run" in out
+    assert "up to 36 runs (6 seeds per arm)" in out
+    assert out.count("estimated duration: ") == 2
+    assert out.rstrip().endswith("dry run: nothing created")
+    assert "ablations.publish" not in out  # publishing is skipped too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dry.toml"]
