@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -40,18 +40,29 @@ from agent.acceleration import (
 )
 from agent.actor_critic import ActorCritic
 from agent.config import SCHEDULES as SCHEDULE_NAMES
-from agent.config import Config, ConfigError
+from agent.config import STARTS, Config, ConfigError
 from agent.diversity import imagined_dispersion, start_diversity, start_shift
 from agent.envs import action_space, make_env, observation_shapes
 from agent.logger import Logger, MetricMeans, NullLogger, PhaseTimer
 from agent.replay import Replay
 from agent.world_model import WorldModel, features
 
-PosteriorStates = dict[str, Any]
-"""``{"h": (B, T, D), "z": (B, T, S, K), "cont", "reward", "is_first", "action": (B, T),
-"observations": (B, T, ...), "uid", "env_step": (B, T)}``: detached posteriors of one replay
-batch, with the replay identity (numpy) of every position. With CUDA graphs, ``h`` and ``z``
-are valid until the next update of the same kind."""
+
+class PosteriorStates(TypedDict):
+    """Detached posteriors of one replay batch, with the replay identity of every position:
+    what imagination starts from (see :func:`select_starts`). With CUDA graphs, ``h`` and
+    ``z`` are valid until the next update of the same kind."""
+
+    h: torch.Tensor  # (B, T, D)
+    z: torch.Tensor  # (B, T, S, K)
+    cont: torch.Tensor  # (B, T): 0 where the step ended its episode
+    reward: torch.Tensor  # (B, T)
+    is_first: torch.Tensor  # (B, T)
+    action: torch.Tensor  # (B, T, A)
+    observations: torch.Tensor  # (B, T, ...)
+    uid: np.ndarray  # (B, T): the replay's episode id of each position
+    env_step: np.ndarray  # (B, T): the agent step each position was stored at
+
 
 BATCH_KEYS = ("action", "reward", "is_first", "is_terminal")
 """Replay fields a batch carries to the device, besides the observation."""
@@ -106,27 +117,30 @@ SCHEDULES: dict[str, Callable[[Trainer, int], None]] = {
 assert tuple(SCHEDULES) == SCHEDULE_NAMES, "agent.config.SCHEDULES names the schedules here"
 
 
-def select_starts(states: PosteriorStates, starts: str) -> dict[str, Any]:
-    """Imagination starts from posterior sequences: the last step of each, or every step.
+START_STEPS: dict[str, int | None] = {"last": 1, "all": None}
+"""The start sets as data: how many final posterior steps of each sequence start imagination
+(``None``: every step). ``last`` is the seed plan's, ``all`` the official DreamerV3's."""
+assert tuple(START_STEPS) == STARTS, "agent.config.STARTS names the start sets here"
 
-    ``last`` -> ``N = B`` starts ``(h[:, -1], z[:, -1])`` (the seed plan); ``all`` ->
-    ``N = B * T`` (the official DreamerV3). Returns ``h (N, D)``, ``z (N, S, K)``,
-    ``cont (N,)``, and numpy ``uid (N,)``, ``env_step (N,)``.
-    """
-    keys = ("h", "z", "cont", "uid", "env_step")
-    if starts == "last":
-        return {k: states[k][:, -1] for k in keys}
-    return {k: states[k].reshape(-1, *states[k].shape[2:]) for k in keys}
+
+def select_starts(states: PosteriorStates, starts: str) -> dict[str, Any]:
+    """Imagination starts from posterior sequences: the last ``K`` steps of each
+    (:data:`START_STEPS`), ``N = B * K`` of them in ``(b, t)`` order: ``last`` -> ``N = B``
+    starts ``(h[:, -1], z[:, -1])``, ``all`` -> ``N = B * T``. Returns ``h (N, D)``,
+    ``z (N, S, K)``, ``cont (N,)``, and numpy ``uid (N,)``, ``env_step (N,)``."""
+    steps = START_STEPS[starts] or states["h"].shape[1]
+    return {
+        k: states[k][:, -steps:].reshape(-1, *states[k].shape[2:])
+        for k in ("h", "z", "cont", "uid", "env_step")
+    }
 
 
 def replay_steps(states: PosteriorStates, starts: str) -> dict[str, torch.Tensor]:
     """The replayed sequences behind :func:`select_starts`, for the replay critic loss:
     ``feat (B, T, F)``, ``reward``, ``cont``, ``is_first`` and ``is_start (B, T)``."""
+    steps = START_STEPS[starts] or states["h"].shape[1]
     is_start = torch.zeros_like(states["is_first"])
-    if starts == "last":
-        is_start[:, -1] = True
-    else:
-        is_start[:] = True
+    is_start[:, -steps:] = True
     return {
         "feat": features(states["h"], states["z"]),
         "reward": states["reward"],
@@ -379,16 +393,20 @@ class Trainer:
         ids: dict[str, np.ndarray],
         posterior: dict[str, torch.Tensor],
     ) -> PosteriorStates:
-        return {
-            "h": posterior["h"].detach(),  # (B, T, D)
-            "z": posterior["z"].detach(),  # (B, T, S, K)
-            "cont": (~batch["is_terminal"]).float(),  # (B, T)
-            "reward": batch["reward"],
-            "is_first": batch["is_first"],
-            "action": batch["action"],
-            "observations": batch[self.obs_key],
-            **ids,
-        }
+        B, T = batch["reward"].shape
+        assert posterior["h"].shape[:2] == posterior["z"].shape[:2] == (B, T)
+        assert ids["uid"].shape == ids["env_step"].shape == (B, T)
+        return PosteriorStates(
+            h=posterior["h"].detach(),
+            z=posterior["z"].detach(),
+            cont=(~batch["is_terminal"]).float(),
+            reward=batch["reward"],
+            is_first=batch["is_first"],
+            action=batch["action"],
+            observations=batch[self.obs_key],
+            uid=ids["uid"],
+            env_step=ids["env_step"],
+        )
 
     # The four update steps work on device tensors alone, so that each can be one CUDA graph.
 
