@@ -192,7 +192,8 @@ def build_parser() -> ArgumentParser:
 
 
 EXIT_HELD = 3
-"""More seeds than any statistics here need; a typo's billion would exhaust memory."""
+"""The command's exit code when it trained what it could but another live command trains
+some of the runs (rerun once that one ends to see the ablation whole)."""
 
 
 def _seeds(value: str) -> int:

@@ -43,8 +43,9 @@ from agent.config import to_dict
 from agent.envs import quiet_ale_banner
 from agent.trainer import Trainer
 
-EXIT_TAKEN = 3
-"""A worker's exit code when another process trains its run (its lease was held or lost)."""
+EXIT_TAKEN = 4
+"""A worker process's exit code when another process holds its run's lease, so it trained
+nothing (the launcher counts the run as taken; distinct from the command's EXIT_HELD)."""
 
 
 @dataclass(frozen=True)
