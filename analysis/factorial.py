@@ -66,11 +66,14 @@ class Effect:
 
     @property
     def is_main(self) -> bool:
+        """A main effect (one factor), not an interaction."""
         return len(self.factors) == 1
 
 
 @dataclass(frozen=True)
 class PValue:
+    """A permutation p, how it was found and over how many relabelings."""
+
     p: float
     method: str  # "exact" or "random"
     relabelings: int  # distinct relabelings (exact) or random draws

@@ -40,6 +40,7 @@ class Factor:
 
     @property
     def name(self) -> str:
+        """The factor's keys, ``' + '``-joined when several change together."""
         return " + ".join(self.keys)
 
     @property
@@ -59,6 +60,7 @@ class Design:
     notes: tuple[str, ...] = ()
 
     def arm_of(self, levels: tuple[int, ...]) -> str:
+        """The arm of a cell (its level of each factor, 0 low, 1 high)."""
         return next(arm for arm, cell in self.cells.items() if cell == levels)
 
     def cell_label(self, levels: tuple[int, ...]) -> str:
