@@ -261,6 +261,54 @@ def diversity_curves(metrics: pd.DataFrame) -> Figure:
     return figure
 
 
+TASK_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def diversity_against_score(runs: pd.DataFrame, arms: list[str], tasks: list[str]) -> Figure:
+    """One point per FINISHED run: its mean h dispersion over training (x) against its
+    normalised score (y), coloured by arm, one marker per task. ``runs``: per-run scores
+    with ``h_dispersion`` and ``normalised``; runs lacking either are left out and counted
+    in the title."""
+    figure = _figure(8.0, 5.5)
+    ax = figure.subplots()
+    finished = runs[runs["status"] == "FINISHED"]
+    shown = finished[np.isfinite(finished["h_dispersion"]) & np.isfinite(finished["normalised"])]
+    for arm in arms:
+        for index, task in enumerate(tasks):
+            points = shown[(shown["arm"] == arm) & (shown["task"] == task)]
+            if len(points):
+                marker = TASK_MARKERS[index % len(TASK_MARKERS)]
+                style = {"marker": marker, "s": 28, "alpha": 0.8, "edgecolors": "black"}
+                x, y = points["h_dispersion"], points["normalised"]
+                ax.scatter(x, y, color=arm_color(arm), linewidths=0.4, **style)
+    arm_handles = [
+        ax.scatter([], [], color=arm_color(arm), marker="o", edgecolors="black", linewidths=0.4)
+        for arm in arms
+    ]
+    task_handles = [
+        ax.scatter(
+            [],
+            [],
+            color="white",
+            marker=TASK_MARKERS[i % len(TASK_MARKERS)],
+            edgecolors="black",
+            linewidths=0.6,
+        )  # fmt: skip
+        for i in range(len(tasks))
+    ]
+    ax.legend([*arm_handles, *task_handles], [*arms, *tasks], fontsize=8, frameon=False,
+              loc="upper left", bbox_to_anchor=(1.0, 1.0))  # fmt: skip
+    ax.set_xlabel("start diversity: the run's mean h dispersion over training")
+    ax.set_ylabel("normalised score")
+    _style(ax)
+    title = "Each run's start diversity against its normalised score (all tasks)"
+    left_out = len(finished) - len(shown)
+    if left_out:
+        title += f"\n{left_out} finished run(s) left out: no h dispersion or no score references"
+    figure.suptitle(title)
+    return figure
+
+
 def effect_panel(table: pd.DataFrame, reference: str = DEFAULT_REFERENCE) -> Figure:
     """Per arm vs the reference: P(improvement) and difference of means, with 95% CIs where
     there are enough runs for one (``stats.MIN_BOOTSTRAP_N``); Hedges' g in the arm label.
@@ -332,15 +380,21 @@ def performance_profiles(
 
 
 def task_learning_curves(
-    metrics: pd.DataFrame, task_of: dict[str, str], tasks: list[str], arms: list[str]
+    metrics: pd.DataFrame,
+    task_of: dict[str, str],
+    tasks: list[str],
+    arms: list[str],
+    metric: str = RETURN_METRIC,
+    title: str = "Eval return over agent steps per task (mean, 95% CI over seeds)",
 ) -> Figure:
-    """Small multiples: one panel per task, eval return over agent steps, one colour per arm
-    (mean and 95% t-CI over seeds, thin lines per seed). ``task_of``: run id -> task."""
+    """Small multiples: one panel per task, ``metric`` (eval return) over agent steps, one
+    colour per arm (mean and 95% t-CI over seeds, thin lines per seed). ``task_of``: run id
+    -> task."""
     columns = int(np.ceil(np.sqrt(len(tasks))))
     rows = int(np.ceil(len(tasks) / columns))
     figure = _figure(3.6 * columns, 2.8 * rows)
     axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
-    selected = metrics[metrics["metric"] == RETURN_METRIC].dropna(subset=["step", "value"])
+    selected = metrics[metrics["metric"] == metric].dropna(subset=["step", "value"])
     for ax, task in zip(axes, tasks, strict=False):
         in_task = selected[selected["run_id"].map(task_of) == task]
         for arm in arms:
@@ -361,5 +415,5 @@ def task_learning_curves(
         for arm in arms
     ]
     figure.legend(handles, arms, loc="outside lower center", ncol=min(len(arms), 6), fontsize=8)
-    figure.suptitle("Eval return over agent steps per task (mean, 95% CI over seeds)")
+    figure.suptitle(title)
     return figure

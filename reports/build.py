@@ -39,7 +39,8 @@ from analysis.stats import DEFAULT_RESAMPLES
 from analysis.store import READ_ERRORS, attach_report, missing_store
 from reports import pages, suite
 from reports.adaptive_page import adaptive_pages, front_summary
-from reports.layout import PAGE_SIZE
+from reports.factorial_page import factorial_report
+from reports.layout import PAGE_SIZE, format_ratio_ci
 from reports.layout import draw_table as _draw_table
 from reports.layout import format_ci as _format_ci
 from reports.layout import format_mean_ci as _format_mean_ci
@@ -133,9 +134,12 @@ def write_report(
     rng = np.random.default_rng(seed)
     scores = summary.per_run_scores(data.runs, data.metrics)
     if data.multi_task:
-        front, figures, tables = suite.suite_report(data, scores, rng, n_resamples, adaptive)
+        front, figures, tables = suite.suite_report(data, scores, rng, n_resamples, adaptive, seed)
     else:
         front, figures, tables = _single_task_report(data, scores, rng, n_resamples, adaptive)
+    factorial_pages, factorial_tables = factorial_report(data, scores, seed, n_resamples)
+    front += factorial_pages  # the arms' crossed factors, when they cross two or more
+    tables |= factorial_tables
     if adaptive is not None:
         tables["adaptive_interims"] = adaptive.interims
 
@@ -241,7 +245,7 @@ def _answer_rows(table: pd.DataFrame, reference: str) -> tuple[list[str], list[l
                 "n/a" if not np.isfinite(row["hedges_g"]) else f"{row['hedges_g']:.2f}",
                 _format_ci(row["poi"], row["poi_ci_low"], row["poi_ci_high"], digits=2),
                 _format_ci(row["speed_ratio"], row["speed_ci_low"], row["speed_ci_high"]),
-                _format_ci(
+                format_ratio_ci(
                     row["diversity_ratio"], row["diversity_ci_low"], row["diversity_ci_high"]
                 ),
             ]

@@ -28,6 +28,27 @@ def format_ci(
     return f"{value:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
 
 
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits, trailing zeros kept: ``1.00`` for 1.0016
+    (``:.3g`` would print ``1``, hiding that the value was measured to that precision)."""
+    if not np.isfinite(value):
+        return "n/a"
+    if abs(value) >= 10**digits:  # whole units say it plainly (1344, not 1.34e+03)
+        return f"{value:.0f}"
+    text = f"{value:#.{digits}g}"
+    return text.rstrip(".") if "e" not in text else text
+
+
+def format_ratio_ci(value: float, low: float, high: float, missing: str | None = None) -> str:
+    """A ratio with its interval, each to three significant digits: ``1.00 [0.981, 1.02]``;
+    the value alone where there is no interval, followed by ``[missing]`` when given."""
+    if not np.isfinite(value):
+        return "n/a"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return significant(value) + (f" [{missing}]" if missing else "")
+    return f"{significant(value)} [{significant(low)}, {significant(high)}]"
+
+
 def format_mean_ci(mean: float, half: float) -> str:
     """``mean ± half``; where there is no interval (a single run) the page says so."""
     if not np.isfinite(mean):

@@ -15,12 +15,14 @@ from analysis.decisions import AdaptiveRecord
 from analysis.load import AblationData
 from reports import pages
 from reports.adaptive_page import front_summary
+from reports.diversity_page import suite_diversity
 from reports.layout import (
     PAGE_SIZE,
     draw_table,
     format_ci,
     format_mean_ci,
     format_p,
+    format_ratio_ci,
     text_page,
     write_lines,
 )
@@ -44,11 +46,13 @@ def suite_report(
     rng: np.random.Generator,
     n_resamples: int,
     adaptive: AdaptiveRecord | None = None,
+    seed: int = 0,
 ) -> tuple[list[Figure], dict[str, Figure], dict[str, pd.DataFrame]]:
     """Front pages, figures and tables (for CSV) of a multi-task ablation.
 
     ``scores``: :func:`analysis.summary.per_run_scores` of every run; ``adaptive``: the
-    adaptive seeding record, whose decisions page 1 states.
+    adaptive seeding record, whose decisions page 1 states; ``seed`` seeds the diversity
+    page's own Generator (``rng`` draws the rest, in the same order as without that page).
     """
     reference = data.reference
     scores = suite.normalised_scores(scores)
@@ -71,9 +75,20 @@ def suite_report(
     phases = speed.task_phase_seconds(data)  # (n_runs, phases): seconds per iteration
     speeds = speed.speed_by_task(scores, phases, tasks, arms, reference)
     cautions = speed.suite_speed_conditions(scores, tasks)
+    diversity = suite_diversity(
+        scores, finished, per_task, tasks, arms, reference, seed, n_resamples
+    )
+    aggregates = aggregates.merge(
+        diversity.suite[["arm", "low", "high"]].rename(
+            columns={"low": "diversity_ratio_low", "high": "diversity_ratio_high"}
+        ),
+        on="arm",
+        how="left",
+    )
     figures = {
         "performance_profiles": plots.performance_profiles(suite.PROFILE_TAUS, profiles),
         "task_learning_curves": plots.task_learning_curves(finished, task_of, tasks, arms),
+        **diversity.figures,
     }
     tables = {
         "aggregates": aggregates,
@@ -82,12 +97,14 @@ def suite_report(
         "config": pd.DataFrame(sorted(data.params.items()), columns=["param", "value"]),
         "speed": speeds,
         "speed_cautions": pd.DataFrame({"caution": cautions}),
+        "diversity": diversity.table,
     }
     front = [
         _aggregate_page(data, aggregates, scores, tasks, normalised, excluded, cautions, adaptive),
         *_per_task_pages(per_task, scores, reference),
         pages.method_page(method.suite_method_lines(data, per_task, phases)),
         *pages.speed_pages(speeds, reference, cautions, SPEED_NOTE, by_task=True),
+        *diversity.pages,
     ]
     return front, figures, tables
 
@@ -102,7 +119,7 @@ def _aggregate_rows(aggregates: pd.DataFrame, reference: str) -> tuple[list[str]
         "optimality gap\n[95% CI]",
         f"P(arm > {reference})\n[95% CI]",
         "speed ratio\n(updates/s)",
-        "diversity ratio\n(h disp.)",
+        "diversity ratio\n(h disp.) [95% CI]",
     ]
     rows = []
     for row in aggregates.to_dict("records"):
@@ -113,8 +130,10 @@ def _aggregate_rows(aggregates: pd.DataFrame, reference: str) -> tuple[list[str]
             cells += ["reference", "1", "1"]
         else:
             cells.append(format_ci(row["poi"], row["poi_low"], row["poi_high"], 2, "n/a"))
-            for name in ("speed_ratio", "diversity_ratio"):
-                cells.append("n/a" if not np.isfinite(row[name]) else f"{row[name]:.3g}")
+            speed_ratio = row["speed_ratio"]
+            cells.append("n/a" if not np.isfinite(speed_ratio) else f"{speed_ratio:.3g}")
+            low, high = row.get("diversity_ratio_low", np.nan), row.get("diversity_ratio_high")
+            cells.append(format_ratio_ci(row["diversity_ratio"], low, high, "n/a"))
         rows.append(cells)
     return header, rows
 
