@@ -86,7 +86,7 @@ study: $(STAMP)
 	$(if $(DRY),@true ,)$(BIN)/python -m ablations.publish --study $(call q,$(STUDY)) \
 		$(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) $(if $(OUT),--out $(call q,$(OUT)))
 
-# Publish a study that has run: results/<name>/ with runs.csv, curves.csv, the PDF and a README.
+# Publish a study that has run: results/<name>/ with what make export writes, the PDF and a README.
 publish: $(STAMP)
 	$(BIN)/python -m ablations.publish --study $(call q,$(STUDY)) \
 		$(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) $(if $(OUT),--out $(call q,$(OUT)))
@@ -100,7 +100,8 @@ report: $(STAMP)
 	$(BIN)/python -m reports.build $(if $(FROM),--from $(call q,$(FROM))) \
 		$(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT)))
 
-# An ablation's results as small text files that rebuild its report (README "Reports"):
+# An ablation's results as small text files that rebuild its report (README "Reports": runs.csv,
+# curves.csv, ablation.json, decisions.csv when adaptive, cautions.txt):
 # make export [EXPERIMENT=name] [OUT=results/name] (defaults: the latest ablation, results/<name>).
 export: $(STAMP)
 	$(BIN)/python -m analysis.export $(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) \

@@ -325,6 +325,8 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
         checkpoints = CHECKPOINT_STORES[args.checkpoint_store or default_checkpoint_store(uri)]
         # Last, as it may start or join a cluster; still before any run is created.
         plan = LAUNCHERS[args.launcher](resources)
+        if rule is not None:  # an ablation recorded under an older rule replays by it
+            rule = adaptive.as_recorded(rule, uri, spec.name)
         runs = spec.runs() if rule is None else adaptive.interim_runs(spec, rule, uri)
         costs: dict[str, RunCosts] = {}  # timed once, for the memory check and the estimate
         if plan.runs_per_gpu > 1:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from mlflow.entities import Param
@@ -39,6 +39,9 @@ from analysis.decisions import DECISIONS_ARTIFACT
 from analysis.sequential import MAX_COMPARISONS, NO_DIFFERENCE, OPEN, SequentialResult, adastop
 
 SCORE_METRIC = "final/eval_return"
+ENUMERATION_PARAM = "adaptive.enumeration"
+ENUMERATION = "exact at an interim whose permutation sequences number at most permutations"
+"""Recorded by rules that decide exactness per interim; its absence marks an older rule."""
 DEFAULT_INTERIM, DEFAULT_MAX_SEEDS, DEFAULT_ALPHA = 5, 25, 0.05
 
 
@@ -52,8 +55,12 @@ class AdaptiveRule:
         alpha: family-wise error rate over the comparisons with the reference.
         reference: the arm every other arm is compared with (the first of ARMS).
         tasks: the ablation's tasks; over several, the test decides on the suite score.
-        permutations: permutation sequences of the test (exact enumeration when fewer).
+        permutations: permutation sequences of the test (exact enumeration of an interim
+            whose sequences are fewer).
         permutation_seed: seeds the test's generator, so a replay decides the same.
+        per_interim: exactness decided per interim (:func:`analysis.sequential.exact_interims`);
+            False for an ablation recorded before that rule (no ``adaptive.enumeration``
+            param), which replays as it was decided (:func:`as_recorded`).
     """
 
     interim: int
@@ -63,6 +70,7 @@ class AdaptiveRule:
     tasks: tuple[str, ...] = ()
     permutations: int = 10_000
     permutation_seed: int = 0
+    per_interim: bool = True
 
     @property
     def metric(self) -> str:
@@ -96,6 +104,7 @@ class AdaptiveRule:
             "adaptive.spending": "linear: alpha*(k+1)/K by interim k; no early acceptance",
             "adaptive.permutations": str(self.permutations),
             "adaptive.permutation_seed": str(self.permutation_seed),
+            **({ENUMERATION_PARAM: ENUMERATION} if self.per_interim else {}),
         }
 
 
@@ -220,7 +229,9 @@ def plan(
                 block[row] = [scores[arm][seed] for seed in seeds]
         blocks.append(block)
         rng = np.random.default_rng(rule.permutation_seed)
-        result = adastop(blocks, rule.n_interims, rule.alpha, rng, rule.permutations)
+        result = adastop(
+            blocks, rule.n_interims, rule.alpha, rng, rule.permutations, rule.per_interim
+        )
         if result.finished:
             return Plan(k, (), result, arms)
     raise AssertionError("the last interim decides every comparison")
@@ -288,6 +299,16 @@ def recorded_rule(uri: str, experiment: str) -> dict[str, str]:
     if not parents:
         return {}
     return {k: v for k, v in parents[0].data.params.items() if k.startswith("adaptive.")}
+
+
+def as_recorded(rule: AdaptiveRule, uri: str, experiment: str) -> AdaptiveRule:
+    """``rule`` as the experiment's parent recorded it: an ablation recorded before exactness
+    was decided per interim (no ``adaptive.enumeration`` param) keeps its own test, so that
+    its replays reach the decisions it took; a new one (nothing recorded) takes ``rule``."""
+    recorded = recorded_rule(uri, experiment)
+    if recorded and ENUMERATION_PARAM not in recorded:
+        return replace(rule, per_interim=False)
+    return rule
 
 
 def interim_runs(spec: AblationSpec, rule: AdaptiveRule, uri: str) -> list[RunSpec]:

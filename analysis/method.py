@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import aggregate, stats, summary
+from analysis import aggregate, paired, stats, summary
 from analysis.load import AblationData
 
 SCHEDULE_DESCRIPTIONS = {
@@ -47,17 +47,18 @@ DIVERSITY_DEFINITIONS = (
 
 def eval_points_in_window(data: AblationData, fraction: float = 0.1) -> tuple[int, int]:
     """Fewest and most ``eval/return`` points a FINISHED run has in its final-return window
-    (steps >= (1 - fraction) * its last step); ``(0, 0)`` without finished runs."""
+    (steps >= (1 - fraction) * its last step); ``(0, 0)`` without finished runs. A run with
+    none counts 0 (page 1 names it and the earlier point that stands in)."""
     metrics = data.finished_metrics
     returns = metrics[metrics["metric"] == summary.RETURN_METRIC]
-    counts = []
-    for run in data.finished_runs.itertuples():
-        steps = returns.loc[returns["run_id"] == run.run_id, "step"].to_numpy(float)
-        if steps.size:
-            in_window = steps >= (1 - fraction) * run.final_step
-            counts.append(int(in_window.sum()) or 1)  # none in the window: the last point
-        else:
-            counts.append(0)
+    counts = [
+        stats.points_in_window(
+            returns.loc[returns["run_id"] == run.run_id, "step"].to_numpy(float),
+            total_steps=run.final_step,
+            fraction=fraction,
+        )
+        for run in data.finished_runs.itertuples()
+    ]
     return (min(counts), max(counts)) if counts else (0, 0)
 
 
@@ -200,12 +201,37 @@ SPEED_DEFINITION = (
     "excluded), per run at its end; the console summary, page 1 and the speed page all use "
     "it, and the per-phase times (incl. 'other') add up to it."
 )
-PAIRING_LINES = [
-    "Pairing:",
-    "  Arms share seeds 0..k-1: the same initial weights and prefill. They are not paired: "
-    "the random streams diverge from the first updates (separate draws twice the replay "
-    "batches), so every test treats the arms as independent samples.",
-]
+
+
+def pairing_lines(table: pd.DataFrame) -> list[str]:
+    """The method page's pairing section: learning unpaired; speed paired where the arms'
+    runs of a seed trained side by side, with the pairs this ablation had. ``table``:
+    :func:`summary.compare_arms` or the suite's per-task table (``speed_pairs*`` columns)."""
+    # The comparisons: every row but the references' (which have no pair counts).
+    others = table[table["speed_pairs"].notna()] if "speed_pairs" in table else table.iloc[0:0]
+    total = int(others["speed_pairs"].sum()) if len(others) else 0
+    together = int(others["speed_pairs_side_by_side"].sum()) if len(others) else 0
+    paired_rows = others.get("updates_per_s_test", pd.Series(dtype=str)) == summary.PAIRED_TEST
+    if paired_rows.any():
+        here = (
+            f"Here {together} of {total} pairs trained side by side, and speed is paired "
+            f"for {int(paired_rows.sum())} of the {len(others)} comparisons."
+        )
+    else:
+        here = f"Here no comparison had {paired.MIN_PAIRS}+ such pairs: speed is unpaired too."
+    return [
+        "Pairing:",
+        "  Arms share seeds 0..k-1: the same initial weights and prefill. Their learning is "
+        "not paired: the random streams diverge from the first updates (separate draws twice "
+        "the replay batches), so the tests of return and diversity treat the arms as "
+        "independent samples.",
+        "  Speed is paired where the two arms' runs of a (task, seed) trained side by side: "
+        "their training windows ([max(start, end - training seconds), end]) overlap for at "
+        f"least {paired.SIDE_BY_SIDE_SHARE:.0%} of the shorter, so both met the same machine "
+        "load. Then each pair's ratio of updates/s is one observation: the speed ratio is "
+        "their geometric mean with a Student-t 95% CI on the log ratios, and the Wilcoxon "
+        "signed-rank p (two-sided, log ratios) is the family's updates/s test. " + here,
+    ]
 
 
 def _confound_lines(staleness: str, lag: str, refilter: str) -> list[str]:
@@ -249,9 +275,9 @@ def _test_lines(reference: str, unit: str, family: str) -> list[str]:
     return [
         "Tests and error control:",
         f"  Welch's t-test per {unit} vs {reference} for final return, return AUC, updates/s "
-        f"and h dispersion; Holm over that whole family ({family}) at alpha {summary.ALPHA}. "
-        "Where Welch is undefined (zero variance in both arms) the exact Mann-Whitney p stands "
-        "in, and the table says so.",
+        "(Wilcoxon signed-rank where speed is paired, below) and h dispersion. "
+        f"{family} Where Welch is undefined (zero variance in both arms) the exact "
+        "Mann-Whitney p stands in, and the table says so.",
         "  Mann-Whitney U (exact without ties, permutation with ties) as a robustness check, "
         f"its two-sided p {MANN_WHITNEY_TWO_SIDED}; "
         f"bootstrap percentile CIs descriptive, not shown below {stats.MIN_BOOTSTRAP_N} runs "
@@ -278,9 +304,9 @@ def method_lines(data: AblationData, table: pd.DataFrame, phases: pd.DataFrame) 
         SPEED_DEFINITION,
         *(f"  {line}." for line in DIVERSITY_DEFINITIONS),
         "",
-        *_test_lines(data.reference, "arm", f"{m} tests here"),
+        *_test_lines(data.reference, "arm", summary.holm_family_sentence(m, False)),
         "",
-        *PAIRING_LINES,
+        *pairing_lines(table),
         "",
         *_confound_lines(
             _staleness_text(shift),
@@ -352,12 +378,14 @@ def suite_method_lines(
         "the step range (in return units).",
         SPEED_DEFINITION,
         "  suite speed and diversity ratios: geometric mean over tasks of each task's "
-        "mean(arm) / mean(reference); speeds are never pooled across tasks, whose costs differ.",
+        "mean(arm) / mean(reference); speeds are never pooled across tasks, whose costs differ "
+        "(a paired speed ratio pools the unitless per-pair ratios of every task instead: "
+        "Pairing, below).",
         *(f"  {line}." for line in DIVERSITY_DEFINITIONS),
         "",
-        *_test_lines(data.reference, "task and arm", f"all tasks x arms x scores, {m} tests here"),
+        *_test_lines(data.reference, "task and arm", summary.holm_family_sentence(m, True)),
         "",
-        *PAIRING_LINES,
+        *pairing_lines(per_task),
         "",
         *_confound_lines(by_task(staleness), by_task(lags), costs),
         "",

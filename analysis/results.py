@@ -10,6 +10,8 @@ MLflow store.
                     run and logged step, ``run, step`` and one column per metric, empty where
                     that metric was not logged at that step
     decisions.csv   adaptive seeding's interims (only for an adaptive ablation with one)
+    cautions.txt    every caution the report raises, one a line (:mod:`analysis.cautions`);
+                    for readers, the report recomputes them
 
 :func:`write_results` writes the folder from what the MLflow reader loads;
 :func:`read_results` is its inverse. The ``AblationData`` it reads equals the MLflow reader's,
@@ -35,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import method, suite, summary
+from analysis.cautions import CAUTIONS_FILE, cautions_text
 from analysis.decisions import (
     ADAPTIVE_PREFIX,
     DECISIONS_COLUMNS,
@@ -215,6 +218,7 @@ def _write_files(data: AblationData, adaptive: AdaptiveRecord | None, folder: Pa
             # column's type survives), read back with float_precision="round_trip".
             adaptive.interims.to_csv(folder / DECISIONS_FILE, index=False)
     (folder / ABLATION_FILE).write_text(json.dumps(header, indent=1) + "\n")
+    (folder / CAUTIONS_FILE).write_text(cautions_text(data))
 
 
 def _distinct_configs(
@@ -306,6 +310,7 @@ def read_results(folder: str | Path) -> tuple[AblationData, AdaptiveRecord | Non
     configs = header["configs"]
     runs, by_key, run_params = _read_runs(folder / RUNS_FILE, configs, header["seed_param"])
     metrics = _read_curves(folder / CURVES_FILE, runs, by_key)
+    _check_final_returns(folder / RUNS_FILE, runs, metrics, by_key)
     if header["params_run"] is not None:
         params_run = by_key.get(header["params_run"])
         if params_run is None:
@@ -406,6 +411,7 @@ def _read_runs(
             key = int(record["run"])
             if key in by_key:
                 raise ValueError(f"run {key} is listed twice")
+            row["recorded_final_return"] = float(record["final_return"] or "nan")
             if record["config"]:
                 config = dict(configs[int(record["config"])])
                 if seed_param is not None:
@@ -414,6 +420,29 @@ def _read_runs(
         rows.append(row)
         by_key[key] = row
     return runs_frame(rows), by_key, run_params
+
+
+def _check_final_returns(
+    path: Path, runs: pd.DataFrame, metrics: pd.DataFrame, by_key: dict[int, dict]
+) -> None:
+    """runs.csv's ``final_return`` must be what the report computes from curves.csv: the
+    folder is refused (naming the first run that differs) rather than reported with a
+    README or a table that says something else than its curves.
+
+    Raises:
+        ResultsFolderError: a run's written final return differs from its curve's.
+    """
+    scores = summary.per_run_scores(runs, metrics)
+    computed = dict(zip(scores["run_id"], scores["final_return"], strict=True))
+    for key, row in by_key.items():
+        written, value = row["recorded_final_return"], computed[row["run_id"]]
+        both_missing = math.isnan(written) and math.isnan(value)
+        if not (both_missing or math.isclose(written, value, rel_tol=1e-9, abs_tol=1e-9)):
+            raise ResultsFolderError(
+                f"{path}: run {key} ({row['run_name']}) has final_return "
+                f"{format_number(written)}, but its eval curve in {CURVES_FILE} gives "
+                f"{format_number(value)} (mean eval return over the last 10% of training)"
+            )
 
 
 def _read_curves(path: Path, runs: pd.DataFrame, by_key: dict[int, dict]) -> pd.DataFrame:

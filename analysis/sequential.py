@@ -25,10 +25,16 @@ a return ceiling) count as equal: a tie is never beyond a boundary. Comparisons 
 after the last interim are "no difference detectable at this budget" (no early acceptance:
 the paper's ``beta = 0``).
 
-A set's test enumerates every assignment of runs to groups when their number to the power
-``K`` is at most ``permutations`` (exact); otherwise it draws ``permutations`` random
-permutation sequences, the first being the identity (the observed data), from its own child
-of the given generator (a valid Monte Carlo test, replayed identically from the same seed).
+A set's test enumerates, at each interim ``k``, every sequence of assignments of runs to
+groups over interims ``0..k`` while their number (``assignments ** (k + 1)``) is at most
+``permutations`` (exact: 252 splits at a first interim of 5 vs 5); from the first interim
+where it is not, it draws ``permutations`` random permutation sequences, the first being the
+identity (the observed data), from its own child of the given generator: each continues a
+sequence drawn uniformly from those enumerated so far (what an exact interim crossed stays
+exact) with a random assignment per later interim. A valid Monte Carlo test, replayed
+identically from the same seed. Ablations recorded before this rule (``per_interim=False``)
+enumerated only when all ``assignments ** K`` sequences fit, else drew every interim; their
+replays keep doing so.
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ class SequentialResult:
         decisions: ``(C,)`` one of ``better``, ``worse``, ``no difference``, ``continue``.
         decided_at: ``(C,)`` 0-based interim of the decision, -1 while open.
         interims: one :class:`InterimResult` per interim tested.
-        exact: True when every set's test enumerated all its permutations.
+        exact: True when every set's test enumerated all its permutations at every interim.
     """
 
     decisions: tuple[str, ...]
@@ -97,12 +103,25 @@ def is_exact(n: int, n_interims: int, permutations: int, groups: int = 2) -> boo
     return assignments(groups, n) ** n_interims <= permutations
 
 
+def exact_interims(
+    n: int, n_interims: int, permutations: int, groups: int = 2, per_interim: bool = True
+) -> tuple[bool, ...]:
+    """``(K,)``: whether a set's test of ``groups`` groups enumerates interim ``k`` exactly:
+    while ``assignments(groups, n) ** (k + 1) <= permutations`` (``per_interim``), or, as
+    ablations recorded before that rule did, at every interim when all ``K`` interims'
+    sequences fit and at none otherwise."""
+    if not per_interim:
+        return (is_exact(n, n_interims, permutations, groups),) * n_interims
+    return tuple(is_exact(n, k + 1, permutations, groups) for k in range(n_interims))
+
+
 def adastop(
     blocks: Sequence[np.ndarray],
     n_interims: int,
     alpha: float,
     rng: np.random.Generator,
     permutations: int = 10_000,
+    per_interim: bool = True,
 ) -> SequentialResult:
     """Run the AdaStop test over the interims in ``blocks``.
 
@@ -114,7 +133,10 @@ def adastop(
         alpha: family-wise error rate over the ``A - 1`` comparisons with the reference.
         rng: parent of each set's permutation generator (unused by exact tests). Pass a
             fresh generator from the same seed to replay the same test over more interims.
-        permutations: number of permutation sequences (the identity included).
+        permutations: number of permutation sequences (the identity included), and the most
+            an interim enumerates exactly (:func:`exact_interims`).
+        per_interim: exactness decided per interim (False: the rule of ablations recorded
+            before it, all interims exact or none).
 
     Returns:
         The decisions after the last block given.
@@ -134,7 +156,7 @@ def adastop(
         tuple(c for c in range(comparisons) if mask >> c & 1) for mask in range(1, 2**comparisons)
     ]
     family = [
-        _SetTest(m, n, n_interims, permutations, generator)
+        _SetTest(m, n, n_interims, permutations, generator, per_interim)
         for m, generator in zip(members, rng.spawn(len(members)), strict=True)
     ]
 
@@ -193,32 +215,49 @@ class _SetTest:
     n_interims: int
     permutations: int
     rng: np.random.Generator
+    per_interim: bool = True
     rejected: bool = False
     boundary: float = math.inf
     """The boundary of the last interim tested."""
     exact: bool = field(init=False)
+    """Every interim enumerated exactly."""
     spent: float = 0.0
     sums: np.ndarray = field(init=False)  # (|I|, P): S of every permutation sequence so far
     alive: np.ndarray = field(init=False)  # (P,): sequences that never crossed a boundary
 
     def __post_init__(self) -> None:
         groups = len(self.members) + 1
-        self.exact = is_exact(self.n, self.n_interims, self.permutations, groups)
+        self._plan = exact_interims(
+            self.n, self.n_interims, self.permutations, groups, self.per_interim
+        )
+        self.exact = all(self._plan)
         self.sums = np.zeros((len(self.members), 1))
         self.alive = np.ones(1, dtype=bool)
-        self._orders = _all_orders(groups, self.n) if self.exact else None
+        self._orders = _all_orders(groups, self.n) if any(self._plan) else None
+        self._tested = 0  # interims added so far
+        self._sampling = False  # drawing random sequences (from the first inexact interim)
 
     def step(self, block: np.ndarray, level: float, tolerance: float) -> None:
         """Add one interim's ``(A, n)`` block and test at cumulative ``level``."""
         groups = len(self.members) + 1
+        exact = self._plan[self._tested]
+        self._tested += 1
         values = block[[0, *(c + 1 for c in self.members)]].reshape(-1)  # (G n,) group-major
-        orders = self._orders if self.exact else self._draw(groups)
+        orders = self._orders if exact else self._draw(groups)
         means = values[orders].reshape(len(orders), groups, self.n).mean(-1)  # (M, G)
         diffs = (means[:, 1:] - means[:, :1]).T  # (|I|, M)
-        if self.exact:
+        if exact:
             self.sums = (self.sums[:, :, None] + diffs[:, None, :]).reshape(len(self.members), -1)
             self.alive = np.repeat(self.alive, diffs.shape[1])
         else:
+            if not self._sampling and self.sums.shape[1] > 1:
+                # After exact interims: each random sequence continues an enumerated one,
+                # drawn uniformly (every enumerated sequence is equally likely), the
+                # observed data's (index 0) first.
+                prefixes = self.rng.integers(0, self.sums.shape[1], size=self.permutations)
+                prefixes[0] = 0
+                self.sums, self.alive = self.sums[:, prefixes], self.alive[prefixes]
+            self._sampling = True
             self.sums = self.sums + diffs
             self.alive = np.broadcast_to(self.alive, self.sums.shape[1]).copy()
         largest = np.abs(self.sums).max(axis=0)  # (P,); index 0 is the observed data

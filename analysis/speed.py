@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import stats, summary
+from analysis import paired, stats, summary
 from analysis.load import AblationData
 
 SUMMARIES = ("median", "low", "high")
@@ -47,8 +47,11 @@ def speed_by_arm(
 
     Returns:
         Columns ``arm``, ``runs`` (FINISHED runs with a speed), ``speed_median/low/high``
-        (updates/s over those runs), ``speed_ratio`` (mean(arm) / mean(reference) of the runs'
-        updates/s, as page 1; NaN for the reference) and, per phase of ``phases``,
+        (updates/s over those runs), ``speed_ratio`` with ``speed_ratio_low/high`` and
+        ``speed_pairs`` (as page 1: the geometric mean of the per-seed ratios with its 95% CI
+        and the side-by-side pairs it used where the arms' runs trained side by side,
+        :mod:`analysis.paired`; else mean(arm) / mean(reference) of the runs' updates/s, no
+        CI, 0 pairs; NaN for the reference) and, per phase of ``phases``,
         ``<phase>_median/low/high`` in seconds per iteration. NaN where an arm has no value.
     """
     finished = scores[scores["status"] == "FINISHED"]
@@ -60,6 +63,12 @@ def speed_by_arm(
         row: dict[str, object] = {"arm": arm, "runs": int(np.isfinite(speed).sum())}
         row.update(zip([f"speed_{s}" for s in SUMMARIES], _spread(speed), strict=True))
         row["speed_ratio"] = np.nan if arm == reference else stats.ratio_of_means(speed, base)
+        row["speed_ratio_low"] = row["speed_ratio_high"] = np.nan
+        row["speed_pairs"] = 0
+        pairing = paired.comparison(scores, arm, reference) if arm != reference else None
+        if pairing is not None and pairing.paired:
+            row["speed_ratio"], row["speed_pairs"] = pairing.ratio, pairing.side_by_side
+            row["speed_ratio_low"], row["speed_ratio_high"] = pairing.low, pairing.high
         own = phases[phases["arm"] == arm] if not phases.empty else phases
         for name in names:
             values = own[name].to_numpy(float) if name in own else np.empty(0)
@@ -98,16 +107,33 @@ def speed_by_task(
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["task"])
 
 
-def suite_speed_conditions(scores: pd.DataFrame, tasks: Sequence[str]) -> list[str]:
-    """:func:`summary.speed_conditions` within each task (a speed ratio compares runs of
-    one task only, and tasks differ in speed by design), each warning prefixed with the
-    tasks it holds for: ``'cartpole, acrobot: ...'``, or ``'Every task: ...'`` (of the tasks
-    with FINISHED runs; a task without any has no speed to compare)."""
+def speed_cautions(scores: pd.DataFrame, arms: Sequence[str], reference: str) -> list[str]:
+    """The cautions on one task's speed comparisons. Where every arm's runs trained side by
+    side with the reference's (:mod:`analysis.paired`), speed is compared within pairs and
+    only what can distort a pair is flagged (:func:`analysis.paired.pair_conditions`): load
+    that differs between pairs cancels in their ratios. Otherwise the speeds are compared
+    unpaired and :func:`summary.speed_conditions` flags the runs' differing conditions."""
+    others = [arm for arm in arms if arm != reference]
+    pairs = {arm: paired.speed_pairs(scores, arm, reference) for arm in others}
+    if others and all(paired.paired_speed(frame).paired for frame in pairs.values()):
+        return [w for arm in others for w in paired.pair_conditions(pairs[arm], arm, reference)]
+    return summary.speed_conditions(scores)
+
+
+def suite_speed_conditions(
+    scores: pd.DataFrame, tasks: Sequence[str], arms: Sequence[str], reference: str
+) -> list[str]:
+    """:func:`speed_cautions` within each task (a speed ratio compares runs of one task
+    only, and tasks differ in speed by design), each warning prefixed with the tasks it
+    holds for: ``'cartpole, acrobot: ...'``, or ``'Every task: ...'`` (of the tasks with
+    FINISHED runs; a task without any has no speed to compare)."""
     finished = scores[scores["status"] == "FINISHED"]
     checked = [task for task in tasks if (finished["task"] == task).any()]
     holds_for: dict[str, list[str]] = {}
     for task in checked:
-        for warning in summary.speed_conditions(finished[finished["task"] == task]):
+        rows = finished[finished["task"] == task]
+        present = [arm for arm in arms if (rows["arm"] == arm).any()]
+        for warning in speed_cautions(rows, present, reference):
             holds_for.setdefault(warning, []).append(task)
     return [
         f"{'Every task' if len(named) == len(checked) > 1 else ', '.join(named)}: {warning}"

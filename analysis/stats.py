@@ -63,7 +63,8 @@ def final_performance(
 
     Returns:
         The window mean; the last logged value when no point falls in the window (sparse
-        evaluation); NaN for an empty curve.
+        evaluation: :func:`points_in_window` is then 0, and the report names the run and
+        the step that stood in); NaN for an empty curve.
     """
     steps = np.asarray(steps, dtype=float)
     values = np.asarray(values, dtype=float)
@@ -71,11 +72,24 @@ def final_performance(
         return float("nan")
     order = np.argsort(steps, kind="stable")
     steps, values = steps[order], values[order]
-    end = steps[-1] if total_steps is None else float(total_steps)
-    in_window = steps >= (1.0 - fraction) * end
+    in_window = _in_window(steps, total_steps, fraction)
     if not in_window.any():
         return float(values[-1])
     return float(values[in_window].mean())
+
+
+def points_in_window(
+    steps: np.ndarray, total_steps: float | None = None, fraction: float = 0.1
+) -> int:
+    """How many of the ``(n_points,)`` ``steps`` fall in :func:`final_performance`'s window
+    (``steps >= (1 - fraction) * total_steps``); 0 for an empty curve or when none does."""
+    steps = np.asarray(steps, dtype=float)
+    return int(_in_window(steps, total_steps, fraction).sum()) if steps.size else 0
+
+
+def _in_window(steps: np.ndarray, total_steps: float | None, fraction: float) -> np.ndarray:
+    end = np.max(steps) if total_steps is None else float(total_steps)
+    return steps >= (1.0 - fraction) * end
 
 
 def normalised_auc(steps: np.ndarray, values: np.ndarray) -> float:

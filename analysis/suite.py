@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import aggregate, stats, summary
+from analysis import aggregate, paired, stats, summary
 
 PROFILE_TAUS = np.linspace(0.0, 1.5, 31)
 """Thresholds of the performance profiles, in normalised score."""
@@ -82,7 +82,11 @@ def suite_aggregates(
     mean(reference) updates/s (``speed_ratio``) and h dispersion (``diversity_ratio``).
     NaN where an arm lacks a finished run on some task; NaN bounds (the value kept) where a
     task has fewer than :data:`aggregate.MIN_RUNS_PER_TASK` runs of the arm (or, for
-    P(improvement), of the reference)."""
+    P(improvement), of the reference). Where the arms' runs of a (task, seed) trained side
+    by side, the speed ratio is instead the paired one over all tasks' pairs
+    (:mod:`analysis.paired`), with its 95% CI (``speed_low``, ``speed_high``), its Wilcoxon
+    signed-rank p (``speed_p``) and its pair counts (``speed_pairs``,
+    ``speed_pairs_side_by_side``, ``speed_faster``); NaN bounds and p when unpaired."""
     scores = normalised_scores(scores) if "normalised" not in scores else scores
     all_tasks = list(dict.fromkeys(scores["task"]))
     base = arm_matrix(scores, reference, tasks, "normalised")
@@ -110,8 +114,25 @@ def suite_aggregates(
                 arm_matrix(scores, arm, all_tasks, column),
                 arm_matrix(scores, reference, all_tasks, column),
             )
+        row.update(_paired_speed(scores, arm, reference))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _paired_speed(scores: pd.DataFrame, arm: str, reference: str) -> dict[str, object]:
+    """The suite's speed columns where the arms' runs trained side by side: the paired
+    comparison over every task's (task, seed) pairs (their ratios are unitless, so they
+    pool), replacing the geometric mean of per-task ratios of means."""
+    speed = paired.comparison(scores, arm, reference) if arm != reference else None
+    row: dict[str, object] = {"speed_low": np.nan, "speed_high": np.nan, "speed_p": np.nan}
+    row |= {"speed_pairs": 0, "speed_pairs_side_by_side": 0, "speed_faster": 0}
+    if speed is None:
+        return row
+    row |= {"speed_pairs": speed.pairs, "speed_pairs_side_by_side": speed.side_by_side}
+    if speed.paired:
+        row |= {"speed_ratio": speed.ratio, "speed_low": speed.low, "speed_high": speed.high}
+        row |= {"speed_p": speed.p, "speed_faster": speed.faster}
+    return row
 
 
 def per_task_tables(

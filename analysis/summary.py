@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import stats
+from analysis import paired, stats
 from analysis.load import DEFAULT_REFERENCE
 
 RETURN_METRIC = "eval/return"
@@ -62,7 +62,10 @@ def per_run_scores(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         ``runs`` columns plus ``final_return`` (mean eval return over the last 10% of the
-        run's steps), ``auc_return`` (normalised area under the eval curve),
+        run's steps), ``final_window_points`` (eval points in that window) and
+        ``final_from_step`` (the step of the earlier eval point that stands in for a run
+        with none in the window, NaN otherwise; :mod:`analysis.final_window` says so),
+        ``auc_return`` (normalised area under the eval curve),
         ``train_seconds`` (training time: collect + updates, evaluation excluded),
         ``updates_per_s`` (WM updates / training seconds, both at the run's last log point:
         the one definition of speed, the worker's ``final/updates_per_s``), ``h_dispersion``
@@ -91,6 +94,14 @@ def per_run_scores(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         stats.final_performance(*curve(run_id, RETURN_METRIC), total_steps=final_step)
         for run_id, final_step in zip(run_ids, scores["final_step"], strict=True)
     ]
+    scores["final_window_points"] = [
+        stats.points_in_window(curve(run_id, RETURN_METRIC)[0], total_steps=final_step)
+        for run_id, final_step in zip(run_ids, scores["final_step"], strict=True)
+    ]
+    # Where the window is empty, final_performance takes the last eval point: its step.
+    last_eval = [_last_step(curve(run_id, RETURN_METRIC)[0]) for run_id in run_ids]
+    empty = scores["final_window_points"].to_numpy() == 0
+    scores["final_from_step"] = np.where(empty, last_eval, np.nan)
     scores["auc_return"] = [
         stats.normalised_auc(*curve(run_id, RETURN_METRIC)) for run_id in run_ids
     ]
@@ -105,6 +116,10 @@ def per_run_scores(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         float
     )
     return scores
+
+
+def _last_step(steps: np.ndarray) -> float:
+    return float(steps.max()) if steps.size else float("nan")
 
 
 def phase_seconds(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -198,8 +213,12 @@ def compare_arms(
         P(improvement), speed and diversity ratios, and a ``note`` for degenerate cases.
         Bootstrap CIs (difference, IQM, P(improvement), ratios) are NaN below
         ``stats.MIN_BOOTSTRAP_N`` runs per arm with a value for that score (``ci_note`` says
-        so for final return). Runs share seeds but are not paired: every test treats the
-        arms as independent samples.
+        so for final return). Runs share seeds but their learning is not paired: those
+        tests treat the arms as independent samples. Speed is paired where the arms' runs
+        of a seed trained side by side (:mod:`analysis.paired`): ``speed_ratio`` is then the
+        geometric mean of the per-seed ratios with its t CI, and the updates/s test the
+        Wilcoxon signed-rank test (``updates_per_s_test`` = :data:`PAIRED_TEST`);
+        ``speed_pairs`` / ``speed_pairs_side_by_side`` / ``speed_faster`` count the pairs.
     """
     finished = scores[scores["status"] == "FINISHED"]
     by_arm = {arm: frame for arm, frame in finished.groupby("arm")}
@@ -238,10 +257,14 @@ def compare_arms(
         row["ci_note"] = "" if enough else f"not meaningful at n = {min(n, n_ref)}"
         row["iqm_ci_low"], row["iqm_ci_high"] = interval(stats.iqm_ci, x)
         if arm != reference:
+            speed = paired.comparison(scores, arm, reference)
             row["diff"] = float(np.nanmean(x) - np.nanmean(y)) if n and n_ref else np.nan
             row["diff_ci_low"], row["diff_ci_high"] = interval(stats.diff_of_means_ci, x, y)
             for column in TESTED_SCORES:
-                result = stats.primary_test(values(frame, column), values(base, column))
+                if column == "updates_per_s" and speed.paired:
+                    result = paired_test(speed)
+                else:
+                    result = stats.primary_test(values(frame, column), values(base, column))
                 row[f"{column}_p"] = result.p
                 row[f"{column}_test"] = result.test
                 row[f"{column}_note"] = result.note
@@ -258,10 +281,27 @@ def compare_arms(
                 row[f"{name}_ci_low"], row[f"{name}_ci_high"] = interval(
                     stats.ratio_of_means_ci, a, b
                 )
+            if speed.paired:  # drawn above all the same, so every other interval stays put
+                row["speed_ratio"] = speed.ratio
+                row["speed_ci_low"], row["speed_ci_high"] = speed.low, speed.high
+            row["speed_pairs"], row["speed_pairs_side_by_side"] = speed.pairs, speed.side_by_side
+            row["speed_faster"] = speed.faster
             row["note"] = row["final_return_note"]
         rows.append(row)
     table = pd.DataFrame(rows, columns=None if rows else ["arm", "n"])
     return _add_holm(table)
+
+
+PAIRED_TEST = "Wilcoxon (paired)"
+"""The ``*_test`` of updates/s where the arms' runs trained side by side
+(:mod:`analysis.paired`)."""
+
+
+def paired_test(speed: paired.PairedSpeed) -> stats.TestResult:
+    """The Holm family's updates/s test of a paired comparison: Wilcoxon signed-rank."""
+    if np.isfinite(speed.p):
+        return stats.TestResult(speed.p, PAIRED_TEST, "")
+    return stats.TestResult(speed.p, "none", "every pair trained at the same speed: no test")
 
 
 def _finite_mean(values: np.ndarray) -> float:
@@ -280,6 +320,18 @@ def _add_holm(table: pd.DataFrame) -> pd.DataFrame:
         table[f"{column}_holm"] = adjusted[:, index]
     table["holm_m"] = int(np.isfinite(family).sum())
     return table
+
+
+def holm_family_sentence(m: int, over_tasks: bool) -> str:
+    """The one wording of the Holm family, wherever the report names it (page 1, the
+    per-task page, the method page): ``m`` tests (:func:`holm_family_size`), over every
+    task x arm of a suite or every arm of one task."""
+    units = "task x arm" if over_tasks else "arm"
+    scores = ", ".join(TESTED_SCORES.values())
+    return (
+        f"Holm family: {m} tests, every {units} against the reference on each of "
+        f"{{{scores}}}, adjusted together at alpha {ALPHA}."
+    )
 
 
 def holm_family_size(table: pd.DataFrame) -> int:

@@ -3,13 +3,12 @@ it was taken at and the seeds used, then every interim's statistics."""
 
 from __future__ import annotations
 
-import textwrap
-
 from matplotlib.figure import Figure
 
 from analysis.decisions import AdaptiveRecord
+from analysis.sequential import assignments, exact_interims
+from reports.layout import PAGE_SIZE, write_lines
 
-PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches, as the rest of the report
 DECISION_WORDS = {
     "better": "better than {ref}",
     "worse": "worse than {ref}",
@@ -67,11 +66,58 @@ def procedure(record: AdaptiveRecord) -> str:
         "the difference of the interim means, its null distribution comes from permuting each "
         "interim's runs between the two arms, and the boundaries spend the family-wise error "
         f"rate alpha = {rule['alpha']} over all comparisons linearly over the interims "
-        f"({rule['spending']}; {rule['permutations']} permutations, generator seed "
-        f"{rule['permutation_seed']}). An arm stops getting seeds once its comparison is "
-        "decided; comparisons still open after the last interim have no difference detectable "
-        "at this budget. The rule was fixed before the first run (params of the parent run)."
+        f"({rule['spending']}; permutation generator seed {rule['permutation_seed']}). An arm "
+        "stops getting seeds once its comparison is decided; comparisons still open after the "
+        "last interim have no difference detectable at this budget. The rule was fixed before "
+        "the first run (params of the parent run)."
     )
+
+
+def enumeration(record: AdaptiveRecord) -> str:
+    """Which interims' null distributions were enumerated exactly and which came from random
+    permutation sequences, from the recorded rule (:func:`analysis.sequential.exact_interims`;
+    an ablation recorded without ``adaptive.enumeration`` was tested by the older rule)."""
+    rule = record.rule
+    n, interims, most = int(rule["interim"]), int(rule["interims"]), int(rule["permutations"])
+    per_interim = "enumeration" in rule
+    arms = len(set(record.interims["arm"])) if len(record.interims) else 1
+    text = "Permutations: " + _plan_words(n, interims, most, 2, per_interim)
+    if arms > 1:
+        text += f"; for the tests of all {arms} arms at once (closed testing), " + _plan_words(
+            n, interims, most, arms + 1, per_interim
+        )
+    return text + "."
+
+
+def _plan_words(n: int, interims: int, most: int, groups: int, per_interim: bool) -> str:
+    counts = [assignments(groups, n) ** (k + 1) for k in range(interims)]  # sequences by k
+    plan = exact_interims(n, interims, most, groups, per_interim)
+    if not per_interim:
+        if plan[0]:
+            return f"every interim enumerated exactly (all {counts[-1]:,} sequences)"
+        return (
+            f"{most:,} random permutation sequences at every interim (the rule this ablation was "
+            f"recorded under enumerated only when all {counts[-1]:,} sequences of its "
+            f"{interims} interims fit in {most:,})"
+        )
+    exact = [k + 1 for k in range(interims) if plan[k]]
+    drawn = [k + 1 for k in range(interims) if not plan[k]]
+    parts = []
+    if exact:
+        what = "splits" if exact[-1] == 1 else "sequences of splits"
+        parts.append(
+            f"interim {_span(exact)} enumerated exactly (all {counts[exact[-1] - 1]:,} {what})"
+        )
+    if drawn:
+        parts.append(
+            f"interim {_span(drawn)} from {most:,} random permutation sequences (its "
+            f"{counts[drawn[0] - 1]:,} sequences exceed {most:,})"
+        )
+    return "; ".join(parts)
+
+
+def _span(numbers: list[int]) -> str:
+    return str(numbers[0]) if len(numbers) == 1 else f"{numbers[0]}-{numbers[-1]}"
 
 
 def _page(record: AdaptiveRecord) -> Figure:
@@ -80,14 +126,12 @@ def _page(record: AdaptiveRecord) -> Figure:
     ref = record.rule["reference"]
     most = int(record.rule["interims"]) * int(record.rule["interim"])  # MAX_SEEDS, whole interims
     used = int(record.interims["seeds"].max()) if len(record.interims) else 0
-    figure.text(
-        0.04,
-        0.915,
+    status = (
         f"Status: {record.status}. Reference {ref}: {used} of {most} seeds. Differences: arm "
-        f"minus reference, in {record.rule['metric']}.",
-        fontsize=10,
+        f"minus reference, in {record.rule['metric']}."
     )
-    figure.text(0.04, 0.89, textwrap.fill(procedure(record), 170), fontsize=8.5, va="top")
+    lines = [(status, 10, "normal"), (procedure(record), 8.5, "normal")]
+    bottom = write_lines(figure, [*lines, (enumeration(record), 8.5, "bold")], 0.925)
     outcome = record.outcome()
     rows = [
         [
@@ -98,7 +142,7 @@ def _page(record: AdaptiveRecord) -> Figure:
         ]
         for row in outcome.itertuples()
     ]
-    top = 0.72
+    top = bottom - 0.01
     if rows:
         height = 0.05 + 0.035 * len(rows)
         _table(figure, top, height, ["arm", f"decision vs {ref}", "at interim", "seeds used"], rows)

@@ -31,7 +31,9 @@ import pandas as pd
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from analysis import method, plots, speed, stats, summary
+from analysis import final_window, method, paired, plots, speed, stats, summary
+from analysis.cautions import speed_cautions
+from analysis.config_scopes import config_scopes
 from analysis.decisions import AdaptiveRecord, load_adaptive
 from analysis.load import AblationData, latest_ablation, load_ablation, require_finished
 from analysis.results import read_results
@@ -39,24 +41,23 @@ from analysis.stats import DEFAULT_RESAMPLES
 from analysis.store import READ_ERRORS, attach_report, missing_store
 from reports import pages, suite
 from reports.adaptive_page import adaptive_pages, front_summary
+from reports.appendix import appendix_pages
 from reports.factorial_page import factorial_report
 from reports.layout import PAGE_SIZE, format_ratio_ci
 from reports.layout import draw_table as _draw_table
 from reports.layout import format_ci as _format_ci
 from reports.layout import format_mean_ci as _format_mean_ci
 from reports.layout import format_p as _format_p
-from reports.layout import text_page as _text_page
 from reports.layout import write_lines as _write_lines
 
-ENVIRONMENT_TAGS = ("hardware", "device", "torch_version", "git_commit", "env", "preset")
-RUNS_PER_PAGE = 32
-CONFIG_LINES_PER_COLUMN = 48
 SPEED_NOTE = (
     "Seconds per training iteration; training time = collect + updates (evaluation and "
     "logging excluded); 'other' is training time outside the phase timers, so each run's "
     "phases add up to its training time. Speed = WM updates / training seconds per run, the "
-    "same number the console summary averages per arm and page 1's speed ratio divides "
-    "(mean(arm) / mean(reference) of these runs, as in the ratio column)."
+    "same number the console summary averages per arm. The speed ratio (as on page 1): "
+    "where the arms' runs of a seed trained side by side, the geometric mean of the "
+    "per-seed ratios with its 95% CI ('paired'); else mean(arm) / mean(reference) of these "
+    "runs."
 )
 
 
@@ -130,6 +131,31 @@ def write_report(
     Raises:
         AblationDataError: no run finished; nothing is written then.
     """
+    pages, figures, tables = report_pages(data, adaptive, seed, n_resamples)
+    files_dir = report_files(out_dir, data.experiment)
+    (files_dir / "figures").mkdir(parents=True, exist_ok=True)
+    (files_dir / "tables").mkdir(parents=True, exist_ok=True)
+    for name, figure in figures.items():
+        figure.savefig(files_dir / "figures" / f"{name}.png", dpi=150)
+    for name, frame in tables.items():
+        frame.to_csv(files_dir / "tables" / f"{name}.csv", index=False)
+    pdf_path = Path(out_dir) / f"{_safe_name(data.experiment)}.pdf"
+    _write_pdf_atomically(pdf_path, pages, title=f"Ablation report: {data.experiment}")
+    return pdf_path
+
+
+def report_pages(
+    data: AblationData,
+    adaptive: AdaptiveRecord | None,
+    seed: int = 0,
+    n_resamples: int = DEFAULT_RESAMPLES,
+) -> tuple[list[Figure], dict[str, Figure], dict[str, pd.DataFrame]]:
+    """Every page of the report in order, and its figures and tables by name (what
+    :func:`write_report` writes as PNG and CSV); arguments as there.
+
+    Raises:
+        AblationDataError: no run finished.
+    """
     require_finished(data)
     rng = np.random.default_rng(seed)
     scores = summary.per_run_scores(data.runs, data.metrics)
@@ -142,20 +168,9 @@ def write_report(
     tables |= factorial_tables
     if adaptive is not None:
         tables["adaptive_interims"] = adaptive.interims
-
-    files_dir = report_files(out_dir, data.experiment)
-    (files_dir / "figures").mkdir(parents=True, exist_ok=True)
-    (files_dir / "tables").mkdir(parents=True, exist_ok=True)
-    for name, figure in figures.items():
-        figure.savefig(files_dir / "figures" / f"{name}.png", dpi=150)
-    for name, frame in tables.items():
-        frame.to_csv(files_dir / "tables" / f"{name}.csv", index=False)
-
-    pages = [*front, *figures.values(), *_appendix_pages(data, scores)]
+    pages = [*front, *figures.values(), *appendix_pages(data, scores)]
     pages[1:1] = adaptive_pages(adaptive)  # after the answer, when SEEDS=auto
-    pdf_path = Path(out_dir) / f"{_safe_name(data.experiment)}.pdf"
-    _write_pdf_atomically(pdf_path, pages, title=f"Ablation report: {data.experiment}")
-    return pdf_path
+    return pages, figures, tables
 
 
 def report_files(out_dir: str | Path, experiment: str) -> Path:
@@ -177,7 +192,12 @@ def _single_task_report(
     phases = summary.phase_seconds(finished_metrics)  # (n_runs, phases): seconds per iteration
     arms = list(table["arm"]) if "arm" in table else []
     speeds = speed.speed_by_arm(scores, phases, arms, data.reference)
-    cautions = summary.speed_conditions(scores)
+    cautions = speed_cautions(data, scores)
+    pairing = [
+        paired.pairing_sentence(paired.comparison(scores, arm, data.reference), arm, data.reference)
+        for arm in arms
+        if arm != data.reference
+    ]
     figures = {
         "learning_curves_steps": plots.learning_curves(finished_metrics, x="step"),
         "learning_curves_wall_clock": plots.learning_curves(finished_metrics, x="wall_clock"),
@@ -189,16 +209,16 @@ def _single_task_report(
     tables = {
         "answer": table,
         "runs": scores.drop(columns=["start_time", "end_time"]),
-        "config": pd.DataFrame(sorted(data.params.items()), columns=["param", "value"]),
+        "config": config_scopes(data).long_table(),
         "phases": summary.phase_summary(phases),
         "speed": speeds,
         "speed_cautions": pd.DataFrame({"caution": cautions}),
     }
 
     front = [
-        _answer_page(data, table, scores, cautions, front_summary(record)),
+        _answer_page(data, table, scores, cautions, front_summary(record), pairing),
         pages.method_page(method.method_lines(data, table, phases)),
-        *pages.speed_pages(speeds, data.reference, cautions, SPEED_NOTE),
+        *pages.speed_pages(speeds, data.reference, cautions, SPEED_NOTE, pairing=pairing),
     ]
     return front, figures, tables
 
@@ -208,10 +228,15 @@ def _single_task_report(
 # ----------------------------------------------------------------------------------------------
 
 
+TEST_MARKS = {"Mann-Whitney": " MW*", summary.PAIRED_TEST: " W*"}
+"""A p cell's mark where another test than Welch's gave it (page 1's footnote says which)."""
+
+
 def _primary_p(row: dict, column: str) -> str:
-    """``p (Holm-adjusted)``, marked ``MW*`` where Mann-Whitney stood in for Welch."""
+    """``p (Holm-adjusted)``, marked ``MW*`` where Mann-Whitney stood in for Welch and ``W*``
+    for the paired speed's Wilcoxon signed-rank test."""
     cell = f"{_format_p(row[f'{column}_p'])} ({_format_p(row[f'{column}_p_holm'])})"
-    return cell + (" MW*" if row.get(f"{column}_test") == "Mann-Whitney" else "")
+    return cell + TEST_MARKS.get(row.get(f"{column}_test"), "")
 
 
 def _answer_rows(table: pd.DataFrame, reference: str) -> tuple[list[str], list[list[str]]]:
@@ -290,6 +315,7 @@ def _answer_page(
     scores: pd.DataFrame,
     cautions: list[str],
     adaptive: str = "",
+    pairing: Sequence[str] = (),
 ) -> Figure:
     figure = Figure(figsize=PAGE_SIZE)
     figure.text(0.04, 0.95, f"Ablation report: {data.experiment}", fontsize=16, weight="bold")
@@ -317,106 +343,38 @@ def _answer_page(
     n_per_arm = int(table["n"].min()) if not table.empty else 0
     m = summary.holm_family_size(table)
     small = [note for note in table.get("ci_note", pd.Series(dtype=str)) if note]
+    window = final_window.window_note(scores)
+    speed_words = (
+        "speed is compared in pairs where the arms' runs of a seed trained side by side "
+        "(below; the updates/s p is then Wilcoxon's signed-rank, W*), else unpaired as the "
+        f"other scores, its ratio then mean(arm) / mean({reference}) of per-run values"
+    )
     lines = [
         ("Verdict: " + summary.verdict(table, reference), 10, "bold"),
         *([(adaptive, 9, "bold")] if adaptive else []),
+        *([(window, 9, "bold")] if window else []),
         (summary.power_note(n_per_arm, m), 9, "normal"),
         (summary.problems_note(data.runs, data.planned_runs) or "All runs finished.", 9, "normal"),
+        *((sentence, 8, "normal") for sentence in pairing if sentence),
         *pages.speed_caution(cautions),
         (
-            "Welch's t-test is the primary test (p in brackets: Holm-adjusted over all arms x "
-            "{final return, return AUC, updates/s, h dispersion}; MW* = Welch undefined, exact "
-            "Mann-Whitney p used); Mann-Whitney U (exact, or permutation with ties) is a "
-            "robustness check; bootstrap (percentile) CIs are descriptive"
+            "Welch's t-test is the primary test (p in brackets: Holm-adjusted; MW* = Welch "
+            "undefined, exact Mann-Whitney p used); Mann-Whitney U (exact, or permutation with "
+            "ties) is a robustness check; bootstrap (percentile) CIs are descriptive"
             + (
                 f" and not shown below {stats.MIN_BOOTSTRAP_N} runs per arm ({small[0]})"
                 if small
                 else ""
             )
-            + ". Arms share seeds but are not paired: all tests treat them as independent. "
-            "Speed = WM updates / training seconds (evaluation excluded); ratios are "
-            f"mean(arm) / mean({reference}) of per-run values.",
+            + ". Arms share seeds; their learning is not paired, so the tests of return and "
+            "diversity treat them as independent. Speed = WM updates / training seconds "
+            f"(evaluation excluded); {speed_words}. " + summary.holm_family_sentence(m, False),
             8,
             "normal",
         ),
     ]
     _write_lines(figure, lines, top - height - 0.05)
     return figure
-
-
-# ----------------------------------------------------------------------------------------------
-# Appendix: runs, environment, config
-# ----------------------------------------------------------------------------------------------
-
-
-def _format_seconds(seconds: float) -> str:
-    if not np.isfinite(seconds):
-        return "n/a"
-    if seconds >= 3600:
-        return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60):02d}m"
-    if seconds >= 60:
-        return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
-    return f"{seconds:.1f} s"
-
-
-def _appendix_pages(data: AblationData, scores: pd.DataFrame) -> list[Figure]:
-    pages = []
-    header = ["run", "arm", "status", "seed", "steps", "final return", "wall-clock"]
-    rows = [
-        [
-            row.run_name,
-            row.arm,
-            row.status,
-            str(row.seed),
-            "n/a" if pd.isna(row.final_step) else f"{int(row.final_step):,}",
-            "n/a" if pd.isna(row.final_return) else f"{row.final_return:.1f}",
-            _format_seconds(row.wall_clock),
-        ]
-        for arm in summary.ordered_arms(scores["arm"], data.reference, data.arm_order)
-        for row in scores[scores["arm"] == arm].itertuples()
-    ]
-    for start in range(0, len(rows), RUNS_PER_PAGE):
-        page = _text_page("Appendix A: every run")
-        _draw_table(
-            page.add_axes((0.04, 0.05, 0.92, 0.86)), header, rows[start : start + RUNS_PER_PAGE]
-        )
-        pages.append(page)
-
-    environment = [
-        f"{tag}: {', '.join(sorted(set(data.runs[tag].astype(str))))}" for tag in ENVIRONMENT_TAGS
-    ]
-    config = [f"{key} = {value}" for key, value in sorted(data.params.items())]
-    intro = [
-        "Environment (distinct values over all runs):",
-        *environment,
-        "",
-        f"Config: params of {_params_owner(data)} (arm and seed differ per run):",
-    ]
-    lines = intro + (config or ["(no params logged)"])
-    per_page = 2 * CONFIG_LINES_PER_COLUMN
-    for start in range(0, len(lines), per_page):
-        page = _text_page("Appendix B: environment and config")
-        chunk = lines[start : start + per_page]
-        for column, x in enumerate((0.04, 0.52)):
-            block = chunk[column * CONFIG_LINES_PER_COLUMN : (column + 1) * CONFIG_LINES_PER_COLUMN]
-            text = "\n".join(textwrap.shorten(line, 90, placeholder=" ...") for line in block)
-            page.text(x, 0.9, text, fontsize=7.5, family="monospace", va="top")
-        pages.append(page)
-    return pages
-
-
-def _params_owner(data: AblationData) -> str:
-    """Which run ``data.params`` are from, found by the params' own seed, schedule and starts
-    (the loader does not say which run it read them from): ``'run <name>'``, else ``'one
-    run'`` when the params do not single a run out."""
-    keys = {"seed": "train.seed", "schedule": "train.schedule", "starts": "train.starts"}
-    if not all(key in data.params for key in keys.values()):
-        return "one run"
-    match = data.runs
-    for column, key in keys.items():
-        match = match[match[column].astype(str) == str(data.params[key])]
-    names = sorted(set(match["run_name"]))
-    return f"run {names[0]}" if len(names) == 1 else "one run"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,8 +6,25 @@ import textwrap
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.table import Table
 
 PAGE_SIZE = (11.69, 8.27)  # A4 landscape, inches
+ROW_SCALE = 1.5
+"""draw_table's row height over matplotlib's own."""
+
+
+def table_row_height(page_height: float = PAGE_SIZE[1]) -> float:
+    """Page fraction of one table row (one text line) as :func:`draw_table` draws it:
+    matplotlib sizes rows from ``Table.FONTSIZE``, whatever font size is set, in inches
+    (its axes-fraction height times the axes' height), and draw_table scales them by
+    :data:`ROW_SCALE`; the header row is as many rows tall as its lines."""
+    return Table.FONTSIZE / 72.0 * 1.2 * ROW_SCALE / page_height
+
+
+def rows_that_fit(height: float, header_lines: int = 1) -> int:
+    """How many one-line body rows of :func:`draw_table` fit in ``height`` (page fraction)
+    under a header of ``header_lines`` lines; at least 1."""
+    return max(int(height / table_row_height()) - header_lines, 1)
 
 
 def format_p(p: float) -> str:
@@ -73,7 +90,7 @@ def draw_table(ax, header: list[str], rows: list[list[str]], font_size: float = 
     )
     drawn.auto_set_font_size(False)
     drawn.set_fontsize(font_size)
-    drawn.scale(1.0, 1.5)
+    drawn.scale(1.0, ROW_SCALE)
     for (row_index, _), cell in drawn.get_celld().items():
         cell.set_linewidth(0.4)
         if row_index == 0:

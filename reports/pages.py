@@ -7,13 +7,15 @@ only lays them out.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import speed
-from reports.layout import draw_table, text_page, write_lines
+from analysis.cautions import CAUTIONS_WHERE
+from reports.layout import draw_table, format_ci, text_page, write_lines
 
 METHOD_TITLE = "Method: what was compared and how"
 SPEED_TITLE = "Speed: training time per iteration by phase (median [min, max] over runs)"
@@ -40,10 +42,18 @@ def method_page(lines: list[str]) -> Figure:
 
 
 def speed_caution(warnings: list[str]) -> list[tuple[str, float, str]]:
-    """Page 1 carries the first comparability warning and a count; the speed page all."""
+    """Page 1 carries the first comparability warning and where the others are: the speed
+    page shows the first ``WARNINGS_SHOWN``, the full list is in :data:`CAUTIONS_WHERE`."""
     if not warnings:
         return []
-    more = f" ({len(warnings) - 1} more on the speed page.)" if len(warnings) > 1 else ""
+    more = ""
+    if 1 < len(warnings) <= WARNINGS_SHOWN:
+        more = f" ({len(warnings) - 1} more on the speed page.)"
+    elif len(warnings) > WARNINGS_SHOWN:
+        more = (
+            f" ({len(warnings) - 1} more: the speed page shows {WARNINGS_SHOWN - 1} of them, "
+            f"and all {len(warnings)} are in {CAUTIONS_WHERE}.)"
+        )
     return [("Speed caution: " + warnings[0] + more, 9, "bold")]
 
 
@@ -74,7 +84,9 @@ def speed_rows(
         if row["arm"] == reference:
             ratio = "reference"
         else:
-            ratio = "n/a" if not np.isfinite(row["speed_ratio"]) else f"{row['speed_ratio']:.3g}"
+            low, high = row.get("speed_ratio_low", np.nan), row.get("speed_ratio_high", np.nan)
+            ratio = format_ci(row["speed_ratio"], low, high)
+            ratio += f"\npaired, {row['speed_pairs']} seeds" if row.get("speed_pairs", 0) else ""
         cells = [*([row["task"]] if by_task else []), row["arm"], str(row["runs"])]
         cells += [_spread_cell(row, "speed", " "), ratio]
         cells += [_spread_cell(row, name, "\n") for name in names]
@@ -83,11 +95,17 @@ def speed_rows(
 
 
 def speed_pages(
-    table: pd.DataFrame, reference: str, warnings: list[str], note: str, by_task: bool = False
+    table: pd.DataFrame,
+    reference: str,
+    warnings: list[str],
+    note: str,
+    by_task: bool = False,
+    pairing: Sequence[str] = (),
 ) -> list[Figure]:
     """The speed table, ``SPEED_ROWS_PER_PAGE`` rows a page; under the last page's table
-    ``note`` and the comparability ``warnings`` (the first ``WARNINGS_SHOWN``, then a count),
-    or that the runs trained under comparable conditions."""
+    ``note``, the ``pairing`` sentences (:func:`analysis.paired.pairing_sentence`, where
+    speed is paired) and the comparability ``warnings`` (the first ``WARNINGS_SHOWN``, then
+    a count and where all are), or that the runs trained under comparable conditions."""
     header, rows = speed_rows(table, reference, by_task)
     pages = []
     for start in range(0, max(len(rows), 1), SPEED_ROWS_PER_PAGE):
@@ -99,8 +117,9 @@ def speed_pages(
     shown = [("Caution: " + w, 9, "bold") for w in warnings[:WARNINGS_SHOWN]]
     if len(warnings) > WARNINGS_SHOWN:
         more = len(warnings) - WARNINGS_SHOWN
-        shown.append((f"... and {more} more (all in tables/speed_cautions.csv).", 9, "bold"))
+        shown.append((f"... and {more} more: all {len(warnings)} in {CAUTIONS_WHERE}.", 9, "bold"))
     comparable = [] if warnings else [("Runs trained under comparable conditions.", 9, "normal")]
     last, y = pages[-1]
-    write_lines(last, [(note, 8, "normal"), *shown, *comparable], y)
+    lines = [(note, 8, "normal"), *((s, 8, "normal") for s in pairing if s), *shown]
+    write_lines(last, [*lines, *comparable], y)
     return [page for page, _ in pages]

@@ -3,7 +3,8 @@
 Computed from the loaded ablation (a results folder's, so that what the README says is what
 its CSV files say) with the suite report's functions and bootstrap seed: each arm's IQM of
 the normalised final score over all its runs (every task pooled) with its stratified 95% CI,
-P(improvement) over the reference, the speed ratio, and the seeds adaptive seeding used.
+P(improvement) over the reference, the speed ratio (paired where the arms' runs trained side
+by side), and the seeds adaptive seeding used.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def readme_text(
         poi = (
             "reference" if is_reference else format_ci(row["poi"], row["poi_low"], row["poi_high"])
         )
-        ratio = "1" if is_reference else _number(row["speed_ratio"])
+        ratio = "1" if is_reference else _speed_cell(row)
         iqm = format_ci(row["IQM"], row["IQM_low"], row["IQM_high"])
         lines.append(f"| `{arm}` | {row['runs']} | {seeds.get(arm, 0)} | {iqm} | {poi} | {ratio} |")
     tasks = ", ".join(f"`{task}`" for task in data.tasks)
@@ -85,13 +86,14 @@ def readme_text(
         "`runs.csv`); final return = the mean evaluation return over the last 10% of training. "
         "IQM = the 25% trimmed mean of every run of the arm, all tasks pooled; intervals: "
         "stratified bootstrap (runs resampled within each task), 95%, seed 0. P(improvement) = "
-        "the per-task Mann-Whitney U / (n m) averaged over tasks. Speed ratio = geometric mean "
-        f"over tasks of mean(arm) / mean({reference}) updates per training second.",
+        "the per-task Mann-Whitney U / (n m) averaged over tasks. "
+        + _speed_words(aggregates, reference),
         "",
         "Files: `runs.csv` (one row per run: `task, arm, seed, final_return, normalized_score, "
         "updates_per_s`, ...), `curves.csv` (the evaluation curves and every other metric the "
         "report plots), `ablation.json` (reference, arms, tasks, configs, the adaptive rule), "
-        "`decisions.csv` (each interim of adaptive seeding, when used), `report.pdf`.",
+        "`decisions.csv` (each interim of adaptive seeding, when used), `cautions.txt` (every "
+        "caution the report raises), `report.pdf`.",
         "",
         f"Rebuild the report from these files alone: `make report FROM=results/{folder_name}`. "
         f"Reproduce the study: `make study STUDY={study}` (`studies/{study}.toml`).",
@@ -100,5 +102,29 @@ def readme_text(
     return "\n".join(lines)
 
 
-def _number(value: float) -> str:
-    return "n/a" if not np.isfinite(value) else f"{value:.3g}"
+def _speed_cell(row: dict) -> str:
+    """The speed ratio, with its 95% CI where it is paired."""
+    return format_ci(row["speed_ratio"], row["speed_low"], row["speed_high"])
+
+
+def _speed_words(aggregates: pd.DataFrame, reference: str) -> str:
+    """How the speed ratio was computed: paired (per arm, its pairs and Wilcoxon p) where
+    the arms' runs trained side by side (:mod:`analysis.paired`), else unpaired."""
+    paired = aggregates[np.isfinite(aggregates["speed_low"].to_numpy(float))]
+    unpaired = (
+        f"geometric mean over tasks of mean(arm) / mean({reference}) updates per training second"
+    )
+    if paired.empty:
+        return f"Speed ratio = {unpaired}."
+    parts = "; ".join(
+        f"`{row.arm}`: {row.speed_pairs_side_by_side} of {row.speed_pairs} pairs side by side, "
+        f"faster in {row.speed_faster}, Wilcoxon signed-rank p = {row.speed_p:.2g}"
+        for row in paired.itertuples()
+    )
+    return (
+        "Speed ratio, paired: the runs of one (task, seed) trained side by side (their "
+        "training windows overlapping for at least half of the shorter), so each pair's "
+        f"ratio of updates per training second, arm / {reference}, shares the machine's load; "
+        "the ratio is their geometric mean over every task's pairs, with a Student-t 95% CI "
+        f"on the log ratios ({parts}). Arms without such pairs: {unpaired}."
+    )

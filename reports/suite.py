@@ -5,12 +5,15 @@ per-task learning curves (the appendix of runs is added by :mod:`reports.build`)
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import method, plots, speed, suite, summary
+from analysis import final_window, method, paired, plots, speed, suite, summary
+from analysis.cautions import speed_cautions
+from analysis.config_scopes import config_scopes
 from analysis.decisions import AdaptiveRecord
 from analysis.load import AblationData
 from reports import pages
@@ -33,10 +36,12 @@ SPEED_NOTE = (
     "and never pooled across tasks. Seconds per training iteration; training time = collect "
     "+ updates (evaluation and logging excluded); 'other' is training time outside the phase "
     "timers, so each run's phases add up to its training time. Speed = WM updates / training "
-    "seconds per run; the per-task table's updates/s is the mean of these runs, the speed "
-    "ratio is mean(arm) / mean(reference) within the task, and page 1's suite speed ratio is "
-    "the geometric mean of these ratios over the tasks. Comparability is checked within each "
-    "task."
+    "seconds per run; the per-task table's updates/s is the mean of these runs. The speed "
+    "ratio: where the arms' runs of a seed trained side by side, the geometric mean of the "
+    "task's per-seed ratios with its 95% CI ('paired'; page 1 pools every task's pairs); else "
+    "mean(arm) / mean(reference) within the task, and page 1's the geometric mean of these "
+    "over the tasks. Comparability is checked within each task (within each pair where "
+    "paired)."
 )
 
 
@@ -74,7 +79,13 @@ def suite_report(
     task_of = dict(zip(data.runs["run_id"], data.runs["task"], strict=True))
     phases = speed.task_phase_seconds(data)  # (n_runs, phases): seconds per iteration
     speeds = speed.speed_by_task(scores, phases, tasks, arms, reference)
-    cautions = speed.suite_speed_conditions(scores, tasks)
+    cautions = speed_cautions(data, scores)
+    family = summary.holm_family_sentence(summary.holm_family_size(per_task), True)
+    pairing = [
+        paired.pairing_sentence(paired.comparison(scores, arm, reference), arm, reference)
+        for arm in arms
+        if arm != reference
+    ]
     diversity = suite_diversity(
         scores, finished, per_task, tasks, arms, reference, seed, n_resamples
     )
@@ -94,16 +105,27 @@ def suite_report(
         "aggregates": aggregates,
         "per_task": per_task,
         "runs": scores.drop(columns=["start_time", "end_time"]),
-        "config": pd.DataFrame(sorted(data.params.items()), columns=["param", "value"]),
+        "config": config_scopes(data).long_table(),
         "speed": speeds,
         "speed_cautions": pd.DataFrame({"caution": cautions}),
         "diversity": diversity.table,
     }
     front = [
-        _aggregate_page(data, aggregates, scores, tasks, normalised, excluded, cautions, adaptive),
+        _aggregate_page(
+            data,
+            aggregates,
+            scores,
+            tasks,
+            normalised,
+            excluded,
+            cautions,
+            adaptive,
+            pairing,
+            family,
+        ),
         *_per_task_pages(per_task, scores, reference),
         pages.method_page(method.suite_method_lines(data, per_task, phases)),
-        *pages.speed_pages(speeds, reference, cautions, SPEED_NOTE, by_task=True),
+        *pages.speed_pages(speeds, reference, cautions, SPEED_NOTE, True, pairing),
         *diversity.pages,
     ]
     return front, figures, tables
@@ -118,7 +140,7 @@ def _aggregate_rows(aggregates: pd.DataFrame, reference: str) -> tuple[list[str]
         "median\n[95% CI]",
         "optimality gap\n[95% CI]",
         f"P(arm > {reference})\n[95% CI]",
-        "speed ratio\n(updates/s)",
+        "speed ratio\n(updates/s) [95% CI]",
         "diversity ratio\n(h disp.) [95% CI]",
     ]
     rows = []
@@ -130,8 +152,8 @@ def _aggregate_rows(aggregates: pd.DataFrame, reference: str) -> tuple[list[str]
             cells += ["reference", "1", "1"]
         else:
             cells.append(format_ci(row["poi"], row["poi_low"], row["poi_high"], 2, "n/a"))
-            speed_ratio = row["speed_ratio"]
-            cells.append("n/a" if not np.isfinite(speed_ratio) else f"{speed_ratio:.3g}")
+            speed_cell = format_ci(row["speed_ratio"], row["speed_low"], row["speed_high"])
+            cells.append(speed_cell + (" paired" if np.isfinite(row["speed_low"]) else ""))
             low, high = row.get("diversity_ratio_low", np.nan), row.get("diversity_ratio_high")
             cells.append(format_ratio_ci(row["diversity_ratio"], low, high, "n/a"))
         rows.append(cells)
@@ -147,6 +169,8 @@ def _aggregate_page(
     excluded: list[str],
     cautions: list[str],
     adaptive: AdaptiveRecord | None = None,
+    pairing: Sequence[str] = (),
+    family: str = "",
 ) -> Figure:
     figure = Figure(figsize=PAGE_SIZE)
     figure.text(0.04, 0.95, f"Ablation report: {data.experiment}", fontsize=16, weight="bold")
@@ -158,8 +182,9 @@ def _aggregate_page(
         f"Aggregates over the {len(normalised)} task(s) with score references "
         f"({', '.join(normalised) or 'none'}): stratified bootstrap 95% CIs (runs resampled "
         "within each task, tasks fixed); P(arm > reference) = per-task Mann-Whitney U/(n m) "
-        "averaged over tasks; speed and diversity ratios = geometric mean over all tasks of "
-        "mean(arm) / mean(reference)."
+        "averaged over tasks; speed ratio = the paired one over every task's (task, seed) "
+        "pairs where the arms' runs trained side by side (below), else, as the diversity ratio, "
+        "the geometric mean over all tasks of mean(arm) / mean(reference)."
     )
     wrapped = textwrap.fill(intro, width=150)
     figure.text(0.04, 0.93, wrapped, fontsize=9, va="top")
@@ -169,17 +194,21 @@ def _aggregate_page(
     draw_table(figure.add_axes((0.03, top - height, 0.94, height)), header, rows)
     verdict = suite.suite_verdict(aggregates, data.reference, len(normalised), excluded)
     references = _reference_lines(scores, tasks)
+    window = final_window.window_note(scores)
     lines = [
         *_no_interval_note(aggregates),
         ("Verdict over the suite: " + verdict, 10, "bold"),
         *([(front_summary(adaptive), 9, "bold")] if adaptive is not None else []),
+        *([(window, 9, "bold")] if window else []),
         (summary.problems_note(data.runs, data.planned_runs) or "All runs finished.", 9, "normal"),
+        *((sentence, 8, "normal") for sentence in pairing if sentence),
         *pages.speed_caution(cautions),
         ("Score references: " + references, 8, "normal"),
         (
             "Per-task statistics (the per-task page): Welch's t-test per task and arm against the "
-            "reference, Holm-adjusted over all tasks x arms x {final return, return AUC, "
-            "updates/s, h dispersion}. Method, definitions and confounds: the Method page.",
+            "reference (updates/s: Wilcoxon signed-rank where paired). "
+            + family
+            + " Method, definitions and confounds: the Method page.",
             8,
             "normal",
         ),
@@ -230,7 +259,7 @@ def _per_task_pages(per_task: pd.DataFrame, scores: pd.DataFrame, reference: str
         "final return\n(mean ± 95% CI)",
         "normalised\n(mean)",
         f"Δ vs {reference}\n[95% CI]",
-        "Welch p\n(Holm over tasks)",
+        "Welch p\n(Holm-adj.)",
         "P(improvement)\n[95% CI]",
         "updates/s",
     ]
@@ -258,7 +287,7 @@ def _per_task_pages(per_task: pd.DataFrame, scores: pd.DataFrame, reference: str
         updates = row.get("updates_per_s", np.nan)
         cells.append("n/a" if not np.isfinite(updates) else f"{updates:.3g}")
         rows.append(cells)
-    m = int(per_task["holm_m"].iloc[0]) if "holm_m" in per_task and len(per_task) else 0
+    family = summary.holm_family_sentence(summary.holm_family_size(per_task), True)
     pages = []
     for start in range(0, max(len(rows), 1), TASK_ROWS_PER_PAGE):
         page = text_page("Per task: final return per arm (p in brackets: Holm-adjusted)")
@@ -266,9 +295,8 @@ def _per_task_pages(per_task: pd.DataFrame, scores: pd.DataFrame, reference: str
         height = min(0.06 + 0.03 * len(chunk), 0.8)
         draw_table(page.add_axes((0.03, 0.9 - height, 0.94, height)), header, chunk)
         note = (
-            f"Holm family: {m} finite p-values over all tasks x arms x scores. MW* = Welch "
-            "undefined (zero variance), exact Mann-Whitney p used. CIs of differences and "
-            "P(improvement) need 5+ runs per arm and are not shown below that."
+            f"{family} MW* = Welch undefined (zero variance), exact Mann-Whitney p used. CIs of "
+            "differences and P(improvement) need 5+ runs per arm and are not shown below that."
         )
         write_lines(page, [(note, 8, "normal")], 0.9 - height - 0.04)
         pages.append(page)

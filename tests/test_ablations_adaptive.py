@@ -9,12 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from pypdf import PdfReader
 
 from ablations.__main__ import main
 from ablations.adaptive import (
+    ENUMERATION,
+    ENUMERATION_PARAM,
     AdaptiveRule,
+    as_recorded,
     finished_scores,
     interim_runs,
     plan,
@@ -25,7 +29,7 @@ from ablations.spec import AblationSpec
 from ablations.tracking import AblationStore
 from analysis import summary
 from analysis.load import load_ablation
-from analysis.sequential import BETTER, NO_DIFFERENCE, OPEN
+from analysis.sequential import BETTER, NO_DIFFERENCE, OPEN, adastop
 from tests.test_ablations import children, run_cli, start_cli
 
 ARMS3 = ("separate", "coupled", "separate_all")
@@ -356,3 +360,35 @@ def test_the_ray_launcher_is_planned_again_for_each_interim() -> None:
         assert second.parallel == first.parallel >= 1
     finally:
         ray.shutdown()
+
+
+def test_an_ablation_recorded_before_per_interim_enumeration_replays_by_its_own_rule(
+    tmp_path: Path,
+) -> None:
+    """Exactness is decided per interim only for rules that record it: an older record keeps
+    its test (and so its decisions) on every replay, and records nothing new."""
+    uri = f"sqlite:///{tmp_path}/store.db"
+    rule = AdaptiveRule(5, 10, 0.05, "separate")
+    assert rule.params()[ENUMERATION_PARAM] == ENUMERATION
+    assert as_recorded(rule, uri, "fresh") == rule  # nothing recorded yet: the new rule
+
+    old = AblationSpec(env="cartpole", seeds=10, preset="debug", name="old")
+    legacy = {k: v for k, v in rule.params().items() if k != ENUMERATION_PARAM}
+    store = AblationStore(uri, old)
+    store.client.log_batch(store.parent_id, params=[Param(k, v) for k, v in legacy.items()])
+    replayed = as_recorded(rule, uri, "old")
+    assert replayed.per_interim is False and ENUMERATION_PARAM not in replayed.params()
+    record_rule(store, replayed)  # as the runner does on a rerun: no param added
+    assert ENUMERATION_PARAM not in store.client.get_run(store.parent_id).data.params
+    # The two rules' first interim of 5 vs 5: drawn (10,000 of 252 splits) or enumerated.
+    scores = scores_for(range(5), {"separate": 0.0, "coupled": 0.5}, seed=4)
+    first = plan(replayed, ("separate", "coupled"), scores).result.interims[0]
+    again = plan(rule, ("separate", "coupled"), scores).result.interims[0]
+    blocks = [np.array([[scores[a][s] for s in range(5)] for a in ("separate", "coupled")])]
+    assert first == adastop(blocks, 2, 0.05, np.random.default_rng(0), 10_000, False).interims[0]
+    assert again == adastop(blocks, 2, 0.05, np.random.default_rng(5), 10_000).interims[0]
+    assert first.boundaries != again.boundaries
+
+    new = AblationSpec(env="cartpole", seeds=10, preset="debug", name="new")
+    record_rule(AblationStore(uri, new), rule)
+    assert as_recorded(rule, uri, "new") == rule

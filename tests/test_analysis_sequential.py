@@ -3,13 +3,26 @@ test, the ``adastop`` package, and simulations of its error rate and stopping ti
 
 from __future__ import annotations
 
+import itertools
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import permutation_test
 
-from analysis.sequential import BETTER, NO_DIFFERENCE, OPEN, WORSE, adastop, welch_fixed_n
+from analysis.sequential import (
+    BETTER,
+    NO_DIFFERENCE,
+    OPEN,
+    WORSE,
+    adastop,
+    exact_interims,
+    welch_fixed_n,
+)
+
+ARMS = ("separate", "coupled")  # cpu_classic's, reference first
 
 
 def simulate(
@@ -116,3 +129,69 @@ def test_matches_the_adastop_package_at_twice_its_alpha():
         assert names[theirs.decisions[str(np.array((0, 1)))]] == ours.decisions[0], block
         seen.add(ours.decisions[0])
     assert seen == {BETTER, NO_DIFFERENCE}  # both outcomes were compared
+
+
+def _brute_force_boundary(block: np.ndarray, level: float) -> float:
+    """The first interim's boundary by its definition, over every split itertools lists:
+    the smallest |mean difference| b of a split such that the splits beyond b make up at
+    most ``level`` of all splits. ``block``: ``(2, n)``, reference first."""
+    pooled, n = block.reshape(-1), block.shape[1]
+    stats = []
+    for chosen in itertools.combinations(range(2 * n), n):  # the arm's runs of each split
+        rest = [i for i in range(2 * n) if i not in chosen]
+        stats.append(abs(pooled[list(chosen)].mean() - pooled[rest].mean()))
+    tolerance = 1e-9 * np.abs(pooled).max()
+    for b in sorted(stats):
+        if sum(s > b + tolerance for s in stats) / len(stats) <= level + 1e-12:
+            return b
+    return math.inf
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_small_first_interim_is_enumerated_exactly(seed):
+    # 5 vs 5 runs: 252 splits, far below 10,000 permutations, while 252^2 sequences over two
+    # interims are not: the first interim is exact, whatever the generator.
+    rng = np.random.default_rng(seed)
+    block = rng.normal(0.0, 1.0, (2, 5)) + np.array([[0.0], [rng.uniform(0, 2.5)]])
+    boundaries = {
+        adastop([block], 2, 0.05, np.random.default_rng(g)).interims[0].boundaries[0]
+        for g in range(3)
+    }
+    assert math.comb(10, 5) == 252 and len(boundaries) == 1
+    (boundary,) = boundaries
+    assert boundary == pytest.approx(_brute_force_boundary(block, 0.05 / 2))
+    observed = abs(block[1].mean() - block[0].mean())
+    result = adastop([block], 2, 0.05, np.random.default_rng(0))
+    assert (result.decisions[0] != OPEN) == (observed > boundary + 1e-9)
+
+
+def test_which_interims_are_enumerated():
+    assert exact_interims(5, 2, 10_000) == (True, False)  # 252, then 63,504 sequences
+    assert exact_interims(3, 3, 10_000) == (True, True, True)  # 20, 400, 8,000
+    assert exact_interims(3, 4, 10_000) == (True, True, True, False)  # then 160,000
+    # The rule recorded before: all K interims' sequences, or none.
+    assert exact_interims(5, 2, 10_000, per_interim=False) == (False, False)
+    assert exact_interims(3, 3, 10_000, per_interim=False) == (True, True, True)
+    assert exact_interims(3, 2, 10_000, groups=3) == (True, False)  # 1,680 then 2,822,400
+
+
+def test_the_published_study_replays_its_recorded_boundaries():
+    """cpu_classic was decided with 10,000 random sequences at both interims (the rule of
+    its time): that rule replays its decisions.csv; the exact first interim moves only the
+    boundaries, and by the brute-force enumeration's amount."""
+    folder = Path(__file__).resolve().parents[1] / "results" / "cpu_classic"
+    runs = pd.read_csv(folder / "runs.csv")
+    suite = runs.groupby(["arm", "seed"])["normalized_score"].mean()  # the suite score
+    blocks = [
+        np.array([[suite[(arm, s)] for s in range(5 * k, 5 * k + 5)] for arm in ARMS])
+        for k in range(2)
+    ]
+    recorded = pd.read_csv(folder / "decisions.csv")
+    old = adastop(blocks, 2, 0.05, np.random.default_rng(0), 10_000, per_interim=False)
+    new = adastop(blocks, 2, 0.05, np.random.default_rng(0), 10_000)
+    for k, row in enumerate(recorded.itertuples()):
+        step = old.interims[k]  # S sums k + 1 interims' mean differences
+        assert float(f"{step.boundaries[0] / (k + 1):.6g}") == row.boundary_on_mean_difference
+        assert float(f"{step.statistics[0] / (k + 1):.6g}") == row.mean_difference
+        assert old.interims[k].decisions[0] == new.interims[k].decisions[0] == row.decision
+    assert new.interims[0].boundaries[0] == pytest.approx(_brute_force_boundary(blocks[0], 0.025))

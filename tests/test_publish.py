@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from scipy import stats as scipy_stats
 
 from ablations.publish import main, publish
 from ablations.study import Study
+from analysis.results import read_results
+from reports.study_readme import readme_text
 from tests.suite_store import child_tags, new_suite
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +68,9 @@ def check_against_runs_csv(folder: Path) -> None:
             wins.append(np.mean([(a > b) + 0.5 * (a == b) for a in x for b in y]))
         poi = float(re.match(NUMBER, row["poi"].strip()).group(1))
         assert poi == pytest.approx(np.mean(wins), abs=6e-3)
+        if "trained side by side" in (folder / "README.md").read_text():
+            check_paired_ratio(row["ratio"], mine, base)
+            continue
         ratios = [
             mine.loc[mine["task"] == task, "updates_per_s"].mean()
             / base.loc[base["task"] == task, "updates_per_s"].mean()
@@ -72,6 +78,29 @@ def check_against_runs_csv(folder: Path) -> None:
         ]
         geometric = math.exp(np.mean(np.log(ratios)))
         assert float(row["ratio"]) == pytest.approx(geometric, rel=6e-3)
+
+
+def check_paired_ratio(cell: str, mine: pd.DataFrame, base: pd.DataFrame) -> None:
+    """A paired README ratio, recomputed from runs.csv: the (task, seed) pairs whose training
+    windows, [max(start, end - training seconds), end], overlap for half the shorter one;
+    the geometric mean of their ratios and scipy's one-sample t interval of the log ratios."""
+    ratio, low, high = (float(x) for x in re.match(rf"{NUMBER} \[{NUMBER}, {NUMBER}\]",
+                                                   cell.strip()).groups())  # fmt: skip
+
+    def window(run: pd.Series) -> tuple[float, float]:
+        end = pd.Timestamp(run["end_time"]).timestamp()
+        return max(pd.Timestamp(run["start_time"]).timestamp(), end - run["wall_clock"]), end
+
+    logs = []
+    for _, run in mine.iterrows():
+        ref = base[(base["task"] == run["task"]) & (base["seed"] == run["seed"])].iloc[0]
+        (a0, a1), (b0, b1) = window(run), window(ref)
+        if min(a1, b1) - max(a0, b0) >= 0.5 * min(a1 - a0, b1 - b0):
+            logs.append(math.log(run["updates_per_s"] / ref["updates_per_s"]))
+    interval = scipy_stats.ttest_1samp(logs, 0.0).confidence_interval(0.95)
+    assert ratio == pytest.approx(math.exp(np.mean(logs)), rel=6e-3)
+    assert low == pytest.approx(math.exp(interval.low), rel=6e-3)
+    assert high == pytest.approx(math.exp(interval.high), rel=6e-3)
 
 
 FINALS = {"cartpole": (23.7, 500.0), "pendulum": (-1207.6, 0.0)}
@@ -114,7 +143,7 @@ def test_a_published_readme_states_the_answer_first_and_its_numbers_rebuild_from
     published: Path,
 ) -> None:
     assert sorted(path.name for path in published.iterdir()) == [
-        "README.md", "ablation.json", "curves.csv", "report.pdf", "runs.csv",
+        "README.md", "ablation.json", "cautions.txt", "curves.csv", "report.pdf", "runs.csv",
     ]  # fmt: skip
     text = (published / "README.md").read_text().splitlines()
     assert text[0] == "# Study `suite`: a synthetic check"
@@ -138,3 +167,18 @@ def test_publishing_refuses_bad_input_in_one_line_and_writes_nothing(
 def test_every_published_study_rebuilds_from_its_runs_csv(folder: Path) -> None:
     check_against_runs_csv(folder)
     assert sum(path.stat().st_size for path in folder.iterdir()) < 3 * 2**20
+
+
+def test_a_republished_readme_states_the_paired_speed_of_runs_that_trained_side_by_side(
+    tmp_path: Path,
+) -> None:
+    """cpu_classic ran each seed's two arms side by side: its README, written again by this
+    code, gives the paired speed ratio with its CI, which runs.csv rebuilds independently."""
+    folder = tmp_path / "cpu_classic"
+    shutil.copytree(REPO_ROOT / "results" / "cpu_classic", folder)
+    data, adaptive = read_results(folder)
+    text = readme_text(data, adaptive, "cpu_classic", "cpu_classic")
+    (folder / "README.md").write_text(text)
+    assert "Speed ratio, paired:" in text and "30 of 30 pairs side by side" in text
+    assert "`cautions.txt` (every caution the report raises)" in text
+    check_against_runs_csv(folder)

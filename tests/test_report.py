@@ -14,9 +14,10 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from pypdf import PdfReader
 
-from analysis import stats
+from analysis import stats, summary
 from analysis.load import AblationDataError, latest_ablation, load_ablation
-from reports.build import build_report
+from reports.build import build_report, report_pages
+from tests.test_report_audit import outside_the_page
 
 EXPERIMENT = "tiny-ablation"
 STEPS = np.arange(0, 1001, 100)  # (11,) env steps of each log point
@@ -196,11 +197,14 @@ def test_method_and_speed_pages_follow_page_one(ablation: dict) -> None:
         assert arm in method
     # 11 eval points at steps 0..1000: the window (steps >= 900) holds 2 of them.
     assert "the window holds 2 eval points per run here" in method
-    assert "Holm over that whole family (4 tests here)" in method
+    assert summary.holm_family_sentence(4, over_tasks=False) in method
+    assert "Holm family: 4 tests, every arm against the reference on each of" in method
     assert (
         "its two-sided p twice the smaller one-sided p, capped at 1 (scipy's definition" in method
     )
-    assert "They are not paired" in method
+    assert "Their learning is not paired" in method
+    # The runs were logged one after the other: no pair trained side by side.
+    assert "Here no comparison had 2+ such pairs: speed is unpaired too." in method
     assert "before its optimiser step" in method
     # n = 512 * 16 / (16 * 64) = 8 updates per iteration: 3.5 WM updates behind on average.
     assert "with n = 8 updates per iteration, 3.5 WM updates fewer on average" in method
@@ -247,3 +251,10 @@ def test_cli_unknown_experiment_exits_2_without_writing(ablation: dict, tmp_path
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "no-such-ablation" in result.stderr
     assert not out.exists()
+
+
+def test_no_text_leaves_a_one_task_reports_pages(ablation: dict) -> None:
+    data = load_ablation(EXPERIMENT, ablation["uri"])
+    figures, _, _ = report_pages(data, None, n_resamples=100)
+    off = {index: outside_the_page(figure) for index, figure in enumerate(figures, start=1)}
+    assert {index: names for index, names in off.items() if names} == {}

@@ -154,15 +154,15 @@ def test_method_page_states_each_tasks_numbers(report: dict) -> None:
     tested = [c for c in per_task if c.endswith("_p") and f"{c}_holm" in per_task]
     assert len(tested) == len(summary.TESTED_SCORES)
     m = int(np.isfinite(per_task[tested].to_numpy(float)).sum())
-    assert f"(all tasks x arms x scores, {m} tests here)" in method
-    assert f"Holm family: {m} finite p-values" in report["pages"][1]
+    family = f"Holm family: {m} tests, every task x arm against the reference on each of"
+    assert family in method and family in report["pages"][1] and family in report["pages"][0]
     assert "Welch's t-test per task and arm vs separate" in method
     assert "its two-sided p twice the smaller one-sided p, capped at 1" in method
     assert (
         "the mean, median and optimality gap (1 - mean of min(score, 1)) take each task's mean "
         "over its runs first, so every task weighs the same whatever its run count" in method
     )
-    assert "never pooled across tasks" in method and "They are not paired" in method
+    assert "never pooled across tasks" in method and "Their learning is not paired" in method
     assert "env: acrobot, cartpole" in method and "CPUs: 2" in method
 
 
@@ -244,7 +244,7 @@ def test_speed_page_gives_each_task_and_arm_its_own_medians(report: dict) -> Non
             "load_per_core": 0.5,
         }
     )
-    assert speed.suite_speed_conditions(scores, list(TASKS)) == []
+    assert speed.suite_speed_conditions(scores, list(TASKS), ARMS, "separate") == []
     assert any("outlier in speed" in w for w in summary.speed_conditions(scores))
 
 
@@ -260,10 +260,10 @@ def test_suite_speed_conditions_name_the_task_a_caution_holds_for() -> None:
         }
     )
     # Task a's third run is 3x its arm's median; task b's outlier failed, so it is not used.
-    (warning,) = speed.suite_speed_conditions(scores, ["a", "b"])
+    (warning,) = speed.suite_speed_conditions(scores, ["a", "b"], ["x"], "x")
     assert warning.startswith("a: a2 trained at 3 updates/s against its arm's median 1")
     unrecorded = scores.assign(load_per_core=np.nan, updates_per_s=1.0)
-    assert speed.suite_speed_conditions(unrecorded, ["a", "b"]) == [
+    assert speed.suite_speed_conditions(unrecorded, ["a", "b"], ["x"], "x") == [
         "Every task: No machine load was recorded for these runs: speed comparability unknown."
     ]
 

@@ -242,7 +242,23 @@ def test_the_export_prints_its_runs_and_size(store: dict, capsys: pytest.Capture
     assert code == 0
     size = sum(path.stat().st_size for path in out.iterdir())
     assert capsys.readouterr().out.strip() == f"{out}: 8 runs, {size:,} bytes"
-    assert sorted(p.name for p in out.iterdir()) == ["ablation.json", "curves.csv", "runs.csv"]
+    files = ["ablation.json", "cautions.txt", "curves.csv", "runs.csv"]
+    assert sorted(p.name for p in out.iterdir()) == files
+
+
+def test_the_folder_lists_every_caution_the_report_raises(store: dict) -> None:
+    """cautions.txt holds the report's whole list (its pages show only the first few)."""
+    lines = (store["out"] / "cautions.txt").read_text().splitlines()
+    assert lines[0] == f"# Cautions raised by the report of {EXPERIMENT}, one a line."
+    for source in ("from_store", "from_folder"):
+        tables = store["root"] / source / EXPERIMENT / "tables"
+        speed = pd.read_csv(tables / "speed_cautions.csv", keep_default_na=False)["caution"]
+        assert [line for line in lines[1:] if line.startswith("speed: ")] == [
+            "speed: " + " ".join(caution.split())
+            for caution in speed  # one a line
+        ]
+    # The hardware tag of seed 2 differs from the others': at least that caution is there.
+    assert any("different hardware" in line for line in lines), lines
 
 
 def test_an_earlier_export_is_replaced_and_a_failed_write_leaves_it(
