@@ -6,11 +6,11 @@
 The experiment defaults to the study's name, the folder to ``results/<experiment>``.
 
 ``results/<name>/`` then holds what ``make export`` writes (``runs.csv``, ``curves.csv``,
-``ablation.json``, ``decisions.csv``, ``cautions.txt``), ``report.pdf`` and ``README.md``. Both are built from
-the exported files themselves, read back as ``make report FROM=`` reads them, so the folder
-says nothing its CSV files do not. The folder is replaced whole or not at all. Bad input (no
-store, unknown experiment, nothing finished, an ``--out`` that is not a results folder): one
-line, exit code 2, nothing written.
+``ablation.json``, ``decisions.csv``, ``cautions.txt``), ``report.pdf`` and ``README.md``.
+Both are built from the exported files themselves, read back as ``make report FROM=`` reads
+them, so the folder says nothing its CSV files do not. The folder is replaced whole or not
+at all. Bad input (no store, unknown experiment, nothing finished, an ``--out`` that is not
+a results folder): one line, exit code 2, nothing written.
 
 A merged study (``merge = [...]`` in its file, :mod:`analysis.merge`) is published from its
 parts' published folders (``results/<part>/``) instead of a store: their runs at the tasks

@@ -9,7 +9,10 @@ time it ran. Two runs *trained side by side* when their training windows overlap
 least :data:`SIDE_BY_SIDE_SHARE` of the shorter one. Pairs that did are analysed paired:
 per pair the ratio arm / reference of updates/s, their geometric mean with a Student-t 95%
 CI on the log ratios, and the Wilcoxon signed-rank test of the log ratios (scipy, two-sided).
-Arms whose runs did not train side by side are compared unpaired, as every other score is.
+Arms whose runs did not train side by side are compared unpaired, as every other score is,
+unless they *trained apart*: no run of one trained while a run of the other did (the arms of
+two studies merged from different days, :mod:`analysis.merge`). Their speeds met different
+loads, so no speed comparison is made at all.
 """
 
 from __future__ import annotations
@@ -64,6 +67,31 @@ def trained_side_by_side(one: pd.Series | dict, other: pd.Series | dict) -> bool
     shorter = min(first[1] - first[0], second[1] - second[0])
     overlap = min(first[1], second[1]) - max(first[0], second[0])
     return shorter > 0 and overlap >= SIDE_BY_SIDE_SHARE * shorter
+
+
+TRAINED_APART = "trained at other times than {reference}'s runs: speed not compared"
+"""The note of a speed comparison that :func:`trained_apart` rules out."""
+
+
+def trained_apart(scores: pd.DataFrame, arm: str, reference: str) -> bool:
+    """Whether no FINISHED run of ``arm`` trained while a FINISHED run of ``reference`` did:
+    every pair of their training windows is disjoint (False where a window is unknown, or
+    an arm has no finished run; True only on evidence)."""
+    if not {"end_time", "start_time", "wall_clock"} <= set(scores.columns):
+        return False
+    finished = scores[scores["status"] == "FINISHED"]
+    windows = {}
+    for name in (arm, reference):
+        rows = finished[finished["arm"] == name].to_dict("records")
+        found = [training_window(row) for row in rows]
+        if not found or any(window is None for window in found):
+            return False
+        windows[name] = found
+    return all(
+        min(one[1], other[1]) <= max(one[0], other[0])
+        for one in windows[arm]
+        for other in windows[reference]
+    )
 
 
 def speed_pairs(scores: pd.DataFrame, arm: str, reference: str) -> pd.DataFrame:

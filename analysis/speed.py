@@ -66,6 +66,8 @@ def speed_by_arm(
         row["speed_ratio_low"] = row["speed_ratio_high"] = np.nan
         row["speed_pairs"] = 0
         pairing = paired.comparison(scores, arm, reference) if arm != reference else None
+        if arm != reference and paired.trained_apart(scores, arm, reference):
+            row["speed_ratio"] = np.nan
         if pairing is not None and pairing.paired:
             row["speed_ratio"], row["speed_pairs"] = pairing.ratio, pairing.side_by_side
             row["speed_ratio_low"], row["speed_ratio_high"] = pairing.low, pairing.high
@@ -108,16 +110,23 @@ def speed_by_task(
 
 
 def speed_cautions(scores: pd.DataFrame, arms: Sequence[str], reference: str) -> list[str]:
-    """The cautions on one task's speed comparisons. Where every arm's runs trained side by
-    side with the reference's (:mod:`analysis.paired`), speed is compared within pairs and
-    only what can distort a pair is flagged (:func:`analysis.paired.pair_conditions`): load
-    that differs between pairs cancels in their ratios. Otherwise the speeds are compared
-    unpaired and :func:`summary.speed_conditions` flags the runs' differing conditions."""
+    """The cautions on one task's speed comparisons, arm by arm against the reference
+    (:mod:`analysis.paired`): an arm that trained apart from the reference is not compared,
+    and says so; one whose runs trained side by side with the reference's is compared
+    within pairs, and only what can distort a pair is flagged
+    (:func:`analysis.paired.pair_conditions`: load that differs between pairs cancels in
+    their ratios); the rest are compared unpaired, and :func:`summary.speed_conditions`
+    flags the differing conditions of their runs and the reference's."""
     others = [arm for arm in arms if arm != reference]
-    pairs = {arm: paired.speed_pairs(scores, arm, reference) for arm in others}
-    if others and all(paired.paired_speed(frame).paired for frame in pairs.values()):
-        return [w for arm in others for w in paired.pair_conditions(pairs[arm], arm, reference)]
-    return summary.speed_conditions(scores)
+    apart = [arm for arm in others if paired.trained_apart(scores, arm, reference)]
+    pairs = {arm: paired.speed_pairs(scores, arm, reference) for arm in others if arm not in apart}
+    lines = [f"{arm} {paired.TRAINED_APART.format(reference=reference)}." for arm in apart]
+    paired_arms = [arm for arm, frame in pairs.items() if paired.paired_speed(frame).paired]
+    lines += [w for arm in paired_arms for w in paired.pair_conditions(pairs[arm], arm, reference)]
+    unpaired = [arm for arm in pairs if arm not in paired_arms]
+    if unpaired or not others:
+        lines += summary.speed_conditions(scores[scores["arm"].isin([reference, *unpaired])])
+    return lines
 
 
 def suite_speed_conditions(

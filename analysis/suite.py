@@ -114,6 +114,8 @@ def suite_aggregates(
                 arm_matrix(scores, arm, all_tasks, column),
                 arm_matrix(scores, reference, all_tasks, column),
             )
+        if arm != reference and paired.trained_apart(scores, arm, reference):
+            row["speed_ratio"] = np.nan
         row.update(_paired_speed(scores, arm, reference))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -260,9 +260,13 @@ def compare_arms(
             speed = paired.comparison(scores, arm, reference)
             row["diff"] = float(np.nanmean(x) - np.nanmean(y)) if n and n_ref else np.nan
             row["diff_ci_low"], row["diff_ci_high"] = interval(stats.diff_of_means_ci, x, y)
+            apart = paired.trained_apart(scores, arm, reference)
             for column in TESTED_SCORES:
                 if column == "updates_per_s" and speed.paired:
                     result = paired_test(speed)
+                elif column == "updates_per_s" and apart:
+                    note = paired.TRAINED_APART.format(reference=reference)
+                    result = stats.TestResult(np.nan, "none", note)
                 else:
                     result = stats.primary_test(values(frame, column), values(base, column))
                 row[f"{column}_p"] = result.p
@@ -281,7 +285,9 @@ def compare_arms(
                 row[f"{name}_ci_low"], row[f"{name}_ci_high"] = interval(
                     stats.ratio_of_means_ci, a, b
                 )
-            if speed.paired:  # drawn above all the same, so every other interval stays put
+            if apart:  # drawn above all the same, so every other interval stays put
+                row["speed_ratio"] = row["speed_ci_low"] = row["speed_ci_high"] = np.nan
+            if speed.paired:
                 row["speed_ratio"] = speed.ratio
                 row["speed_ci_low"], row["speed_ci_high"] = speed.low, speed.high
             row["speed_pairs"], row["speed_pairs_side_by_side"] = speed.pairs, speed.side_by_side

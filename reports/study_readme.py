@@ -12,12 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import suite, summary
+from analysis import diversity, factorial, factors, paired, suite, summary
 from analysis.decisions import AdaptiveRecord
 from analysis.load import AblationData
 from analysis.stats import DEFAULT_RESAMPLES
 from reports.adaptive_page import front_summary
-from reports.layout import format_ci
+from reports.factorial_page import format_effect
+from reports.layout import format_ci, format_p, format_ratio_ci
 
 
 def answer_table(
@@ -62,8 +63,12 @@ def readme_text(
         f"**Answer.** {verdict}",
         "",
     ]
+    lines += factor_lines(data, seed, n_resamples)
     if adaptive is not None:
         lines += [f"**{front_summary(adaptive)}**", ""]
+    if data.provenance:
+        lines += ["**Merged from published studies.**", ""]
+        lines += [f"- {line}" for line in data.provenance] + [""]
     lines += [
         f"| arm | runs | seeds | IQM of normalised score [95% CI] | P(arm > {reference}) "
         "[95% CI] | speed ratio (updates/s) |",
@@ -100,6 +105,77 @@ def readme_text(
         "",
     ]
     return "\n".join(lines)
+
+
+def factor_lines(
+    data: AblationData, seed: int = 0, n_resamples: int = DEFAULT_RESAMPLES
+) -> list[str]:
+    """When the arms cross factors (:mod:`analysis.factors`): each effect over the suite, as
+    the factorial page states it, then the speed of every pair of arms that trained side by
+    side (:mod:`analysis.paired`) and each arm's diversity ratio; no lines otherwise."""
+    design = factors.crossing(data)
+    if not isinstance(design, factors.Design):
+        return []
+    scores = summary.per_run_scores(data.runs, data.metrics)
+    tasks = [task for task in data.tasks if (scores["task"] == task).any()]
+    result = factorial.analyse(design, scores, tasks, seed, n_resamples)
+    scope = "suite" if len(tasks) > 1 else tasks[0]
+    effects = result.effects[result.effects["scope"] == scope]
+    where = f"mean over {', '.join(result.suite_tasks)}" if scope == "suite" else scope
+    lines = [f"**The factors** ({where}, normalised score; stratified bootstrap 95% CIs, "
+             "permutation p):", ""]  # fmt: skip
+    for row in effects.to_dict("records"):
+        text = format_effect(row["words"], row["estimate"], row["low"], row["high"], row["score"])
+        p = "n/a" if not np.isfinite(row["p"]) else format_p(row["p"])
+        lines.append(f"- {text}, p = {p} ({row['p_method']})")
+    return [
+        *lines,
+        "",
+        *_pair_speed_lines(data, scores),
+        *_diversity_lines(data, scores, seed, n_resamples),
+    ]
+
+
+def _pair_speed_lines(data: AblationData, scores: pd.DataFrame) -> list[str]:
+    arms = summary.ordered_arms(scores["arm"], data.reference, data.arm_order)
+    parts = []
+    for index, reference in enumerate(arms):
+        for arm in arms[index + 1 :]:
+            result = paired.comparison(scores, arm, reference)
+            if result.paired:
+                parts.append(
+                    f"`{arm}` / `{reference}` {format_ci(result.ratio, result.low, result.high)} "
+                    f"({arm} faster in {result.faster} of {result.side_by_side} pairs, Wilcoxon "
+                    f"signed-rank p = {result.p:.2g})"
+                )
+    if not parts:
+        return ["**Speed**: no two arms' runs trained side by side; speeds are not compared.", ""]
+    return [
+        "**Speed, paired** (updates per training second of runs of one task and seed that "
+        "trained side by side, geometric mean of the ratios, Student-t 95% CI): "
+        f"{'; '.join(parts)}. Arms whose runs trained at other times are not compared in speed.",
+        "",
+    ]
+
+
+def _diversity_lines(
+    data: AblationData, scores: pd.DataFrame, seed: int, n_resamples: int
+) -> list[str]:
+    arms = summary.ordered_arms(scores["arm"], data.reference, data.arm_order)
+    means = diversity.run_means(suite.normalised_scores(scores), data.metrics)
+    ratios = diversity.suite_ratios(
+        means[means["status"] == "FINISHED"], arms, data.reference, np.random.default_rng(seed),
+        n_resamples,
+    )  # fmt: skip
+    parts = [
+        f"`{row.arm}` {format_ratio_ci(row.ratio, row.low, row.high, 'n/a')}"
+        for row in ratios.itertuples()
+    ]
+    return [
+        f"**Diversity of the starts** (h dispersion, arm / `{data.reference}`, geometric mean "
+        f"over tasks of the per-task mean ratio, stratified bootstrap 95% CI): {'; '.join(parts)}.",
+        "",
+    ]
 
 
 def _speed_cell(row: dict) -> str:

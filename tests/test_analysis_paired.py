@@ -139,3 +139,44 @@ def test_the_speed_table_and_the_answer_use_the_paired_ratio() -> None:
     untimed = scores.drop(columns=["start_time", "end_time"])
     table = summary.compare_arms(untimed, np.random.default_rng(0), "separate", 200)
     assert table.set_index("arm").loc["coupled", "updates_per_s_test"] == "Welch"
+
+
+def _on_other_days(runs: pd.DataFrame, arm: str, days: int) -> pd.DataFrame:
+    """``runs`` with every run of ``arm`` created and ended ``days`` later."""
+    moved = runs.copy()
+    rows = moved["arm"] == arm
+    for column in ("start_time", "end_time"):
+        moved.loc[rows, column] = moved.loc[rows, column] + pd.Timedelta(days=days)
+    return moved
+
+
+def test_arms_that_trained_at_other_times_are_not_compared_in_speed() -> None:
+    # Two studies' arms merged: the other arm's runs trained two days later, at half the
+    # speed (another load); no ratio, no test, one caution saying why.
+    runs = _runs({"separate": [10.0, 12.0, 11.0], "separate_all": [5.0, 6.0, 5.5]})
+    apart = _on_other_days(runs, "separate_all", days=2)
+    assert paired.trained_apart(apart, "separate_all", "separate")
+    assert not paired.trained_apart(runs, "separate_all", "separate")
+    # One run of the arm trained while one of the reference did: not apart.
+    touching = apart.copy()
+    first = touching["run_name"] == "separate_all-seed0"
+    touching.loc[first, "start_time"] = T0
+    touching.loc[first, "end_time"] = T0 + pd.Timedelta(seconds=250)
+    assert not paired.trained_apart(touching, "separate_all", "separate")
+
+    table = speed.speed_by_arm(apart, pd.DataFrame(), ["separate", "separate_all"], "separate")
+    assert math.isnan(table.set_index("arm").loc["separate_all", "speed_ratio"])
+    assert speed.speed_cautions(apart, ["separate", "separate_all"], "separate") == [
+        "separate_all trained at other times than separate's runs: speed not compared."
+    ]
+    # Overlapping but not side by side (40 s of 100): unpaired, the plain ratio of means.
+    together = speed.speed_by_arm(
+        _runs(
+            {"separate": [10.0, 12.0, 11.0], "separate_all": [5.0, 6.0, 5.5]},
+            {"separate_all": [60, 60, 60]},
+        ),
+        pd.DataFrame(),
+        ["separate", "separate_all"],
+        "separate",
+    )
+    assert together.set_index("arm").loc["separate_all", "speed_ratio"] == pytest.approx(16.5 / 33)
