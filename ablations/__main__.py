@@ -44,7 +44,7 @@ from ablations.gpu_share import GIB, run_memory_need, share_problem
 from ablations.launch_plan import FAILED, TAKEN, LauncherError, LaunchPlan, Resources
 from ablations.launchers import LAUNCHERS
 from ablations.leases import COMMAND_ID
-from ablations.retries import first_line, retry_locked
+from ablations.retries import retry_locked
 from ablations.spec import ARMS, SEED_LIMIT, AblationSpec, RunSpec
 from ablations.study import expand_study
 from ablations.suites import SUITES, resolve_tasks
@@ -56,7 +56,14 @@ from ablations.tracking_store import (
     store_creation_lock,
 )
 from ablations.worker import WorkerJob
-from agent.cli import ArgumentParser, line_buffered_stdout, positive_int
+from agent.cli import (
+    ArgumentParser,
+    describe,
+    first_line,
+    key_value,
+    line_buffered_stdout,
+    positive_int,
+)
 from agent.config import ENV_PRESETS, SIZE_PRESETS, ConfigError
 from agent.train import parse_overrides
 
@@ -250,7 +257,8 @@ def parse_task_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
         task, sep, setting = pair.partition(":")
         if not sep or not task.strip():
             raise ConfigError(f"--task-set expects TASK:KEY=VALUE, got '{pair}'")
-        out.setdefault(task.strip(), {}).update(parse_overrides([setting]))
+        key, value = key_value(setting, "--task-set expects TASK:KEY=VALUE")
+        out.setdefault(task.strip(), {})[key] = value
     return out
 
 
@@ -390,7 +398,7 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
                 _ensure_marked_failed(store, job)
             store.log_parent_summary()
         except Exception as error:  # noqa: BLE001 - the runs go on; a rerun settles them
-            print(f"{job.run.name}: tracking store error: {_describe(error)}", file=sys.stderr)
+            print(f"{job.run.name}: tracking store error: {describe(error)}", file=sys.stderr)
 
     results = plan.launch(todo, plan.parallel, on_done, total=len(runs), already_done=finished)
 
@@ -405,7 +413,7 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
         store.settle_parent()
         print_summary(store.log_parent_summary(), spec)
     except Exception as error:  # noqa: BLE001 - every run is safe in the store already
-        print(f"tracking store error at the end: {_describe(error)}", file=sys.stderr)
+        print(f"tracking store error at the end: {describe(error)}", file=sys.stderr)
         return 1
     if not args.no_report:
         _build_report(spec.name, uri)
@@ -452,16 +460,12 @@ def _dry_run(spec: AblationSpec, rule: adaptive.AdaptiveRule | None, plan: Launc
     return 0
 
 
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {first_line(error)}"
-
-
 def _mark_killed_quietly(store: AblationStore) -> None:
     try:
         store.mark_killed()
     except Exception as error:  # noqa: BLE001 - stopping anyway; a rerun resumes them
         print(
-            f"could not mark the runs KILLED: {_describe(error)}",
+            f"could not mark the runs KILLED: {describe(error)}",
             file=sys.stderr,
         )
 

@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from agent.cli import key_value
 from agent.config import ConfigError
 
 Arm = dict[str, Any]
@@ -73,10 +74,10 @@ def parse_arm_flag(text: str) -> tuple[str, Arm]:
     _check_name(name, "--arm")
     overrides: Arm = {}
     for pair in pairs:
-        key, _, value = pair.partition("=")
-        if key.strip() in overrides:
-            raise ConfigError(f"--arm {name} sets {key.strip()} twice; set it once")
-        overrides[key.strip()] = value.strip()
+        key, value = key_value(pair, f"--arm {name} expects KEY=VALUE pairs")
+        if key in overrides:
+            raise ConfigError(f"--arm {name} sets {key} twice; set it once")
+        overrides[key] = value
     return name, overrides
 
 
@@ -84,12 +85,11 @@ def parse_grid(text: str) -> list[tuple[str, list[str]]]:
     """``"train.train_ratio=128,512 model.units=64,128"`` -> ``[(key, [values]), ...]``."""
     axes = []
     for word in text.split():
-        key, equals, values = word.partition("=")
+        form = f"GRID '{word}' must look like KEY=VALUE,VALUE..., e.g. train.train_ratio=128,512"
+        key, values = key_value(word, form)
         choices = [value.strip() for value in values.split(",") if value.strip()]
-        if not equals or not key or not choices:
-            raise ConfigError(
-                f"GRID '{word}' must look like KEY=VALUE,VALUE..., e.g. train.train_ratio=128,512"
-            )
+        if not choices:
+            raise ConfigError(form)
         if len(set(choices)) != len(choices):
             raise ConfigError(f"GRID {key} lists a value twice ({values}); list each once")
         axes.append((key, choices))

@@ -33,6 +33,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.tracking import MlflowClient
 
 from ablations.retries import retry_locked
+from agent.cli import describe
 from analysis.store import sqlite_file
 
 if TYPE_CHECKING:
@@ -109,8 +110,7 @@ def _load_first_good(trainer: Trainer, paths: Iterator[tuple[str, str]]) -> bool
             _verify(path)
             trainer.load(path)
         except Exception as error:  # noqa: BLE001 - any failure: try the older one
-            reason = str(error).splitlines()[0][:200] if str(error).strip() else ""
-            problems.append(f"{label}: {type(error).__name__}: {reason}")
+            problems.append(f"{label}: {describe(error)}")
             continue
         if problems:
             print(f"resumed from {label}; skipped {'; '.join(problems)}", file=sys.stderr)

@@ -33,6 +33,7 @@ from ablations.study import (
     load_merged_study,
     load_study,
 )
+from agent.cli import first_line
 from agent.config import ConfigError
 from analysis.export import default_out, export, folder_size
 from analysis.merge import MergeError, Part, check_same_agent, merge
@@ -56,6 +57,19 @@ def publish(
     out = Path(out)
 
     return export(experiment, out, tracking_uri, _finisher(out, study.name, study.description))
+
+
+def republish(study: Study, folder: str | Path, out: str | Path) -> Path:
+    """Write ``out`` (``folder`` itself, replaced whole, when equal) from the published
+    ``folder``'s files: the same runs, curves and decisions, with the report, README and
+    cautions rebuilt by this code.
+
+    Raises:
+        AblationDataError: ``folder`` unreadable, or ``out`` in the way.
+    """
+    data, adaptive = read_results(folder)
+    out = Path(out)
+    return write_results(data, adaptive, out, _finisher(out, study.name, study.description))
 
 
 def publish_merged(study: MergedStudy, out: str | Path, root: str | Path = "results") -> Path:
@@ -102,6 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--experiment", default=None, help="default: the study's name")
     parser.add_argument("--out", default=None, help="folder to write; default results/<name>")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        help="a published folder to publish again (its report and README rebuilt by this "
+        "code from its files), instead of a store",
+    )
     args = parser.parse_args(argv)
     try:
         if is_merged_study(args.study):
@@ -110,6 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.source is not None:
+        try:
+            out = republish(study, args.source, args.out or args.source)
+        except READ_ERRORS as error:
+            print(f"error: {first_line(error)}", file=sys.stderr)
+            return 2
+        return _published(out)
     experiment = args.experiment or study.name
     missing = missing_store(args.tracking_uri)
     if missing:
@@ -118,8 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = publish(study, experiment, args.out or default_out(experiment), args.tracking_uri)
     except READ_ERRORS as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
     return _published(out)
 
@@ -128,8 +155,7 @@ def _publish_merged(study: MergedStudy, out: str | None) -> int:
     try:
         folder = publish_merged(study, out or default_out(study.name))
     except READ_ERRORS as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
     return _published(folder)
 

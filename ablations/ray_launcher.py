@@ -35,6 +35,7 @@ from ablations.launch_plan import (
 )
 from ablations.leases import LeaseHeldError, LeaseLostError
 from ablations.worker import WorkerJob, run_worker
+from agent.cli import describe
 
 MAX_RETRIES = 3
 """Times a run is restarted after its worker dies (the process, or the node under it)."""
@@ -68,7 +69,7 @@ def plan(resources: Resources) -> LaunchPlan:
         hint = ""
         if address and "RAY_AUTH_MODE" not in os.environ:
             hint = " (a cluster with token authentication needs RAY_AUTH_MODE=token here too)"
-        raise LauncherError(f"cannot start Ray at {where}: {_first_line(error)}{hint}") from None
+        raise LauncherError(f"cannot start Ray at {where}: {describe(error)}{hint}") from None
     cluster = ray.cluster_resources()
     cpus = resources.cpus_per_run or 1
     gpus = resources.gpus_per_run
@@ -152,7 +153,7 @@ def _outcome(ref: ray.ObjectRef, job: WorkerJob, max_retries: int) -> str:
         if isinstance(cause, (LeaseHeldError, LeaseLostError)):
             print(f"{job.run.name} skipped: {cause}", file=sys.stderr)
             return TAKEN
-        reason = _first_line(cause)
+        reason = describe(cause)
     except RayError as error:  # the worker or its node died more than max_retries times
         reason = f"its Ray worker was lost {max_retries + 1} times ({type(error).__name__})"
     print(f"{job.run.name} failed: {reason}", file=sys.stderr)
@@ -219,8 +220,3 @@ def _probe(address: str) -> None:
         ) from None
     finally:
         channel.close()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__

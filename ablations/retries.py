@@ -11,12 +11,6 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def first_line(error: BaseException) -> str:
-    """An error's first line, at most 200 characters (its type when it has no message)."""
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
-
-
 TRANSIENT = (
     "database is locked",
     "connection",

@@ -39,6 +39,7 @@ from ablations.leases import Lease, LeaseHeldError, LeaseLostError, lease_stale_
 from ablations.retries import retry_locked
 from ablations.spec import RunSpec
 from ablations.tracking import MlflowLogger, hardware
+from agent.cli import describe
 from agent.config import to_dict
 from agent.envs import quiet_ale_banner
 from agent.trainer import Trainer
@@ -293,7 +294,7 @@ def _log_final_artifacts(client: MlflowClient, run_id: str, trainer: Trainer) ->
 def _mark_failed(client: MlflowClient, run_id: str, error: BaseException) -> None:
     """Record the error on the run; never raise from here (the original error matters)."""
     try:
-        message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+        message = describe(error, 500)
         retry_locked(client.set_tag, run_id, "error", message)
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "error.txt")

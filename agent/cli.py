@@ -17,6 +17,31 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """What a one-line error message shows of ``error``: its message's first line, at most
+    ``limit`` characters, or its type's name when it has no message."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
+def describe(error: BaseException, limit: int = 300) -> str:
+    """``'TypeName: first line'`` of ``error`` (:func:`first_line`), or its type's name alone
+    when it has no message."""
+    message = first_line(error, limit)
+    name = type(error).__name__
+    return name if message == name and not str(error).strip() else f"{name}: {message}"
+
+
+def key_value(text: str, expected: str) -> tuple[str, str]:
+    """``'KEY=VALUE'`` -> ``('KEY', 'VALUE')``, both stripped (the value may hold ``=``);
+    :class:`ConfigError` ``"<expected>, got '<text>'"`` without an ``=`` or a key. The one
+    parser of every KEY=VALUE the CLIs take (``--set``, ``--task-set``, ``--arm``, GRID)."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise ConfigError(f"{expected}, got '{text}'")
+    return key.strip(), value.strip()
+
+
 def positive_int(name: str, value: str | None) -> int | None:
     """``value`` as a positive int (None stays None); else :class:`ConfigError` naming ``name``."""
     if value is None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 from tqdm.auto import tqdm
 
-from agent.cli import ArgumentParser
+from agent.cli import ArgumentParser, key_value
 from agent.config import ENV_PRESETS, SCHEDULES, SIZE_PRESETS, STARTS, ConfigError, make_config
 from agent.logger import MemoryLogger
 from agent.trainer import Trainer
@@ -31,13 +31,7 @@ class ConsoleLogger(MemoryLogger):
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
     """``["train.lr=1e-4", ...]`` -> ``{"train.lr": "1e-4"}``; raises ConfigError if malformed."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got '{pair}'")
-        overrides[key.strip()] = value.strip()
-    return overrides
+    return dict(key_value(pair, "--set expects KEY=VALUE") for pair in pairs)
 
 
 def build_parser() -> ArgumentParser:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from agent.cli import first_line
 from analysis.decisions import load_adaptive
 from analysis.load import latest_ablation, load_ablation, require_finished
 from analysis.results import RUNS_FILE, check_destination, write_results
@@ -78,8 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         experiment = args.experiment or latest_ablation(args.tracking_uri)
         out = export(experiment, args.out or default_out(experiment), args.tracking_uri)
     except READ_ERRORS as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
     runs = len(pd.read_csv(out / RUNS_FILE, dtype=str))
     print(f"{out}: {runs} runs, {folder_size(out):,} bytes")

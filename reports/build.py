@@ -31,6 +31,7 @@ import pandas as pd
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
+from agent.cli import first_line
 from analysis import final_window, method, paired, plots, speed, stats, summary
 from analysis.cautions import speed_cautions
 from analysis.config_scopes import config_scopes
@@ -443,8 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             experiment = args.experiment or latest_ablation(args.tracking_uri)
             path = build_report(experiment, args.tracking_uri, args.out, seed=args.seed)
     except READ_ERRORS as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return _fail(message)
+        return _fail(first_line(error))
     print(path)
     return 0
 
