@@ -417,6 +417,10 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
         return 1
     if not args.no_report:
         _build_report(spec.name, uri)
+    try:
+        store.refresh_parent_note()  # it now says where the report is, or that none is
+    except Exception as error:  # noqa: BLE001 - the runs and the report are safe already
+        print(f"tracking store error at the end: {_describe(error)}", file=sys.stderr)
     if failed:
         print(
             f"{len(failed)} run(s) failed: {', '.join(failed)} (see their 'error' tag in MLflow)",

@@ -4,11 +4,14 @@ The layout in the store (the contract that ``analysis/`` reads):
 
 - one experiment per ablation, tagged ``mlflow.experimentKind=custom_model_development``
   so MLflow 3's UI opens on the runs table, with a description (``mlflow.note.content``)
-  saying where the answer is and a shared view of the runs grouped by arm (by task and arm
-  over several tasks; ``mlflow.sharedViewState.arms``, opened by :func:`ui_path`, the
-  address `make ui` prints);
+  saying where the answer is and a saved view of the runs grouped by arm (by task and arm
+  over several tasks) that opens its charts on the learning curve
+  (``mlflow.sharedViewState.arms``; :mod:`ablations.ui_view`, whose address `make ui`
+  prints);
 - a parent run named after the ablation (tag ``ablation.role=parent``) whose description
-  is a markdown table of arms linking every run, updated as runs finish; it also holds
+  is a markdown table of arms linking every run, updated as runs finish, and says where
+  the report is (updated when the ablation ends and once its report is attached); it
+  carries the view's group tag ``ui.group`` (as every child does), and it also holds
   the children's leases as params ``lease.<run name>.<generation>`` (:mod:`ablations.leases`);
   its tags ``arms`` (in the ablation's order), ``reference`` (the arm every other is
   compared with), ``tasks`` (comma list), ``suite`` (its name, or empty) and
@@ -16,7 +19,7 @@ The layout in the store (the contract that ``analysis/`` reads):
   adaptive seeding adds each interim's seeds as it plans them);
 - a child run ``<arm>-seed<k>`` per run (``<task>/<arm>-seed<k>`` in an ablation over
   several tasks; tags ``ablation.role=child``, ``arm``, ``arm.overrides``, ``schedule``,
-  ``starts``, ``seed``, ``env``, ``task``, ``preset``, ``git_commit``, ``device``,
+  ``starts``, ``seed``, ``env``, ``task``, ``ui.group``, ``preset``, ``git_commit``, ``device``,
   ``torch_version``, ``hardware``, ``config_hash``, and the task's score references
   ``score.random``, ``score.best``, ``score.kind``, ``score.source`` where it has them),
   the flattened config as params (so an arm's overrides are params too) and every agent
@@ -26,7 +29,6 @@ The layout in the store (the contract that ``analysis/`` reads):
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import subprocess
@@ -50,15 +52,25 @@ from ablations.leases import COMMAND_ID, LeaseState, read_lease
 from ablations.retries import retry_locked
 from ablations.spec import AblationSpec, RunSpec
 from ablations.tracking_store import TrackingError
+from ablations.ui_view import (
+    ARMS_VIEW_TAG,
+    GROUP_TAG,
+    NOTE,
+    PARENT_GROUP,
+    arms_view,
+    experiment_note,
+    group_label,
+    parent_note,
+    summary_key,
+)
 from agent.config import flatten
 from agent.score_references import SCORE_REFERENCES
 from analysis.load import (
     PLANNED_SEEDS_TAG,
     format_planned_seeds,
     parse_planned_seeds,
-    recent_ablations,
 )
-from analysis.store import missing_store
+from analysis.store import report_files
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 BATCH_LIMIT = 1000  # MlflowClient.log_batch takes at most 1000 metrics per call
@@ -111,8 +123,9 @@ class AblationStore:
         # What MLflow's UI shows first: the description, and a view comparing arms.
         note = experiment_note(self.spec, self.experiment_id, self.parent_id)
         retry_locked(self.client.set_experiment_tag, self.experiment_id, NOTE, note)
-        view = arms_view(spec.multi_task)
+        view = arms_view(spec)
         retry_locked(self.client.set_experiment_tag, self.experiment_id, ARMS_VIEW_TAG, view)
+        self._label_groups()
         arms = {run.data.tags.get("arm", "") for run in self.children().values()} - {""}
         order = [*spec.arms, *sorted(arms - set(spec.arms))]
         for key, value in (
@@ -122,6 +135,18 @@ class AblationStore:
             ("suite", spec.suite),
         ):
             retry_locked(self.client.set_tag, self.parent_id, key, value)
+
+    def _label_groups(self) -> None:
+        """Tag the parent and every child with its group in the view (``ui.group``): a
+        child made before the tag existed, or under another reference arm, is relabelled."""
+        retry_locked(self.client.set_tag, self.parent_id, GROUP_TAG, PARENT_GROUP)
+        for run in self._all_children():
+            tags = run.data.tags
+            if "arm" not in tags:
+                continue  # not made by this runner: no arm to group it by
+            label = group_label(self.spec, tags.get("task") or tags.get("env", ""), tags["arm"])
+            if tags.get(GROUP_TAG) != label:
+                retry_locked(self.client.set_tag, run.info.run_id, GROUP_TAG, label)
 
     def _ensure_experiment(self) -> str:
         experiment_id = ensure_experiment(self.client, self.spec.name)
@@ -223,6 +248,7 @@ class AblationStore:
             "seed": str(run.seed),
             "env": run.env,
             "task": run.env,
+            GROUP_TAG: group_label(self.spec, run.env, run.arm),
             **score_tags(run.env),
             "preset": run.preset,
             "git_commit": git_commit(),
@@ -242,7 +268,23 @@ class AblationStore:
         return run_id
 
     def log_parent_summary(self) -> dict[str, dict[str, float]]:
-        """Per-arm means of the children's final return and speed, logged on the parent."""
+        """Per-arm means of the children's final return and speed (:meth:`arm_means`),
+        logged on the parent, whose description (the table of arms) it rewrites."""
+        means = self.arm_means()
+        metrics = {
+            f"summary/{arm}/{name}": value
+            for arm, row in means.items()
+            for name, value in row.items()
+            if name != "runs"
+        }
+        if metrics:
+            log_metrics_batched(self.client, self.parent_id, metrics, step=0)
+        self._write_parent_note(means)
+        return means
+
+    def arm_means(self) -> dict[str, dict[str, float]]:
+        """Per arm (``<task>/<arm>`` over several tasks), the finished children's count and
+        mean final return and updates/s, as :meth:`log_parent_summary` logs them."""
         summary: dict[str, dict[str, list[float]]] = {}
         for run in self.children().values():
             if run.info.status != "FINISHED":
@@ -254,18 +296,25 @@ class AblationStore:
             if "final/updates_per_s" in run.data.metrics:
                 arm["ups"].append(run.data.metrics["final/updates_per_s"])
         means: dict[str, dict[str, float]] = {}
-        metrics = {}
         for arm, values in summary.items():
             means[arm] = {"runs": float(len(values["final"]) or len(values["ups"]))}
             for key, name in (("final", "final_return"), ("ups", "updates_per_s")):
                 if values[key]:
                     means[arm][name] = sum(values[key]) / len(values[key])
-                    metrics[f"summary/{arm}/{name}"] = means[arm][name]
-        if metrics:
-            log_metrics_batched(self.client, self.parent_id, metrics, step=0)
-        note = parent_note(self.spec, self.experiment_id, self.parent_id, self.children(), means)
-        retry_locked(self.client.set_tag, self.parent_id, NOTE, note)
         return means
+
+    def refresh_parent_note(self) -> None:
+        """Rewrite the parent's description as things stand now: after the report is built
+        (or not), it says where the report is."""
+        self._write_parent_note(self.arm_means())
+
+    def _write_parent_note(self, means: dict[str, dict[str, float]]) -> None:
+        parent = retry_locked(self.client.get_run, self.parent_id)
+        report = bool(retry_locked(report_files, self.uri, self.parent_id))
+        note = parent_note(
+            self.spec, self.experiment_id, parent, self.children(), means, report=report
+        )
+        retry_locked(self.client.set_tag, self.parent_id, NOTE, note)
 
     def held_elsewhere(self, run_id: str, run_name: str) -> LeaseState | None:
         """The lease on a child held by another live command, if any."""
@@ -321,136 +370,6 @@ class AblationStore:
             self.parent_id,
             status if status in ("RUNNING", "FINISHED") else "KILLED",
         )
-
-
-NOTE = "mlflow.note.content"
-"""The tag MLflow's UI shows, as markdown, as an experiment's or a run's description."""
-TABLE_COLUMNS = "`final/eval_return`, `final/updates_per_s`"
-ARMS_VIEW_KEY = "arms"
-ARMS_VIEW_TAG = f"mlflow.sharedViewState.{ARMS_VIEW_KEY}"
-"""An experiment tag MLflow's UI reads as a shared view of the runs table (JSON of its UI
-state), opened by the URL parameter ``viewStateShareKey``."""
-
-
-def arms_view(multi_task: bool) -> str:
-    """The shared view (JSON of the UI's state): runs grouped by ``arm``, or by ``task`` and
-    ``arm`` over several tasks (a group mixing tasks would average unlike returns), with
-    the group's mean final return and updates/s and each run's seed."""
-    keys = ["task", "arm"] if multi_task else ["arm"]
-    return json.dumps(
-        {
-            "selectedColumns": [
-                "metrics.`final/eval_return`",
-                "metrics.`final/updates_per_s`",
-                "tags.`seed`",
-                *(f"tags.`{key}`" for key in keys),
-            ],
-            "groupBy": {
-                "aggregateFunction": "average",
-                "groupByKeys": [{"mode": "tag", "groupByData": key} for key in keys],
-            },
-            "runsHiddenMode": "SHOW_ALL",
-            "chartsSearchFilter": "return",  # the chart view opens on the learning curves
-        }
-    )
-
-
-def ui_path(experiment_id: str, charts: bool = False) -> str:
-    """The UI's page (after ``http://host:port/``) of the experiment's runs table in the
-    arms view (:func:`arms_view`): model-training workflow (not GenAI), runs grouped by
-    ``arm`` (by ``task`` and ``arm`` over several tasks) with each group's mean final return
-    and updates/s, each run's seed; with ``charts``, the return curves, one colour per
-    group."""
-    query = f"viewStateShareKey={ARMS_VIEW_KEY}&{ML_WORKFLOW}"
-    return f"#/experiments/{experiment_id}/runs?{query}" + ("&compareRunsMode=CHART" * charts)
-
-
-def latest_ui_path(uri: str) -> str | None:
-    """:func:`ui_path` of the most recently started ablation at ``uri``; None when the
-    store has none (or does not exist yet: it is not created here)."""
-    if missing_store(uri):
-        return None
-    latest = recent_ablations(MlflowClient(uri), most=1)
-    return ui_path(latest[0]) if latest else None
-
-
-ML_WORKFLOW = "workflowType=machine_learning"
-"""The UI's model-training pages (MLflow 3 shows runs as GenAI evaluations without it)."""
-
-
-def _run_link(experiment_id: str, run_id: str, text: str) -> str:
-    return f"[{text}](#/experiments/{experiment_id}/runs/{run_id}?{ML_WORKFLOW})"
-
-
-def experiment_note(spec: AblationSpec, experiment_id: str, parent_id: str) -> str:
-    """The experiment's description in MLflow's UI: what the ablation is, where its answer
-    is, and the clicks that turn the runs table into a comparison of arms."""
-    parent = _run_link(experiment_id, parent_id, spec.name)
-    grouped, by = ("task and arm", "`task`, `arm`") if spec.multi_task else ("arm", "`arm`")
-    return "\n".join(
-        [
-            f"**{spec.description()}.**",
-            "",
-            f"**The answer:** the run {parent}: its description holds the table of arms "
-            "(mean final return, updates/s, every run), its artifacts the PDF report "
-            "(`report/`).",
-            "",
-            f"**Compare arms:** [the runs grouped by {grouped}]({ui_path(experiment_id)}), "
-            f"with each group's mean final return and updates/s, and [their return curves]("
-            f"{ui_path(experiment_id, charts=True)}). By hand: *Group by* → tags → {by}; "
-            f"*Columns* → metrics {TABLE_COLUMNS}, tags {by}, `seed`.",
-        ]
-    )
-
-
-def parent_note(
-    spec: AblationSpec,
-    experiment_id: str,
-    parent_id: str,
-    children: Mapping[str, Any],
-    means: Mapping[str, Mapping[str, float]],
-) -> str:
-    """The parent run's description: a markdown table of arms (finished runs, mean final
-    eval return, mean updates/s) with a link to each run, and where the report is."""
-    lines = [
-        f"{spec.description()}.",
-        "",
-        "| arm | finished | mean final return | mean updates/s | runs |",
-        "|---|---|---|---|---|",
-    ]
-    by_arm: dict[str, list[Any]] = {}
-    for run in children.values():
-        by_arm.setdefault(summary_key(run.data.tags, spec.multi_task), []).append(run)
-    order = [
-        f"{task}/{arm}" if spec.multi_task else arm for task in spec.tasks for arm in spec.arms
-    ]
-    for arm in sorted(
-        by_arm, key=lambda a: (a not in order, order.index(a) if a in order else 0, a)
-    ):
-        runs = sorted(by_arm[arm], key=lambda run: int(run.data.tags.get("seed", "0") or 0))
-        done = sum(run.info.status == "FINISHED" for run in runs)
-        row = means.get(arm, {})
-        cells = [
-            _run_link(experiment_id, run.info.run_id, f"seed {run.data.tags.get('seed', '?')}")
-            + ("" if run.info.status == "FINISHED" else f" ({run.info.status.lower()})")
-            for run in runs
-        ]
-        final = f"{row['final_return']:.2f}" if "final_return" in row else "–"
-        speed = f"{row['updates_per_s']:.2f}" if "updates_per_s" in row else "–"
-        lines.append(f"| {arm} | {done}/{len(runs)} | {final} | {speed} | {', '.join(cells)} |")
-    artifacts = f"#/experiments/{experiment_id}/runs/{parent_id}/artifacts?{ML_WORKFLOW}"
-    lines += [
-        "",
-        f"The PDF report (statistics, learning curves): [artifacts → `report/`]({artifacts}), "
-        "once the ablation has finished.",
-    ]
-    return "\n".join(lines)
-
-
-def summary_key(tags: Mapping[str, str], multi_task: bool) -> str:
-    """A child's row in the parent's summary: its arm, or ``<task>/<arm>`` over several tasks."""
-    arm = tags.get("arm", "?")
-    return f"{tags.get('task') or tags.get('env', '?')}/{arm}" if multi_task else arm
 
 
 def score_tags(task: str) -> dict[str, str]:

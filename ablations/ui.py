@@ -1,15 +1,15 @@
 """The address `make ui` prints: ``python -m ablations.ui URI PORT``.
 
-It opens MLflow's UI on the most recently started ablation's runs, grouped by arm (by task
-and arm over several tasks; see :func:`ablations.tracking.ui_path`), or on the home page
-when the store has no ablation.
+It opens MLflow's UI on the most recently started ablation's runs in the view it saves
+(grouped by arm, by task and arm over several tasks; see :mod:`ablations.ui_view`), or on
+the home page when the store has no ablation.
 """
 
 from __future__ import annotations
 
 import sys
 
-from ablations.tracking import latest_ui_path
+from ablations.ui_view import latest_ui_path
 
 
 def main(argv: list[str] | None = None) -> int:

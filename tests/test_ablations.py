@@ -119,6 +119,9 @@ def test_two_by_two_ablation_then_rerun_is_idempotent(tmp_path: Path) -> None:
     assert "summary/coupled/final_return" in parent.data.metrics
     report_files = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert "report/e2e.pdf" in report_files
+    # Its description, rewritten once the report was attached, links it.
+    linked = "The PDF report (statistics, learning curves): [artifacts → `report/`]"
+    assert linked in parent.data.tags["mlflow.note.content"]
 
     runs = children(client, "e2e")
     assert sorted(runs) == ["coupled-seed0", "coupled-seed1", "separate-seed0", "separate-seed1"]
@@ -154,6 +157,8 @@ def test_two_by_two_ablation_then_rerun_is_idempotent(tmp_path: Path) -> None:
     assert counts == {
         n: len(client.get_metric_history(r.info.run_id, "loss/wm")) for n, r in again.items()
     }
+    # The rerun (--no-report) leaves the first report attached, and the description says so.
+    assert linked in client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
 
 
 @pytest.mark.slow

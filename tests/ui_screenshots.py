@@ -1,42 +1,69 @@
-"""What `make ui` shows first, checked in a headless Chromium (a script a developer runs).
+"""What `make ui` shows first, checked in a headless Chromium against what the README says
+(a script a developer runs).
 
     python tests/ui_screenshots.py [--out ui-screenshots] [--keep] [--suite]
 
-Runs a tiny real ablation (CartPole, debug preset, 2 arms x 2 seeds, about a minute on a
-CPU; with ``--suite`` CartPole and Acrobot, 2 arms x 1 seed each) in a temporary folder,
-serves its store with ``mlflow ui`` on a free loopback port, and takes a screenshot (and the
-rendered DOM) of the address `make ui` prints, the parent run's page and the home page. It
-checks that the address opens the training runs table (not the GenAI overview) grouped by
-arm (by task and arm with ``--suite``, and no group of one arm across tasks) with the
-final-return and speed columns, and that the parent run's description holds the table of
-arms with a link to every run. Exits 0 when every check passes, 1 when one fails, 77
-(skipped) without Chromium. Look at the PNGs in ``--out``.
+Runs a tiny real ablation (CartPole, debug preset, 2 arms x 2 seeds, a few minutes on a
+busy CPU; with ``--suite`` CartPole and Acrobot, 2 arms x 1 seed each) in a temporary
+folder, serves its store with ``mlflow ui`` on a free loopback port, and checks each claim
+of README's "Reading the results in MLflow's UI", naming the README's words it checks (a
+claim the README no longer makes fails too):
+
+- the assistant panel, on a fresh browser profile: it opens by itself on the first visit,
+  is open again after a browser restart, stays closed once closed with its × (a click,
+  over the DevTools protocol: tests/cdp.py), and opens again at another address;
+- the address `make ui` prints: the training runs table (not the GenAI overview), the
+  parent run first in its own group, a group per arm (per task and arm with ``--suite``)
+  with the final-return and speed columns, the reference arm's marked;
+- the charts page the experiment's description links: the view's section first, opening
+  on the learning curve ``eval/return`` (a line per arm), then bars of the final return
+  and speed;
+- the parent run's page: the table of arms linking every run, and the report's place.
+
+Screenshots (PNG) and rendered DOMs go to ``--out``. Exits 0 when every check passes, 1
+when one fails, 77 (skipped) without Chromium.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from cdp import Chromium, DevToolsError
 from mlflow.tracking import MlflowClient
 from servers import free_port, start_http_server, stop_server
+from ui_pages import (
+    ASSISTANT_CLOSE,
+    assistant_open,
+    charts_checks,
+    readme_says,
+    table_checks,
+)
+
+from ablations.ui_view import CHART_SECTION
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 TASKS = {False: ("cartpole",), True: ("cartpole", "acrobot")}
 ARMS = ("separate", "coupled")
+REFERENCE = "separate"
+EXPERIMENT = "ui-check"
 ABLATION = [
     "--preset", "debug", "--steps", "300",
     "--set", "train.prefill=100", "--set", "train.train_ratio=8",
     "--set", "train.eval_every=100", "--set", "train.eval_episodes=1",
     "--set", "train.log_every=50", "--jobs", "2", "--cpus-per-run", "1",
-    "--experiment", "ui-check", "--arms", ",".join(ARMS),
+    "--experiment", EXPERIMENT, "--arms", ",".join(ARMS),
 ]  # fmt: skip
 SKIPPED = 77
+WAIT_S = 300.0
+"""How long a page may take to show what is waited for (minutes on a loaded machine)."""
 
 
 def run_ablation(folder: Path, suite: bool) -> str:
@@ -75,18 +102,55 @@ def capture(browser: str, profile: Path, url: str, png: Path) -> str:
     return chromium(browser, profile, "--dump-dom", url).stdout
 
 
-def group_checks(dom: str, suite: bool) -> dict[str, bool]:
-    """The runs table's group rows: MLflow labels a group of one tag ``Group: <value>``, of
-    several ``Group: task: <task>, arm: <arm>``."""
-    if not suite:
-        return {"its runs are grouped by arm": all(f"Group: {arm}" in dom for arm in ARMS)}
-    pairs = [(task, arm) for task in TASKS[True] for arm in ARMS]
-    return {
-        "its runs are grouped by task and arm": all(
-            f"Group: task: {task}, arm: {arm}" in dom for task, arm in pairs
-        ),
-        "no group holds one arm across tasks": not any(f"Group: {arm}" in dom for arm in ARMS),
+def assistant_checks(browser: str, profile: Path, address: str, out: Path) -> dict[str, bool]:
+    """The README's claims on the assistant panel, on the fresh ``profile`` (left with the
+    panel closed): each browser start is a restart on the same profile."""
+    panel = f"document.querySelector('[data-component-id=\"{ASSISTANT_CLOSE}\"]')"
+    table = "document.body.innerText.includes('Group: ')"
+    first = Chromium(browser, profile)
+    try:
+        first.open(address)
+        opened = first.wait_for(f"!!{panel} && {table}", WAIT_S)
+        png = first.send("Page.captureScreenshot", timeout=WAIT_S)["data"]
+        (out / "0-first-visit.png").write_bytes(base64.b64decode(png))
+    finally:
+        first.close()
+    again = Chromium(browser, profile)
+    try:
+        again.open(address)
+        reopened = again.wait_for(f"!!{panel}", WAIT_S)
+        if reopened:
+            again.evaluate(f"{panel}.click()")
+        closed = reopened and again.wait_for(f"!{panel}", WAIT_S)
+    finally:
+        again.close()
+    stays = capture(browser, profile, address, out / "0-after-closing-the-assistant.png")
+    local = re.sub(r"//127\.0\.0\.1:", "//localhost:", address)
+    elsewhere = chromium(browser, profile, "--dump-dom", local).stdout
+    words = {
+        "first": "MLflow opens it by itself the first time a browser profile visits a local "
+        "address (host and port)",
+        "restart": "keeps it open on later visits, after a browser restart too, until you "
+        "close it with its ×; closed, it stays closed",
+        "elsewhere": "so another address (another `PORT=`, or `localhost` for `127.0.0.1`) "
+        "opens it once more",
     }
+    return {
+        f'README "{words["first"]}"': readme_says(words["first"]) and opened,
+        f'README "{words["restart"]}"': readme_says(words["restart"])
+        and reopened
+        and closed
+        and "Run Name" in stays
+        and not assistant_open(stays),
+        f'README "{words["elsewhere"]}"': readme_says(words["elsewhere"])
+        and assistant_open(elsewhere),
+    }
+
+
+def charts_address(base: str, note: str) -> str:
+    """The charts page the experiment's description links (its one CHART link)."""
+    (link,) = re.findall(r"\((#/experiments/[^)]*compareRunsMode=CHART)\)", note)
+    return base + link
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         uri = run_ablation(folder, args.suite)
         client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name("ui-check")
+        experiment = client.get_experiment_by_name(EXPERIMENT)
         parent = client.search_runs([experiment.experiment_id], "tags.`ablation.role`='parent'")
         children = client.search_runs([experiment.experiment_id], "tags.`ablation.role`='child'")
         port = free_port()
@@ -120,34 +184,25 @@ def main(argv: list[str] | None = None) -> int:
         ).stdout.strip()
         pages = {
             "1-make-ui-address": address,
-            "2-parent-run": f"{base}#/experiments/{experiment.experiment_id}"
+            "2-charts": charts_address(base, experiment.tags["mlflow.note.content"]),
+            "3-parent-run": f"{base}#/experiments/{experiment.experiment_id}"
             f"/runs/{parent[0].info.run_id}?workflowType=machine_learning",
-            "3-home": base,
+            "4-home": base,
         }
-        dom = {}
         with tempfile.TemporaryDirectory() as profile:
-            for name, url in pages.items():
+            checks = assistant_checks(browser, Path(profile), address, out)
+            dom = {}
+            for name, url in pages.items():  # the panel closed: the pages as read after
                 dom[name] = capture(browser, Path(profile), url, out / f"{name}.png")
                 (out / f"{name}.html").write_text(dom[name])
-        first = dom["1-make-ui-address"]
-        checks = {
-            "make ui's address opens the runs table, not the GenAI overview": "Run Name" in first
-            and "Detect Issues" not in first,
-            **group_checks(first, args.suite),
-            "with the final return and updates/s columns": "final/eval_return" in first
-            and "final/updates_per_s" in first,
-            "the experiment's description says where the answer is": "The answer:"
-            in first.replace("<strong>", "").replace("</strong>", ""),
-            "the parent run's description has the table of arms": "mean final return"
-            in dom["2-parent-run"],
-            "the table links every run": all(
-                run.info.run_id in dom["2-parent-run"] for run in children
-            ),
-        }
+        checks |= page_checks(dom, args.suite, parent[0].info.run_name, children)
         for check, ok in checks.items():
             print(f"{'ok  ' if ok else 'FAIL'} {check}")
-        print(f"screenshots: {', '.join(str(out / f'{name}.png') for name in pages)}")
+        print(f"screenshots: {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
         return 0 if all(checks.values()) else 1
+    except DevToolsError as error:
+        print(f"FAIL the browser: {error}")
+        return 1
     finally:
         if server is not None:
             stop_server(server)
@@ -155,6 +210,72 @@ def main(argv: list[str] | None = None) -> int:
             print(f"store kept in {folder}")
         else:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def page_checks(dom: dict[str, str], suite: bool, parent: str, children: list) -> dict[str, bool]:
+    """The README's claims on the pages (``dom`` by page name), each check prefixed with
+    the README's words it stands for."""
+    first, charts, parent_page = dom["1-make-ui-address"], dom["2-charts"], dom["3-parent-run"]
+    mark = " (reference)"
+    arm_groups = [
+        f"Group: {task}/{arm}{mark * (arm == REFERENCE)}"
+        if suite
+        else f"Group: {arm}{mark * (arm == REFERENCE)}"
+        for task in TASKS[suite]
+        for arm in ARMS
+    ]
+    table = table_checks(first, parent, arm_groups, REFERENCE)
+    graphs = charts_checks(charts, CHART_SECTION, arm_groups)
+    text = parent_page.replace("<code>", "`").replace("</code>", "`")
+    plain = " ".join(re.sub(r"<[^>]+>", "", text).split())  # the description as read
+    claims = {
+        "runs table (*Model training*)": {
+            "make ui's address opens the runs table, not the GenAI overview": "Run Name" in first
+            and "Detect Issues" not in first,
+        },
+        "The parent run comes first, in its own group *the answer (parent run)*": {
+            key: table[key] for key in ("the parent run comes first, in its own group, unfolded",)
+        },
+        "one group per arm (per task and arm in an ablation over several tasks)": {
+            "one group per arm" + " (per task and arm)" * suite: table["one group per arm"],
+        },
+        "the reference arm's marked *(reference)*": {
+            key: table[key] for key in ("the reference arm's group alone is marked (reference)",)
+        },
+        "each group's row with its mean `final/eval_return` and `final/updates_per_s`": {
+            "with the final return and updates/s columns": "final/eval_return" in first
+            and "final/updates_per_s" in first,
+        },
+        "opens the charts on the learning curve, `eval/return` against env steps, one colour "
+        "per arm": {
+            key: graphs[key]
+            for key in (
+                "the charts open on the view's section",
+                "its first chart is the learning curve eval/return, a line chart",
+                "with a line per arm",
+            )
+        },
+        "beside bars of each arm's mean `final/eval_return` and `final/updates_per_s`": {
+            key: graphs[key] for key in ("then bars of final/eval_return and final/updates_per_s",)
+        },
+        "Its description is a table of arms (finished runs, mean final return, mean "
+        "updates/s) linking every run": {
+            "the parent run's description has the table of arms": "mean final return"
+            in parent_page,
+            "the table links every run": all(run.info.run_id in parent_page for run in children),
+        },
+        "says where the PDF report is: its *Artifacts*, `report/`": {
+            "the ablation has ended: the description links the attached report": (
+                "The PDF report (statistics, learning curves): artifacts → `report/`" in plain
+            )
+            and "when the ablation ends" not in plain,
+        },
+    }
+    return {
+        f'README "{words}": {check}': readme_says(words) and ok
+        for words, results in claims.items()
+        for check, ok in results.items()
+    }
 
 
 if __name__ == "__main__":
