@@ -420,7 +420,7 @@ def _main(argv: list[str] | None, created: _Created) -> int | None:
     try:
         store.refresh_parent_note()  # it now says where the report is, or that none is
     except Exception as error:  # noqa: BLE001 - the runs and the report are safe already
-        print(f"tracking store error at the end: {_describe(error)}", file=sys.stderr)
+        print(f"tracking store error at the end: {describe(error)}", file=sys.stderr)
     if failed:
         print(
             f"{len(failed)} run(s) failed: {', '.join(failed)} (see their 'error' tag in MLflow)",
