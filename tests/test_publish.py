@@ -182,3 +182,18 @@ def test_a_republished_readme_states_the_paired_speed_of_runs_that_trained_side_
     assert "Speed ratio, paired:" in text and "30 of 30 pairs side by side" in text
     assert "`cautions.txt` (every caution the report raises)" in text
     check_against_runs_csv(folder)
+
+
+def test_publishing_a_folder_again_keeps_its_data_byte_for_byte(tmp_path: Path) -> None:
+    # make publish STUDY=cpu_classic FROM=results/cpu_classic: the report, README and
+    # cautions rebuilt by this code, the runs, curves and decisions exactly as they were.
+    from ablations.publish import main as publish_main
+
+    published = Path(__file__).resolve().parent.parent / "results" / "cpu_classic"
+    copy = tmp_path / "cpu_classic"
+    shutil.copytree(published, copy)
+    assert publish_main(["--study", "cpu_classic", "--from", str(copy)]) == 0
+    for name in ("runs.csv", "curves.csv", "decisions.csv", "ablation.json"):
+        assert (copy / name).read_bytes() == (published / name).read_bytes(), name
+    assert (copy / "cautions.txt").is_file() and (copy / "report.pdf").stat().st_size > 0
+    assert (copy / "README.md").read_text() == (published / "README.md").read_text()
