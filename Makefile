@@ -45,7 +45,7 @@ ABLATION_ARGS += $(if $(SUITE),--suite $(call q,$(SUITE))) \
 	$(if $(ARMS_FILE),--arms-file $(call q,$(ARMS_FILE))) $(foreach a,$(ARM),--arm $(call q,$(a))) \
 	$(if $(REFERENCE),--reference $(call q,$(REFERENCE))) $(if $(GRID),--grid $(call q,$(GRID)))
 
-.PHONY: install test lint format train ablation study publish report export ui bench bench-learn bench-throughput clean
+.PHONY: install test test-all lint format train ablation study publish report export ui bench bench-learn bench-throughput clean
 
 $(STAMP): pyproject.toml
 	$(call q,$(PYTHON)) -m venv $(VENV)
@@ -55,7 +55,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The fast tier (unit tests and one small end-to-end ablation, a few minutes), and the whole
+# suite (what CI runs; tests marked slow, see tests/conftest.py, are in it only).
 test: $(STAMP)
+	$(BIN)/python -m pytest -x -q -m "not slow" --durations=10
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -x -q --durations=15
 
 lint: $(STAMP)

@@ -14,6 +14,49 @@ from agent.config import Config
 # Two shared cores: one intra-op thread avoids oversubscription on these tiny tensors.
 torch.set_num_threads(1)
 
+WHOLE_SUITE_MODULES = frozenset(
+    {
+        # Runs, commands and servers end to end: the runner's integrity and scale-out.
+        "test_ablations_adaptive",
+        "test_ablations_checkpoints",
+        "test_ablations_creation",
+        "test_ablations_faults",
+        "test_ablations_suite",
+        "test_gpu_share",
+        "test_progress",
+        "test_ray_launcher",
+        "test_servers",
+        "test_soak",
+        "test_ui",
+        # Whole training runs: learning, resume, timing, the DMC tasks, benchmarks.
+        "test_agent_checkpoint",
+        "test_agent_dmc",
+        "test_agent_learning",
+        "test_agent_timing",
+        "test_agent_training",
+        "test_bench",
+        "test_bench_learn",
+        "test_bench_throughput",
+        # PDFs built from published and merged folders, page by page.
+        "test_merge",
+        "test_publish",
+        "test_report_audit",
+        "test_report_e2e",
+        "test_report_factorial",
+        "test_report_merged",
+        "test_results_e2e",
+    }
+)
+"""Test modules of the whole suite only (``make test-all``, what CI runs), left out of the
+fast tier (``make test``: unit tests and one small end-to-end ablation, a few minutes on two
+cores). Marked ``slow`` here, in one place, as tests marked one by one are."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.split(".")[-1] in WHOLE_SUITE_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 TINY: dict[str, Any] = {
     "train.steps": 600,
     "train.prefill": 200,
