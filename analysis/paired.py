@@ -10,8 +10,8 @@ least :data:`SIDE_BY_SIDE_SHARE` of the shorter one. Pairs that did are analysed
 per pair the ratio arm / reference of updates/s, their geometric mean with a Student-t 95%
 CI on the log ratios, and the Wilcoxon signed-rank test of the log ratios (scipy, two-sided).
 Arms whose runs did not train side by side are compared unpaired, as every other score is,
-unless they *trained apart*: no run of one trained while a run of the other did (the arms of
-two studies merged from different days, :mod:`analysis.merge`). Their speeds met different
+unless they *trained apart*: every run of one trained before every run of the other (the arms
+of two studies merged from different days, :mod:`analysis.merge`). Their speeds met different
 loads, so no speed comparison is made at all.
 """
 
@@ -74,24 +74,23 @@ TRAINED_APART = "trained at other times than {reference}'s runs: speed not compa
 
 
 def trained_apart(scores: pd.DataFrame, arm: str, reference: str) -> bool:
-    """Whether no FINISHED run of ``arm`` trained while a FINISHED run of ``reference`` did:
-    every pair of their training windows is disjoint (False where a window is unknown, or
-    an arm has no finished run; True only on evidence)."""
+    """Whether ``arm``'s FINISHED runs all trained before, or all after, ``reference``'s: the
+    span from the first training window's start to the last one's end of each arm do not
+    meet (False where a window is unknown or an arm has no finished run: True only on
+    evidence). Runs of one ablation, side by side or one after the other, interleave."""
     if not {"end_time", "start_time", "wall_clock"} <= set(scores.columns):
         return False
     finished = scores[scores["status"] == "FINISHED"]
-    windows = {}
+    spans = []
     for name in (arm, reference):
-        rows = finished[finished["arm"] == name].to_dict("records")
-        found = [training_window(row) for row in rows]
-        if not found or any(window is None for window in found):
+        windows = [
+            training_window(row) for row in finished[finished["arm"] == name].to_dict("records")
+        ]
+        if not windows or any(window is None for window in windows):
             return False
-        windows[name] = found
-    return all(
-        min(one[1], other[1]) <= max(one[0], other[0])
-        for one in windows[arm]
-        for other in windows[reference]
-    )
+        spans.append((min(w[0] for w in windows), max(w[1] for w in windows)))
+    (start, end), (other_start, other_end) = spans
+    return end < other_start or other_end < start
 
 
 def speed_pairs(scores: pd.DataFrame, arm: str, reference: str) -> pd.DataFrame:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
+from analysis import aggregate
+
 DEFAULT_RESAMPLES = 2000
 CONFIDENCE = 0.95
 MIN_BOOTSTRAP_N = 5
@@ -277,12 +279,13 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
     """P(X > Y) for a random run of each arm, ties counting 1/2: ``U / (n1 n2)``.
 
     The Mann-Whitney U statistic of ``x`` normalised by the number of pairs (Agarwal et al.
-    2021, "Deep RL at the Edge of the Statistical Precipice"). ``x``, ``y``: ``(n_runs,)``.
+    2021, "Deep RL at the Edge of the Statistical Precipice"). ``x``, ``y``: ``(n_runs,)``;
+    :func:`analysis.aggregate.probability_of_improvement` of one task.
     """
     x, y = _as_1d(x), _as_1d(y)
     if x.size == 0 or y.size == 0:
         return float("nan")
-    return float(_poi(x, y, axis=-1))
+    return float(aggregate.probability_of_improvement(x[:, None], y[:, None]))
 
 
 def _poi(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -293,9 +296,10 @@ def _poi(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def iqm(x: np.ndarray) -> float:
-    """Interquartile mean of ``(n_runs,)``: mean of the middle 50%, ``trim_mean(x, 0.25)``."""
+    """Interquartile mean of ``(n_runs,)``: mean of the middle 50% (``trim_mean(x, 0.25)``);
+    :func:`analysis.aggregate.iqm` of one task."""
     x = _as_1d(x)
-    return float(stats.trim_mean(x, 0.25)) if x.size else float("nan")
+    return float(aggregate.iqm(x[:, None])) if x.size else float("nan")
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:

@@ -147,8 +147,8 @@ def _log_child(client, experiment_id, parent_id, arm, seed, diversity: bool) -> 
 def _ablation(client: MlflowClient, name: str, root: Path, logs_diversity: dict) -> None:
     experiment_id = client.create_experiment(name, artifact_location=str(root / name))
     parent = client.create_run(experiment_id, run_name=name, tags={"ablation.role": "parent"})
-    for arm, diversity in logs_diversity.items():
-        for seed in range(3):
+    for seed in range(3):  # seed by seed, arms interleaved, as the runner trains them
+        for arm, diversity in logs_diversity.items():
             _log_child(client, experiment_id, parent.info.run_id, arm, seed, diversity)
 
 
