@@ -105,7 +105,7 @@ report: $(STAMP)
 	$(BIN)/python -m reports.build $(if $(FROM),--from $(call q,$(FROM))) \
 		$(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT)))
 
-# An ablation's results as small text files that rebuild its report (README "Reports": runs.csv,
+# An ablation's results as small text files that rebuild its report (docs/reports.md: runs.csv,
 # curves.csv, ablation.json, decisions.csv when adaptive, cautions.txt):
 # make export [EXPERIMENT=name] [OUT=results/name] (defaults: the latest ablation, results/<name>).
 export: $(STAMP)
@@ -154,7 +154,7 @@ ui: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
-# --- Scale out: Ray tasks and one MLflow tracking server (README "Scale out") ---------------
+# --- Scale out: Ray tasks and one MLflow tracking server (docs/scale-out.md) ---------------
 # make ablation LAUNCHER=ray [GPUS_PER_RUN=1] [CPUS_PER_RUN=4]: passed only when set.
 # make ablation RUNS_PER_GPU=4: the local launcher's k runs sharing each GPU (CUDA MPS).
 GPUS_PER_RUN ?=
@@ -180,7 +180,7 @@ tracking-server: $(STAMP)
 		--artifacts-destination $(call q,$(CURDIR)/mlartifacts) \
 		$(if $(ALLOWED_HOSTS),--allowed-hosts $(call q,$(ALLOWED_HOSTS)))
 
-# --- Adaptive seeding (README "Adaptive seeding") ---------------------------------------------
+# --- Adaptive seeding (docs/adaptive-seeding.md) ---------------------------------------------
 # make ablation SEEDS=auto [INTERIM=5] [MAX_SEEDS=25] [ALPHA=0.05]: passed only when set.
 INTERIM   ?=
 MAX_SEEDS ?=
@@ -196,7 +196,7 @@ ABLATION_ARGS += $(ADAPTIVE_ARGS)
 bench-stats: $(STAMP)
 	$(BIN)/python -m analysis.bench_sequential $(ADAPTIVE_ARGS) $(if $(REPS),--reps $(call q,$(REPS)))
 
-# --- The soak (README "Reliability") ------------------------------------------------------------
+# --- The soak (docs/runner.md) ------------------------------------------------------------
 # Benchmark, not a test: SOAK_FAULTS faults (kill -9, signals, a second command, a server outage,
 # a damaged checkpoint, a rerun elsewhere) at moments drawn from SOAK_SEED, against a tiny
 # ablation on SQLite and on an MLflow server it starts; the last line is the tally.

@@ -1,20 +1,21 @@
 """Reading MLflow 3.17's rendered pages (the DOM a headless Chromium dumps) for what
 tests/ui_screenshots.py checks: the runs table's groups, the charts in order, the
-assistant panel, and the README's words each check stands for."""
+assistant panel, and the words of docs/mlflow-ui.md each check stands for."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "mlflow-ui.md"
+"""The page of the manual whose claims on the UI the checks stand for."""
 ASSISTANT_CLOSE = "mlflow.assistant.chat_panel.close"
 """The ``data-component-id`` of the assistant panel's × (in the DOM while it is open)."""
 PARENT_GROUP = "Group: the answer (parent run)"
 
 
 def readme_says(words: str) -> bool:
-    """Whether README.md says ``words`` (line breaks and indents read as one space)."""
+    """Whether docs/mlflow-ui.md says ``words`` (line breaks and indents read as one space)."""
     return " ".join(words.split()) in " ".join(README.read_text().split())
 
 

@@ -1,4 +1,4 @@
-"""What `make ui` shows first, checked in a headless Chromium against what the README says
+"""What `make ui` shows first, checked in a headless Chromium against what docs/mlflow-ui.md says
 (a script a developer runs).
 
     python tests/ui_screenshots.py [--out ui-screenshots] [--keep] [--suite]
@@ -6,8 +6,8 @@
 Runs a tiny real ablation (CartPole, debug preset, 2 arms x 2 seeds, a few minutes on a
 busy CPU; with ``--suite`` CartPole and Acrobot, 2 arms x 1 seed each) in a temporary
 folder, serves its store with ``mlflow ui`` on a free loopback port, and checks each claim
-of README's "Reading the results in MLflow's UI", naming the README's words it checks (a
-claim the README no longer makes fails too):
+of docs/mlflow-ui.md ("Reading the results in MLflow's UI"), naming the words it checks (a
+claim the page no longer makes fails too):
 
 - the assistant panel, on a fresh browser profile: it opens by itself on the first visit,
   is open again after a browser restart, stays closed once closed with its × (a click,
