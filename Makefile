@@ -92,8 +92,10 @@ study: $(STAMP)
 		$(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) $(if $(OUT),--out $(call q,$(OUT)))
 
 # Publish a study that has run: results/<name>/ with what make export writes, the PDF and a README.
+# FROM=results/<name> publishes that folder again from its own files (report, README and
+# cautions rebuilt by this code); a merged study (merge = [...]) reads its parts' folders.
 publish: $(STAMP)
-	$(BIN)/python -m ablations.publish --study $(call q,$(STUDY)) \
+	$(BIN)/python -m ablations.publish --study $(call q,$(STUDY)) $(if $(FROM),--from $(call q,$(FROM))) \
 		$(if $(EXPERIMENT),--experiment $(call q,$(EXPERIMENT))) $(if $(OUT),--out $(call q,$(OUT)))
 
 # The PDF report of an ablation (default: the most recent ablation in the store), or with

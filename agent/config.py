@@ -163,7 +163,7 @@ class TrainConfig:
     """``auto`` (CUDA when available), ``cpu`` or ``cuda[:i]``."""
     compile: str = "auto"
     """``torch.compile`` the RSSM and actor steps: ``on``, ``off``, ``auto`` (CUDA only:
-    on this CPU compiling costs more than it saves, see README's benchmarks)."""
+    on this CPU compiling costs more than it saves, see docs/benchmarks.md)."""
     precision: str = "auto"
     """``bf16`` autocast of network layers, ``fp32``, or ``auto`` (bf16 on CUDA only)."""
     cuda_graphs: str = "auto"

@@ -103,3 +103,9 @@ def test_soak_passes_its_faults_and_seed(tmp_path: Path) -> None:
     plain = make("-n", "soak", cwd=tmp_path).stdout
     assert "-m ablations.soak --faults '3' --seed '7'" in given
     assert "--faults '30' --seed '0'" in plain
+
+
+def test_publish_from_a_folder_passes_it_and_only_then(tmp_path: Path) -> None:
+    given = make("-n", "publish", "STUDY=cpu_classic", "FROM=results/cpu classic", cwd=tmp_path)
+    assert "--from 'results/cpu classic'" in given.stdout
+    assert "--from" not in make("-n", "publish", "STUDY=cpu_classic", cwd=tmp_path).stdout
