@@ -19,7 +19,6 @@ they share, once git shows the agent's code the same at every commit the runs re
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from ablations.study import (
     load_merged_study,
     load_study,
 )
-from agent.cli import first_line
+from agent.cli import ArgumentParser, first_line
 from agent.config import ConfigError
 from analysis.export import default_out, export, folder_size
 from analysis.merge import MergeError, Part, check_same_agent, merge
@@ -109,9 +108,7 @@ def _finisher(out: Path, study: str, description: str) -> Callable[[Path], None]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; exit code 2 with one line on stderr for bad input."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ablations.publish", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m ablations.publish", description=__doc__.split("\n")[0])
     parser.add_argument("--study", required=True, help="the study (studies/<name>.toml)")
     parser.add_argument("--experiment", default=None, help="default: the study's name")
     parser.add_argument("--out", default=None, help="folder to write; default results/<name>")

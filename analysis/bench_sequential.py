@@ -11,13 +11,13 @@ ablations that it is at most 0.005); then the power of two arms at d = 0.5 .. 2.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 
 import numpy as np
 
+from agent.cli import ArgumentParser
 from analysis.sequential import BETTER, WORSE, adastop, welch_fixed_n
 
 EFFECTS = (0.0, 0.5, 1.0, 1.5, 2.0)
@@ -77,7 +77,7 @@ def null_reps(alpha: float, standard_error: float = MAX_STANDARD_ERROR) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.bench_sequential")
+    parser = ArgumentParser(prog="python -m analysis.bench_sequential")
     parser.add_argument("--interim", type=int, default=5)
     parser.add_argument("--max-seeds", type=int, default=25)
     parser.add_argument("--alpha", type=float, default=0.05)

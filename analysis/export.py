@@ -11,7 +11,6 @@ and nothing written.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from agent.cli import first_line
+from agent.cli import ArgumentParser, first_line
 from analysis.decisions import load_adaptive
 from analysis.load import latest_ablation, load_ablation, require_finished
 from analysis.results import RUNS_FILE, check_destination, write_results
@@ -60,9 +59,7 @@ def default_out(experiment: str) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; exit code 2 with one line on stderr for bad input."""
-    parser = argparse.ArgumentParser(
-        prog="python -m analysis.export", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m analysis.export", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--experiment", default=None, help="ablation (MLflow experiment) name; default: the latest"
     )

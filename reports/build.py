@@ -16,7 +16,6 @@ and, from MLflow, all of it is logged as artifacts of the ablation's parent run 
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -31,7 +30,7 @@ import pandas as pd
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from agent.cli import first_line
+from agent.cli import ArgumentParser, first_line
 from analysis import final_window, method, paired, plots, speed, stats, summary
 from analysis.cautions import speed_cautions
 from analysis.config_scopes import config_scopes
@@ -414,9 +413,7 @@ def _write_pdf_atomically(path: Path, pages: Sequence[Figure], title: str) -> No
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; exit code 2 with one line on stderr for bad input."""
-    parser = argparse.ArgumentParser(
-        prog="python -m reports.build", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m reports.build", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--experiment", default=None, help="ablation (MLflow experiment) name; default: the latest"
     )

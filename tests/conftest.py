@@ -57,6 +57,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.module is not None and item.module.__name__.split(".")[-1] in WHOLE_SUITE_MODULES:
             item.add_marker(pytest.mark.slow)
 
+
 TINY: dict[str, Any] = {
     "train.steps": 600,
     "train.prefill": 200,
