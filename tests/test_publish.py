@@ -4,6 +4,7 @@ a synthetic suite in a real MLflow store and on every study published in ``resul
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -41,6 +42,44 @@ def readme_rows(folder: Path) -> dict[str, dict[str, str]]:
     return rows
 
 
+def window(run: pd.Series) -> tuple[float, float]:
+    """The run's training window: [max(start, end - training seconds), end]."""
+    end = pd.Timestamp(run["end_time"]).timestamp()
+    return max(pd.Timestamp(run["start_time"]).timestamp(), end - run["wall_clock"]), end
+
+
+def check_factor_lines(folder: Path) -> None:
+    """A crossed study's README factors, recomputed from runs.csv: per task the cell means
+    of the normalised score, each effect a contrast of them, averaged over the tasks."""
+    text = (folder / "README.md").read_text()
+    if "**The factors**" not in text:
+        return
+    header = json.loads((folder / "ablation.json").read_text())
+    configs = header["configs"]
+    runs = pd.read_csv(folder / "runs.csv")
+    runs = runs[runs["status"] == "FINISHED"]
+    levels = {}
+    for arm in runs["arm"].unique():
+        config = configs[int(runs.loc[runs["arm"] == arm, "config"].iloc[0])]
+        levels[arm] = (config["train.schedule"], config["train.starts"])
+    cell = runs.groupby(["task", "arm"])["normalized_score"].mean()
+    arm_of = {value: arm for arm, value in levels.items()}
+    tasks = sorted(runs["task"].unique())
+
+    def effect(sign) -> float:
+        return float(np.mean([
+            sum(sign(*levels[arm]) * cell[task, arm] for arm in levels) / 2 for task in tasks
+        ]))  # fmt: skip
+
+    schedule = effect(lambda s, _: 1 if s == "coupled" else -1)
+    starts = effect(lambda _, t: 1 if t == "all" else -1)
+    interaction = 2 * effect(lambda s, t: (1 if s == "coupled" else -1) * (1 if t == "all" else -1))
+    assert set(arm_of) == {(s, t) for s in ("separate", "coupled") for t in ("last", "all")}
+    assert f"- coupled - separate: {schedule:+.2f} [" in text
+    assert f"- all - last: {starts:+.2f} [" in text
+    assert f"(coupled - separate | last): {interaction:+.2f} [" in text
+
+
 def check_against_runs_csv(folder: Path) -> None:
     """Every number of the README's table, recomputed here from ``runs.csv``."""
     runs = pd.read_csv(folder / "runs.csv")
@@ -68,6 +107,13 @@ def check_against_runs_csv(folder: Path) -> None:
             wins.append(np.mean([(a > b) + 0.5 * (a == b) for a in x for b in y]))
         poi = float(re.match(NUMBER, row["poi"].strip()).group(1))
         assert poi == pytest.approx(np.mean(wins), abs=6e-3)
+        spans = [
+            (min(w[0] for w in ws), max(w[1] for w in ws))
+            for ws in ([window(r) for _, r in frame.iterrows()] for frame in (mine, base))
+        ]
+        if spans[0][1] < spans[1][0] or spans[1][1] < spans[0][0]:  # trained apart
+            assert row["ratio"].strip() == "n/a", arm
+            continue
         if "trained side by side" in (folder / "README.md").read_text():
             check_paired_ratio(row["ratio"], mine, base)
             continue
@@ -86,10 +132,6 @@ def check_paired_ratio(cell: str, mine: pd.DataFrame, base: pd.DataFrame) -> Non
     the geometric mean of their ratios and scipy's one-sample t interval of the log ratios."""
     ratio, low, high = (float(x) for x in re.match(rf"{NUMBER} \[{NUMBER}, {NUMBER}\]",
                                                    cell.strip()).groups())  # fmt: skip
-
-    def window(run: pd.Series) -> tuple[float, float]:
-        end = pd.Timestamp(run["end_time"]).timestamp()
-        return max(pd.Timestamp(run["start_time"]).timestamp(), end - run["wall_clock"]), end
 
     logs = []
     for _, run in mine.iterrows():
@@ -166,6 +208,7 @@ def test_publishing_refuses_bad_input_in_one_line_and_writes_nothing(
 @pytest.mark.parametrize("folder", PUBLISHED, ids=lambda path: path.name)
 def test_every_published_study_rebuilds_from_its_runs_csv(folder: Path) -> None:
     check_against_runs_csv(folder)
+    check_factor_lines(folder)
     assert sum(path.stat().st_size for path in folder.iterdir()) < 3 * 2**20
 
 
