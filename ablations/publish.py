@@ -86,7 +86,7 @@ def publish_merged(study: MergedStudy, out: str | Path, root: str | Path = "resu
         data, adaptive = read_results(folder)
         parts.append(Part(name, data, adaptive))
     check_same_agent([str(c) for p in parts for c in p.data.runs["git_commit"] if str(c)])
-    merged = merge(parts, study.name, study.reference, study.description)
+    merged = merge(parts, study.name, study.reference)
     out = Path(out)
     return write_results(merged, None, out, _finisher(out, study.name, study.description))
 

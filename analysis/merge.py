@@ -45,7 +45,7 @@ class Part:
     adaptive: AdaptiveRecord | None = None
 
 
-def merge(parts: Sequence[Part], name: str, reference: str, description: str = "") -> AblationData:
+def merge(parts: Sequence[Part], name: str, reference: str) -> AblationData:
     """One ablation named ``name`` from ``parts``: their runs at the tasks every part ran,
     every arm of every part (in the parts' order), compared with ``reference``.
 
@@ -84,7 +84,7 @@ def merge(parts: Sequence[Part], name: str, reference: str, description: str = "
         tasks=tuple(tasks),
         planned_seeds={a: n for p in kept for a, n in p.data.planned_seeds.items()},
         run_params=run_params,
-        provenance=tuple(_provenance(parts, tasks, description)),
+        provenance=tuple(_provenance(parts, tasks)),
     )
 
 
@@ -125,8 +125,8 @@ def _check_same_training(
                 )
 
 
-def _provenance(parts: Sequence[Part], tasks: list[str], description: str) -> list[str]:
-    lines = [description] if description else []
+def _provenance(parts: Sequence[Part], tasks: list[str]) -> list[str]:
+    lines = []
     for part in parts:
         data = part.data
         left = [t for t in data.tasks if t not in tasks]
@@ -135,6 +135,10 @@ def _provenance(parts: Sequence[Part], tasks: list[str], description: str) -> li
         line = f"{part.name}: arms {arms}; code at {commits or 'an unrecorded commit'}"
         if left:
             line += f"; its {', '.join(left)} runs left out (not in every study)"
+        kept = data.runs[data.runs["task"].isin(tasks)]
+        unfinished = kept[kept["status"] != "FINISHED"]
+        if len(unfinished):
+            line += f"; {len(unfinished)} of its runs did not finish ({_statuses(unfinished)})"
         if part.adaptive is not None:
             outcome = part.adaptive.outcome()
             decisions = "; ".join(
@@ -146,6 +150,10 @@ def _provenance(parts: Sequence[Part], tasks: list[str], description: str) -> li
             )
         lines.append(line + ".")
     return lines
+
+
+def _statuses(runs: pd.DataFrame) -> str:
+    return ", ".join(f"{n} {status}" for status, n in runs["status"].value_counts().items())
 
 
 def check_same_agent(commits: Sequence[str], repository: str | Path = ".") -> None:

@@ -63,6 +63,17 @@ def readme_text(
         f"**Answer.** {verdict}",
         "",
     ]
+    unfinished = data.runs[data.runs["status"] != "FINISHED"]
+    if len(unfinished):
+        statuses = ", ".join(
+            f"{count} {status}" for status, count in unfinished["status"].value_counts().items()
+        )
+        lines += [
+            f"**{len(unfinished)} of {len(data.runs)} runs did not finish** ({statuses}) and are "
+            "left out of every number here; `runs.csv` lists them, and rerunning the study "
+            "resumes them.",
+            "",
+        ]
     lines += factor_lines(data, seed, n_resamples)
     if adaptive is not None:
         lines += [f"**{front_summary(adaptive)}**", ""]
@@ -101,7 +112,12 @@ def readme_text(
         "caution the report raises), `report.pdf`.",
         "",
         f"Rebuild the report from these files alone: `make report FROM=results/{folder_name}`. "
-        f"Reproduce the study: `make study STUDY={study}` (`studies/{study}.toml`).",
+        + (
+            f"Publish it again from its parts' folders: `make publish STUDY={study}` "
+            f"(`studies/{study}.toml`)."
+            if data.provenance
+            else f"Reproduce the study: `make study STUDY={study}` (`studies/{study}.toml`)."
+        ),
         "",
     ]
     return "\n".join(lines)
