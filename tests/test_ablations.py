@@ -317,7 +317,7 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(
 def test_git_commit_is_read_from_the_code_not_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ablations.tracking.store import git_commit
+    from ablations.tracking.provenance import git_commit
 
     repo = Path(__file__).resolve().parents[1]
     expected = subprocess.run(

@@ -38,7 +38,8 @@ from ablations.integrity.leases import Lease, LeaseHeldError, LeaseLostError, le
 from ablations.integrity.retries import retry_locked
 from ablations.launch.jobs import WorkerJob
 from ablations.launch.progress import ProgressReporter
-from ablations.tracking.store import MlflowLogger, hardware
+from ablations.tracking.logger import MlflowLogger
+from ablations.tracking.provenance import hardware, machine_conditions
 from agent.cli import describe
 from agent.config import to_dict
 from agent.envs import quiet_ale_banner
@@ -57,18 +58,6 @@ def final_return(client: MlflowClient, run_id: str, total_steps: int) -> float:
         return float("nan")
     late = [value for step, value in points if step >= 0.9 * total_steps]
     return float(np.mean(late if late else [max(points)[1]]))
-
-
-def machine_conditions() -> dict[str, str]:
-    """Tags saying what else the machine had to do when this run started: CPU count, GPU and
-    the 1-, 5- and 15-minute load averages."""
-    one, five, fifteen = os.getloadavg()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {
-        "cpu_count": str(os.cpu_count() or 0),
-        "gpu": gpu,
-        "load_avg_start": f"{one:.2f} {five:.2f} {fifteen:.2f}",
-    }
 
 
 def run_worker(job: WorkerJob, progress: Any = None) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from agent.config import ATARI_GAMES, DMC_TASKS, ConfigError
+from agent.config import ConfigError
+from agent.presets import ATARI_GAMES, DMC_TASKS
 
 ATARI100K_GAMES = tuple(game for game in ATARI_GAMES if game != "space_invaders")
 

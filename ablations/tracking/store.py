@@ -1,4 +1,4 @@
-"""MLflow records: the ablation's experiment and runs in the store, and a batched logger.
+"""The ablation's record in MLflow: its experiment, parent and child runs.
 
 The layout in the store (the contract that ``analysis/`` reads):
 
@@ -30,14 +30,10 @@ The layout in the store (the contract that ``analysis/`` reads):
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
-import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -53,6 +49,8 @@ from ablations.integrity.retries import retry_locked
 from ablations.plan.arms import describe
 from ablations.plan.spec import AblationSpec, RunSpec
 from ablations.tracking.connection import TrackingError
+from ablations.tracking.logger import log_metrics_batched
+from ablations.tracking.provenance import git_commit, hardware
 from ablations.tracking.view import (
     ARMS_VIEW_TAG,
     GROUP_TAG,
@@ -74,42 +72,6 @@ from analysis.names import (
 from analysis.store import report_files
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-BATCH_LIMIT = 1000  # MlflowClient.log_batch takes at most 1000 metrics per call
-
-
-def git_commit() -> str:
-    """The commit of the code that runs (``-dirty`` with uncommitted changes), read from the
-    checkout this package lives in, whatever the working directory; ``unknown`` outside git."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=here,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=here,
-        ).stdout.strip()
-        return (
-            out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def hardware() -> str:
-    import torch
-
-    cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}; {cpu}"
-    return f"CPU only; {cpu}"
 
 
 class AblationStore:
@@ -388,53 +350,3 @@ def score_tags(task: str) -> dict[str, str]:
 
 def _params(values: Mapping[str, Any]) -> list[Param]:
     return [Param(key, str(value)[:6000]) for key, value in values.items()]
-
-
-def log_metrics_batched(
-    client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int
-) -> None:
-    stamp = int(time.time() * 1000)
-    batch = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
-    for start in range(0, len(batch), BATCH_LIMIT):
-        retry_locked(client.log_batch, run_id, metrics=batch[start : start + BATCH_LIMIT])
-
-
-class MlflowLogger:
-    """The agent's :class:`~agent.logger.Logger`, buffering points into ``log_batch`` calls.
-
-    Nothing is sent until :meth:`flush` (the worker flushes right before each checkpoint),
-    and a run costs a few batched calls instead of one call per metric. After
-    :meth:`skip_logged_steps`, points at or below a metric's last step in the store are
-    dropped, so that a resumed run never logs a step twice.
-    """
-
-    def __init__(self, client: MlflowClient, run_id: str):
-        self.client = client
-        self.run_id = run_id
-        self.pending: list[Metric] = []
-        self.logged_up_to: dict[str, int] = {}
-        """Per metric, the last step already in the store: nothing at or below is sent."""
-        self.seconds = 0.0  # time spent in MLflow calls, to report tracking overhead
-
-    def skip_logged_steps(self) -> None:
-        """Read each metric's last step in the store; points up to it will not be sent."""
-        keys = retry_locked(self.client.get_run, self.run_id).data.metrics
-        for key in keys:
-            history = retry_locked(self.client.get_metric_history, self.run_id, key)
-            if history:
-                self.logged_up_to[key] = max(point.step for point in history)
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        stamp = int(time.time() * 1000)
-        self.pending.extend(
-            Metric(k, float(v), stamp, step)
-            for k, v in metrics.items()
-            if step > self.logged_up_to.get(k, -1)
-        )
-
-    def flush(self) -> None:
-        start = time.perf_counter()
-        while self.pending:
-            chunk, self.pending = self.pending[:BATCH_LIMIT], self.pending[BATCH_LIMIT:]
-            retry_locked(self.client.log_batch, self.run_id, metrics=chunk)
-        self.seconds += time.perf_counter() - start
