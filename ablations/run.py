@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import sys
 import time
@@ -17,7 +16,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import psutil
-import torch
 from mlflow.exceptions import MlflowException
 
 from ablations import adaptive
@@ -28,7 +26,7 @@ from ablations.integrity.checkpoints import (
 )
 from ablations.integrity.leases import COMMAND_ID
 from ablations.integrity.retries import retry_locked
-from ablations.launch.gpu_share import GIB, run_memory_need, share_problem
+from ablations.launch.gpu_share import check_gpu_share
 from ablations.launch.jobs import (
     FAILED,
     TAKEN,
@@ -38,17 +36,7 @@ from ablations.launch.jobs import (
     WorkerJob,
 )
 from ablations.launch.launchers import LAUNCHERS
-from ablations.plan.estimate import (
-    CPU_FIT_SECONDS,
-    RunCosts,
-    busy_caution,
-    cpu_sized_command,
-    estimate_seconds,
-    format_duration,
-    run_costs,
-    shared_cpu_slowdown,
-    torch_threads,
-)
+from ablations.plan.estimate import RunCosts, print_estimate, torch_threads
 from ablations.plan.spec import AblationSpec, RunSpec
 from ablations.tracking.connection import (
     TrackingError,
@@ -186,7 +174,7 @@ def _validate(request: Request) -> _Setup:
     runs = spec.runs() if rule is None else adaptive.interim_runs(spec, rule, uri)
     setup = _Setup(uri, checkpoints, plan, rule, runs)
     if plan.runs_per_gpu > 1:
-        _check_gpu_share(runs, plan.runs_per_gpu, plan.threads, setup.costs)
+        check_gpu_share(runs, plan.runs_per_gpu, plan.threads, setup.costs)
     return setup
 
 
@@ -250,7 +238,7 @@ def _announce(spec: AblationSpec, setup: _Setup, batch: _Batch) -> None:
         # Imports and opening the store so far: what each worker process will also spend.
         startup = _process_age()
         jobs = [job.run for job in todo]
-        _print_estimate(spec, jobs, plan.parallel, batch.threads, startup, setup.costs)
+        print_estimate(spec, jobs, plan.parallel, batch.threads, startup, setup.costs)
 
 
 def _on_done(store: AblationStore) -> Callable[[WorkerJob, str], None]:
@@ -334,13 +322,13 @@ def _dry_run(spec: AblationSpec, rule: adaptive.AdaptiveRule | None, plan: Launc
         steps = next(run.config().train.steps for run in first if run.env == task)
         print(f"  {task}: {steps:,} agent steps per run")
     costs: dict[str, RunCosts] = {}
-    _print_estimate(spec, first, plan.parallel, plan.threads, _process_age(), costs)
+    print_estimate(spec, first, plan.parallel, plan.threads, _process_age(), costs)
     if rule is not None and len(runs) > len(first):
         print(
             f"adaptive seeding: that is the first interim ({rule.interim} seeds per arm); "
             f"if no interim decides, up to {len(runs)} runs ({rule.max_seeds} seeds per arm)"
         )
-        _print_estimate(spec, runs, plan.parallel, plan.threads, _process_age(), costs)
+        print_estimate(spec, runs, plan.parallel, plan.threads, _process_age(), costs)
     print("dry run: nothing created")
     return 0
 
@@ -360,76 +348,6 @@ def _process_age() -> float:
         return max(time.time() - psutil.Process().create_time(), 0.0)
     except psutil.Error:
         return 0.0
-
-
-def _check_gpu_share(
-    runs: list[RunSpec], runs_per_gpu: int, threads: int, costs: dict[str, RunCosts]
-) -> None:
-    """Raise :class:`LauncherError` unless each run's GPU memory (its peak while its
-    updates are timed, per task and arm, kept in ``costs`` for the estimate) fits its share
-    of the card with ``runs_per_gpu`` runs on it."""
-    torch.set_num_threads(threads)  # time the work as a worker will run it
-    print(
-        f"measuring each arm's GPU memory for RUNS_PER_GPU={runs_per_gpu} "
-        "(its updates timed for the estimate)...",
-        flush=True,
-    )
-    try:
-        peak = max(run_costs(run, costs).peak_memory for run in runs)
-    except torch.OutOfMemoryError:
-        raise LauncherError(
-            "a run ran out of GPU memory while its updates were timed, alone on the card; "
-            "use a smaller PRESET"
-        ) from None
-    card = torch.cuda.get_device_properties(0)
-    problem = share_problem(peak, card.total_memory, runs_per_gpu, card.name)
-    if problem:
-        raise LauncherError(problem)
-    share = card.total_memory / runs_per_gpu / GIB
-    print(
-        f"each run needs about {run_memory_need(peak) / GIB:.1f} GiB of GPU memory; "
-        f"its share of the {card.name} is {share:.1f} GiB"
-    )
-
-
-def _print_estimate(
-    spec: AblationSpec,
-    runs: list[RunSpec],
-    parallel: int,
-    threads: int,
-    startup: float,
-    costs: dict[str, RunCosts] | None = None,
-) -> None:
-    """The estimated duration (every kind of work timed, see :mod:`ablations.plan.estimate`, or
-    taken from ``costs``); without a GPU, when it is over an hour, a command that fits about
-    30 min here."""
-    torch.set_num_threads(threads)  # time the work as a worker will run it
-    print("estimating the duration: timing env steps, acting and updates per arm...", flush=True)
-    cpus = os.cpu_count() or 1
-    side_by_side = min(parallel, len(runs))
-    slowdown = 1.0
-    if not torch.cuda.is_available():
-        slowdown = shared_cpu_slowdown(side_by_side, threads, cpus)
-    try:
-        estimate = estimate_seconds(runs, parallel, startup, costs, slowdown)
-    except Exception:  # noqa: BLE001 - a run that cannot start fails in its worker, named
-        return
-    print(
-        f"estimated duration: {format_duration(estimate)} (env steps, acting, updates, "
-        "evaluation, metric flushes and start-up, each timed on this machine)"
-    )
-    if slowdown > 1:
-        print(
-            f"{side_by_side} runs side by side ({torch_threads(threads)} each) share {cpus} "
-            f"CPUs: each is counted {slowdown:.2g}x slower than alone"
-        )
-    caution = busy_caution(os.getloadavg()[0], cpus)
-    if caution:
-        print(caution)
-    if estimate > 2 * CPU_FIT_SECONDS and not torch.cuda.is_available():
-        hint = cpu_sized_command(spec, parallel, startup, slowdown=slowdown)
-        if hint:
-            print(f"that is a GPU job; a version that fits about 30 min on this CPU: {hint}")
 
 
 class Terminated(KeyboardInterrupt):

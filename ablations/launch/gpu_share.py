@@ -4,10 +4,10 @@ One Dreamer run leaves a large GPU mostly idle (its update is thousands of small
 so ``k`` run processes may share each card. They take *slots*: each GPU ``k`` times, a run
 starting on a free one, so no card ever holds more than ``k`` runs. Before any run is
 created, each run's GPU memory (measured while timing its updates, see
-:mod:`ablations.plan.estimate`) is checked against its share of the card. While they run, CUDA
-MPS (where ``nvidia-cuda-mps-control`` is installed) lets the runs' kernels execute side
-by side instead of taking turns: :func:`gpu_sharing` starts its control daemon and stops it
-at the end, whatever the end.
+:mod:`ablations.plan.estimate`; :func:`check_gpu_share`) is checked against its share of
+the card. While they run, CUDA MPS (where ``nvidia-cuda-mps-control`` is installed) lets
+the runs' kernels execute side by side instead of taking turns: :func:`gpu_sharing` starts
+its control daemon and stops it at the end, whatever the end.
 """
 
 from __future__ import annotations
@@ -19,7 +19,12 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 
+import torch
+
 from ablations.environment import environment_variables
+from ablations.launch.jobs import LauncherError
+from ablations.plan.estimate import RunCosts, run_costs
+from ablations.plan.spec import RunSpec
 
 MPS_CONTROL = "nvidia-cuda-mps-control"
 GIB = 1024**3
@@ -132,3 +137,33 @@ def gpu_sharing(
 def _stop_daemon(control: str, say: Callable[[str], None]) -> None:
     subprocess.run([control], input="quit\n", text=True, capture_output=True, check=False)
     say("CUDA MPS: control daemon stopped")
+
+
+def check_gpu_share(
+    runs: list[RunSpec], runs_per_gpu: int, threads: int, costs: dict[str, RunCosts]
+) -> None:
+    """Raise :class:`LauncherError` unless each run's GPU memory (its peak while its
+    updates are timed, per task and arm, kept in ``costs`` for the estimate) fits its share
+    of the card with ``runs_per_gpu`` runs on it."""
+    torch.set_num_threads(threads)  # time the work as a worker will run it
+    print(
+        f"measuring each arm's GPU memory for RUNS_PER_GPU={runs_per_gpu} "
+        "(its updates timed for the estimate)...",
+        flush=True,
+    )
+    try:
+        peak = max(run_costs(run, costs).peak_memory for run in runs)
+    except torch.OutOfMemoryError:
+        raise LauncherError(
+            "a run ran out of GPU memory while its updates were timed, alone on the card; "
+            "use a smaller PRESET"
+        ) from None
+    card = torch.cuda.get_device_properties(0)
+    problem = share_problem(peak, card.total_memory, runs_per_gpu, card.name)
+    if problem:
+        raise LauncherError(problem)
+    share = card.total_memory / runs_per_gpu / GIB
+    print(
+        f"each run needs about {run_memory_need(peak) / GIB:.1f} GiB of GPU memory; "
+        f"its share of the {card.name} is {share:.1f} GiB"
+    )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -325,3 +326,43 @@ def round_steps(steps: int) -> int:
         return steps
     unit = 10 ** (int(math.log10(steps)) - 1)
     return steps // unit * unit
+
+
+def print_estimate(
+    spec: AblationSpec,
+    runs: list[RunSpec],
+    parallel: int,
+    threads: int,
+    startup: float,
+    costs: dict[str, RunCosts] | None = None,
+) -> None:
+    """Print the estimated duration of ``runs`` (each kind of work timed as above, or taken
+    from ``costs``); without a GPU, when it is over an hour, a command that fits about 30 min
+    here."""
+    torch.set_num_threads(threads)  # time the work as a worker will run it
+    print("estimating the duration: timing env steps, acting and updates per arm...", flush=True)
+    cpus = os.cpu_count() or 1
+    side_by_side = min(parallel, len(runs))
+    slowdown = 1.0
+    if not torch.cuda.is_available():
+        slowdown = shared_cpu_slowdown(side_by_side, threads, cpus)
+    try:
+        estimate = estimate_seconds(runs, parallel, startup, costs, slowdown)
+    except Exception:  # noqa: BLE001 - a run that cannot start fails in its worker, named
+        return
+    print(
+        f"estimated duration: {format_duration(estimate)} (env steps, acting, updates, "
+        "evaluation, metric flushes and start-up, each timed on this machine)"
+    )
+    if slowdown > 1:
+        print(
+            f"{side_by_side} runs side by side ({torch_threads(threads)} each) share {cpus} "
+            f"CPUs: each is counted {slowdown:.2g}x slower than alone"
+        )
+    caution = busy_caution(os.getloadavg()[0], cpus)
+    if caution:
+        print(caution)
+    if estimate > 2 * CPU_FIT_SECONDS and not torch.cuda.is_available():
+        hint = cpu_sized_command(spec, parallel, startup, slowdown=slowdown)
+        if hint:
+            print(f"that is a GPU job; a version that fits about 30 min on this CPU: {hint}")
