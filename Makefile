@@ -121,7 +121,7 @@ export: $(STAMP)
 BENCH_ENV    ?= atari_pong
 BENCH_PRESET ?= small
 bench: $(STAMP)
-	$(BIN)/python -m agent.bench --env $(call q,$(BENCH_ENV)) \
+	$(BIN)/python -m benchmarks.speed --env $(call q,$(BENCH_ENV)) \
 		$(if $(SHAPE),--shape $(call q,$(SHAPE)),--preset $(call q,$(or $(PRESET),$(BENCH_PRESET)))) \
 		$(foreach v,$(VERSUS),--versus $(call q,$(v))) $(if $(PROFILE),--profile)
 
@@ -129,7 +129,7 @@ bench: $(STAMP)
 # run): aggregate updates/s per k and a 5-seed x 2-arm ablation's wall-clock at the best k.
 KS ?= 1,2,4,8
 bench-throughput: $(STAMP)
-	$(BIN)/python -m ablations.bench_throughput --ks $(call q,$(KS)) \
+	$(BIN)/python -m benchmarks.throughput --ks $(call q,$(KS)) \
 		--env $(call q,$(if $(filter command line,$(origin ENV)),$(ENV),$(BENCH_ENV))) \
 		$(if $(SHAPE),--shape $(call q,$(SHAPE))) $(if $(PRESET),--preset $(call q,$(PRESET))) \
 		$(if $(UPDATES),--updates $(call q,$(UPDATES))) $(foreach s,$(SET),--set $(call q,$(s)))
@@ -137,7 +137,7 @@ bench-throughput: $(STAMP)
 # Learning: the four arms (or ARMS=...) x 2 seeds (or SEEDS=...), with a table of best/final eval vs random.
 LEARN_ENV ?= cartpole
 bench-learn: $(STAMP)
-	$(BIN)/python -m ablations.bench_learn \
+	$(BIN)/python -m benchmarks.learning \
 		--env $(call q,$(if $(filter command line,$(origin ENV)),$(ENV),$(LEARN_ENV))) \
 		$(if $(STEPS),--steps $(call q,$(STEPS))) $(if $(JOBS),--jobs $(call q,$(JOBS))) \
 		$(if $(PRESET),--preset $(call q,$(PRESET))) \
@@ -150,7 +150,7 @@ bench-learn: $(STAMP)
 ui: $(STAMP)
 	@db=$(call q,sqlite:///$(CURDIR)/mlflow.db); uri="$${MLFLOW_TRACKING_URI:-$$db}"; port=$(call q,$(PORT)); \
 	echo "MLflow UI for $$uri (Ctrl-C to stop); open:"; \
-	echo "  $$($(BIN)/python -m ablations.ui "$$uri" "$$port" 2>/dev/null || echo http://127.0.0.1:$$port/)"; \
+	echo "  $$($(BIN)/python -m ablations.tracking.ui "$$uri" "$$port" 2>/dev/null || echo http://127.0.0.1:$$port/)"; \
 	$(BIN)/mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port "$$port"
 
 clean:
@@ -196,7 +196,7 @@ ABLATION_ARGS += $(ADAPTIVE_ARGS)
 # Benchmark, not a test: false-positive rate, power and seeds used by adaptive seeding on
 # synthetic scores, against Welch's t-test at the same maximum (REPS= ablations per row).
 bench-stats: $(STAMP)
-	$(BIN)/python -m analysis.bench_sequential $(ADAPTIVE_ARGS) $(if $(REPS),--reps $(call q,$(REPS)))
+	$(BIN)/python -m benchmarks.sequential_stats $(ADAPTIVE_ARGS) $(if $(REPS),--reps $(call q,$(REPS)))
 
 # --- The soak (docs/runner.md) ------------------------------------------------------------
 # Benchmark, not a test: SOAK_FAULTS faults (kill -9, signals, a second command, a server outage,
@@ -206,4 +206,4 @@ SOAK_FAULTS ?= 30
 SOAK_SEED   ?= 0
 .PHONY: soak
 soak: $(STAMP)
-	$(BIN)/python -m ablations.soak --faults $(call q,$(SOAK_FAULTS)) --seed $(call q,$(SOAK_SEED))
+	$(BIN)/python -m benchmarks.soak --faults $(call q,$(SOAK_FAULTS)) --seed $(call q,$(SOAK_SEED))

@@ -29,10 +29,10 @@ import numpy as np
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from ablations.retries import retry_locked
-from ablations.spec import SEED_LIMIT, AblationSpec, RunSpec
-from ablations.tracking import AblationStore
-from ablations.tracking_store import TrackingError
+from ablations.integrity.retries import retry_locked
+from ablations.plan.spec import SEED_LIMIT, AblationSpec, RunSpec
+from ablations.tracking.connection import TrackingError
+from ablations.tracking.store import AblationStore
 from agent.config import ConfigError
 from analysis.aggregate import suite_score
 from analysis.decisions import DECISIONS_ARTIFACT

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ablations.study import (
+from ablations.plan.study import (
     MergedStudy,
     Study,
     is_merged_study,

@@ -9,7 +9,21 @@ Shape legend used in every docstring and comment:
 Entry points: :class:`Config` / :func:`make_config` and :class:`Trainer`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from agent.config import Config, ConfigError, make_config
-from agent.trainer import SCHEDULES, Trainer
+
+if TYPE_CHECKING:
+    from agent.trainer import SCHEDULES, Trainer
 
 __all__ = ["SCHEDULES", "Config", "ConfigError", "Trainer", "make_config"]
+
+
+def __getattr__(name: str) -> Any:
+    # The trainer (and torch) load on first use, so that a module needing only the config or
+    # the CLI helpers (the launcher's job records, the planner) does not pay for torch.
+    if name in ("SCHEDULES", "Trainer"):
+        from agent import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'agent' has no attribute {name!r}")

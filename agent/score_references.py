@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.config import ATARI_GAMES, DMC_TASKS
+from agent.presets import ATARI_GAMES, DMC_TASKS
 
 
 @dataclass(frozen=True)

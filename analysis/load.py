@@ -17,7 +17,6 @@ ablations recorded before it).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -25,28 +24,14 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-WALL_CLOCK_METRIC = "time/total"
-RUN_TAGS = (
-    "arm",
-    "schedule",
-    "starts",
-    "env",
-    "preset",
-    "git_commit",
-    "device",
-    "torch_version",
-    "hardware",
-    "cpu_count",
-    "gpu",
-    "load_avg_start",
-    "task",
+from analysis.names import (
+    PLANNED_SEEDS_TAG,
+    RUN_TAGS,
+    SCORE_TAGS,
+    WALL_CLOCK_METRIC,
+    parse_planned_seeds,
 )
-SCORE_TAGS = {"score.random": "score_random", "score.best": "score_best"}
-"""A task's score references (tags of its runs) -> float columns; NaN when it has none."""
-PLANNED_SEEDS_TAG = "planned_seeds"
-"""The parent's record of the runs planned: ``arm:n`` pairs, comma-separated, in the arms'
-order; seeds ``0..n-1`` of that arm on every task. Adaptive seeding plans more seeds only for
-the arms it still tests, so arms can differ."""
+
 DEFAULT_REFERENCE = "separate"
 """The reference arm of ablations recorded before the parent run named its own."""
 RUNS_COLUMNS = (
@@ -230,21 +215,6 @@ def parent_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFram
         if run.data.tags.get("ablation.role") == "parent"
     ]
     return pd.DataFrame(rows, columns=["run_id", "status"])
-
-
-def format_planned_seeds(seeds: Mapping[str, int]) -> str:
-    """``{"separate": 10, "coupled": 5}`` -> ``"separate:10,coupled:5"`` (the tag's value)."""
-    return ",".join(f"{arm}:{count}" for arm, count in seeds.items())
-
-
-def parse_planned_seeds(text: str) -> dict[str, int]:
-    """The inverse of :func:`format_planned_seeds`; malformed pairs are skipped."""
-    seeds: dict[str, int] = {}
-    for pair in text.split(","):
-        arm, _, count = pair.rpartition(":")
-        if arm and count.isdigit():
-            seeds[arm] = int(count)
-    return seeds
 
 
 def recent_ablations(client: MlflowClient, most: int = 1000) -> list[str]:

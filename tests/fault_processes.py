@@ -8,10 +8,10 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from ablations.leases import Lease, LeaseHeldError, LeaseLostError
-from ablations.spec import AblationSpec
-from ablations.tracking import AblationStore
-from ablations.tracking_store import store_creation_lock
+from ablations.integrity.leases import Lease, LeaseHeldError, LeaseLostError
+from ablations.plan.spec import AblationSpec
+from ablations.tracking.connection import store_creation_lock
+from ablations.tracking.store import AblationStore
 
 
 def claim_and_hold(uri: str, parent: str, run: str, command: str, go: Any, out: Any) -> None:
@@ -50,10 +50,10 @@ def open_ablation(uri: str, go: Any, out: Any, name: str = "race") -> None:
 
 
 def train_run(job: Any, out: Any) -> None:
-    """Train a run (:func:`~ablations.worker.run_worker`); report how it ended."""
+    """Train a run (:func:`~ablations.launch.worker.run_worker`); report how it ended."""
     import torch
 
-    from ablations.worker import run_worker
+    from ablations.launch.worker import run_worker
 
     torch.set_num_threads(1)
     try:

@@ -13,8 +13,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from ablations.launch_plan import Resources
-from ablations.launchers import plan_local
+from ablations.launch.jobs import Resources
+from ablations.launch.local import plan_local
 
 # A run of a few seconds: tiny model, few steps, few updates.
 TINY = [
@@ -317,7 +317,7 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(
 def test_git_commit_is_read_from_the_code_not_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ablations.tracking import git_commit
+    from ablations.tracking.provenance import git_commit
 
     repo = Path(__file__).resolve().parents[1]
     expected = subprocess.run(

@@ -13,7 +13,6 @@ from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from pypdf import PdfReader
 
-from ablations.__main__ import main
 from ablations.adaptive import (
     ENUMERATION,
     ENUMERATION_PARAM,
@@ -25,8 +24,9 @@ from ablations.adaptive import (
     record_interim,
     record_rule,
 )
-from ablations.spec import AblationSpec
-from ablations.tracking import AblationStore
+from ablations.cli import main
+from ablations.plan.spec import AblationSpec
+from ablations.tracking.store import AblationStore
 from analysis import summary
 from analysis.load import load_ablation
 from analysis.sequential import BETTER, NO_DIFFERENCE, OPEN, adastop
@@ -351,8 +351,8 @@ def test_tiny_adaptive_suite_interrupted_after_an_interim_resumes_and_stops(
 def test_the_ray_launcher_is_planned_again_for_each_interim() -> None:
     """Each interim plans its launch in the same process: a second ``ray.init`` must join."""
     ray = pytest.importorskip("ray")
-    from ablations.launch_plan import Resources
-    from ablations.ray_launcher import plan as plan_ray
+    from ablations.launch.jobs import Resources
+    from ablations.launch.ray_cluster import plan as plan_ray
 
     try:
         first = plan_ray(Resources(cpus_per_run=1))

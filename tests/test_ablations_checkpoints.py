@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ablations.checkpoints import (
+from ablations.integrity.checkpoints import (
     CHECKPOINT_STORES,
     POINTER_TAG,
     CheckpointError,

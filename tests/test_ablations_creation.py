@@ -16,10 +16,10 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from test_ablations import TINY, _cli_env
 
-from ablations.creation import LOST, PARENT_CLAIM, WON, child_claim_key
-from ablations.soak.server import TrackingServer
-from ablations.spec import AblationSpec
-from ablations.tracking import AblationStore
+from ablations.integrity.creation import LOST, PARENT_CLAIM, WON, child_claim_key
+from ablations.plan.spec import AblationSpec
+from ablations.tracking.store import AblationStore
+from benchmarks.soak.server import TrackingServer
 
 SPEC = AblationSpec("cartpole", 1, ("separate", "coupled"), "debug", None, {}, "race")
 

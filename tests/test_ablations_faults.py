@@ -22,14 +22,15 @@ from mlflow.tracking import MlflowClient
 from servers import free_port, start_mlflow_server, stop_server
 from test_ablations import TINY, _alive, _cli_env, _run_processes, children, run_cli
 
-from ablations import tracking_store
-from ablations.checkpoints import CheckpointError, LocalCheckpoints
-from ablations.checkpoints import _write as write_checkpoint
-from ablations.leases import Lease, LeaseHeldError
-from ablations.spec import AblationSpec
-from ablations.tracking import AblationStore
-from ablations.tracking_store import TrackingError, check_reachable
-from ablations.worker import WorkerJob, run_worker
+from ablations.integrity.checkpoints import CheckpointError, LocalCheckpoints
+from ablations.integrity.checkpoints import _write as write_checkpoint
+from ablations.integrity.leases import Lease, LeaseHeldError
+from ablations.launch.jobs import WorkerJob
+from ablations.launch.worker import run_worker
+from ablations.plan.spec import AblationSpec
+from ablations.tracking import connection as tracking_store
+from ablations.tracking.connection import TrackingError, check_reachable
+from ablations.tracking.store import AblationStore
 
 
 def test_one_of_concurrent_claims_wins_and_a_stale_lease_is_taken_over(
@@ -443,7 +444,7 @@ def test_values_that_would_poison_training_are_one_line_and_create_nothing(
     args: list[str],
     message: str,
 ) -> None:
-    from ablations.__main__ import main
+    from ablations.cli import main
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stop:
@@ -557,7 +558,7 @@ def test_an_unwritable_store_is_one_line_and_writes_nothing(
     capsys: pytest.CaptureFixture[str],
     existing: bool,
 ) -> None:
-    from ablations.__main__ import main
+    from ablations.cli import main
 
     folder = tmp_path / "store"
     folder.mkdir()

@@ -9,10 +9,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pypdf import PdfReader
 
-from ablations.__main__ import main
-from ablations.arms import load_arms_file, parse_arm_flag, resolve_arms
-from ablations.spec import ARMS, AblationSpec
-from ablations.suites import SUITES
+from ablations.cli import main
+from ablations.plan.arms import load_arms_file, parse_arm_flag, resolve_arms
+from ablations.plan.spec import ARMS, AblationSpec
+from ablations.plan.suites import SUITES
 from agent.config import ENV_PRESETS, make_config
 from agent.score_references import SCORE_REFERENCES
 from tests.test_ablations import TINY, children, run_cli
@@ -191,7 +191,7 @@ def test_two_tasks_two_user_arms_two_seeds_end_to_end(tmp_path: Path) -> None:
 
 
 def test_estimate_times_each_model_once_per_kind_of_env_and_every_task_env() -> None:
-    from ablations.estimate import estimate_seconds
+    from ablations.plan.estimate import estimate_seconds
 
     spec = AblationSpec(
         "cartpole", 1, arms=("separate",), preset="debug", steps=400, tasks=("cartpole", "acrobot")
@@ -207,7 +207,7 @@ def test_estimate_times_each_model_once_per_kind_of_env_and_every_task_env() -> 
 
 
 def test_the_cpu_hint_keeps_the_suite_reference_and_says_user_arms_need_their_source() -> None:
-    from ablations.estimate import cpu_sized_command
+    from ablations.plan.estimate import cpu_sized_command
 
     table = resolve_arms(ARMS, ("separate", "coupled"), {}, [], "train.train_ratio=64,128")
     spec = AblationSpec(

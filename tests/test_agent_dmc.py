@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from agent import ConfigError, Trainer, make_config
-from agent.config import DMC_TASKS, ENV_PRESETS
 from agent.envs import make_env
 from agent.logger import MemoryLogger
+from agent.presets import DMC_TASKS, ENV_PRESETS
 from tests.conftest import tiny_config
 from tests.test_agent_training import ROOT
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablations.spec import ARMS, AblationSpec
+from ablations.plan.spec import ARMS, AblationSpec
 from agent import SCHEDULES, make_config
 from agent.config import ConfigError
 from tests.test_agent_schedules import clone_parameters, spy_imagine, spy_method

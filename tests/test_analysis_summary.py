@@ -14,9 +14,9 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from pypdf import PdfReader
 
-from ablations.__main__ import main
-from ablations.spec import AblationSpec
-from ablations.tracking import AblationStore
+from ablations.cli import main
+from ablations.plan.spec import AblationSpec
+from ablations.tracking.store import AblationStore
 from analysis import stats, summary
 from analysis.load import load_ablation
 from reports.build import build_report

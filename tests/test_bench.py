@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from agent import Trainer, bench, make_config
+from agent import Trainer, make_config
+from benchmarks import speed as bench
 from tests.conftest import TINY
 
 

@@ -13,7 +13,7 @@ from tests.test_ablations import run_module
 
 
 def run_bench_learn(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return run_module("ablations.bench_learn", cwd, *args)
+    return run_module("benchmarks.learning", cwd, *args)
 
 
 def table_rows(stdout: str) -> list[list[str]]:
@@ -72,9 +72,9 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], messag
 
 
 def test_every_setup_runs_known_distinct_arms_and_at_least_one_seed() -> None:
-    from ablations.arms import resolve_arms
-    from ablations.bench_learn import RUN_ORDER, SETUPS
-    from ablations.spec import ARMS
+    from ablations.plan.arms import resolve_arms
+    from ablations.plan.spec import ARMS
+    from benchmarks.learning import RUN_ORDER, SETUPS
 
     for env, setup in SETUPS.items():
         resolved = resolve_arms({arm: ARMS[arm] for arm in RUN_ORDER}, setup.arms, {}, [])

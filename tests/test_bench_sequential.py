@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from analysis.bench_sequential import NULL_ROWS, main, null_reps
+from benchmarks.sequential_stats import NULL_ROWS, main, null_reps
 
 
 @pytest.mark.parametrize("alpha", [0.01, 0.05, 0.1, 0.2])

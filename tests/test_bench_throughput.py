@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from ablations import bench_throughput
-from ablations.bench_throughput import Span, ablation_seconds, aggregate, table
-from ablations.estimate import count_work
+from ablations.plan.estimate import count_work
 from agent import make_config
+from benchmarks import throughput as bench_throughput
+from benchmarks.throughput import Span, ablation_seconds, aggregate, table
 from tests.test_makefile import make
 
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from ablations.estimate import (
+from ablations.plan.estimate import (
     RunCosts,
     busy_caution,
     count_work,
@@ -21,7 +21,7 @@ from ablations.estimate import (
     steps_within,
     torch_threads,
 )
-from ablations.spec import AblationSpec
+from ablations.plan.spec import AblationSpec
 from agent import Trainer
 from tests.conftest import tiny_config
 

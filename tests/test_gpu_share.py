@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from ablations.gpu_share import (
+from ablations.launch.gpu_share import (
     GIB,
     SlotPool,
     device_slots,
@@ -26,8 +26,9 @@ from ablations.gpu_share import (
     run_memory_need,
     share_problem,
 )
-from ablations.launch_plan import LauncherError, Resources
-from ablations.launchers import plan_local, plan_ray
+from ablations.launch.jobs import LauncherError, Resources
+from ablations.launch.launchers import plan_ray
+from ablations.launch.local import plan_local
 from tests.test_makefile import make
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answer")
@@ -225,7 +226,7 @@ def test_a_running_mps_daemon_is_used_and_left_running(
 def test_the_estimate_measures_a_runs_gpu_memory() -> None:
     import gc
 
-    from ablations.estimate import time_costs
+    from ablations.plan.estimate import time_costs
     from tests.conftest import tiny_config
 
     gc.collect()

@@ -101,7 +101,7 @@ def test_export_and_report_from_say_what_is_wrong_in_one_line(tmp_path: Path) ->
 def test_soak_passes_its_faults_and_seed(tmp_path: Path) -> None:
     given = make("-n", "soak", "SOAK_FAULTS=3", "SOAK_SEED=7", cwd=tmp_path).stdout
     plain = make("-n", "soak", cwd=tmp_path).stdout
-    assert "-m ablations.soak --faults '3' --seed '7'" in given
+    assert "-m benchmarks.soak --faults '3' --seed '7'" in given
     assert "--faults '30' --seed '0'" in plain
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ablations.plan.study import MergedStudy, load_merged_study, load_study
 from ablations.publish import publish_merged
-from ablations.study import MergedStudy, load_merged_study, load_study
 from agent.config import ConfigError
 from analysis.load import AblationData
 from analysis.merge import MergeError, Part, check_same_agent, merge

@@ -1,23 +1,27 @@
 """The packages keep their layers: ``agent`` knows nothing of MLflow, Ray or the report;
 ``analysis`` reads MLflow and knows nothing of the runner or the report; ``reports`` reaches
-MLflow only through ``analysis``; and no project modules import each other in a circle
-(imports inside functions count too)."""
+MLflow only through ``analysis``; nothing but the benchmarks imports ``benchmarks``; no
+project modules import each other in a circle (imports inside functions count too); and the
+launcher's job records load neither torch nor the trainer."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("agent", "ablations", "analysis", "reports")
+PACKAGES = ("agent", "ablations", "analysis", "reports", "benchmarks")
 
 # What each package must not import: other project packages, and third-party packages.
 FORBIDDEN = {
-    "agent": {"ablations", "analysis", "reports", "mlflow", "ray", "matplotlib"},
-    "analysis": {"ablations", "reports", "ray"},
-    "reports": {"ablations", "mlflow", "ray"},
+    "agent": {"ablations", "analysis", "reports", "benchmarks", "mlflow", "ray", "matplotlib"},
+    "ablations": {"benchmarks"},
+    "analysis": {"ablations", "reports", "benchmarks", "ray"},
+    "reports": {"ablations", "benchmarks", "mlflow", "ray"},
 }
 
 
@@ -99,3 +103,15 @@ def test_the_circle_finder_finds_circles_of_two_and_three_and_none_in_a_chain() 
     assert find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_circle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None  # a diamond
     assert find_circle({"a": {"b"}, "b": set(), "c": {"d"}, "d": {"c"}}) == ["c", "d", "c"]
+
+
+def test_the_job_records_and_the_plan_load_neither_torch_nor_the_trainer() -> None:
+    # The driver and both launchers share these modules; the worker alone needs torch.
+    probe = (
+        "import sys, ablations.launch.jobs, ablations.launch.progress, ablations.plan.spec; "
+        "print(sorted({'torch', 'agent.trainer'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout

@@ -35,7 +35,7 @@ def timed_output(command: list[str], cwd: Path) -> tuple[float, list[tuple[float
 
 @pytest.mark.slow
 def test_bench_shows_its_header_and_progress_before_it_ends(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "agent.bench", "--env", "cartpole", "--preset", "debug"]
+    command = [sys.executable, "-m", "benchmarks.speed", "--env", "cartpole", "--preset", "debug"]
     command += ["--iterations", "1", "--warmup", "1", "--set", "train.train_ratio=64"]
     ended, chunks, code = timed_output([*command, "--set", "train.prefill=64"], tmp_path)
     assert code == 0

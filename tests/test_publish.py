@@ -17,8 +17,8 @@ import pytest
 from mlflow.entities import Metric
 from scipy import stats as scipy_stats
 
+from ablations.plan.study import Study
 from ablations.publish import main, publish
-from ablations.study import Study
 from analysis.results import read_results
 from reports.study_readme import readme_text
 from tests.suite_store import child_tags, new_suite

@@ -23,7 +23,7 @@ import requests
 from servers import DEADLINE_S, free_port, start_mlflow_server, stop_server, wait_for_port
 from test_ablations import TINY  # tests/ is on sys.path (no package), as pytest runs it
 
-from ablations.__main__ import main
+from ablations.cli import main
 
 BIN = Path(sys.executable).parent
 # Ray 2.60 turns token authentication on for a head when ~/.ray/auth_token exists, but not
@@ -234,12 +234,12 @@ def test_without_ray_installed_the_ray_launcher_says_how_to_install_it(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
-    monkeypatch.delitem(sys.modules, "ablations.ray_launcher", raising=False)
-    # `from ablations import ray_launcher` reads the package attribute first, which an
-    # earlier test's import leaves behind.
-    import ablations
+    monkeypatch.delitem(sys.modules, "ablations.launch.ray_cluster", raising=False)
+    # `from ablations.launch import ray_cluster` reads the package attribute first, which
+    # an earlier test's import leaves behind.
+    import ablations.launch
 
-    monkeypatch.delattr(ablations, "ray_launcher", raising=False)
+    monkeypatch.delattr(ablations.launch, "ray_cluster", raising=False)
     with pytest.raises(SystemExit) as exit_info:
         main(["--env", "cartpole", "--seeds", "2", "--launcher", "ray", "--no-report"])
     assert exit_info.value.code == 2

@@ -27,8 +27,8 @@ from pandas.testing import assert_frame_equal
 from pypdf import PdfReader
 
 from ablations.adaptive import AdaptiveRule, interim_runs, record_interim, record_rule
-from ablations.spec import AblationSpec
-from ablations.tracking import AblationStore
+from ablations.plan.spec import AblationSpec
+from ablations.tracking.store import AblationStore
 from agent.config import flatten, make_config
 from analysis import export, results
 from analysis.decisions import load_adaptive

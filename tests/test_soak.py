@@ -16,9 +16,9 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from test_ablations import TINY, _cli_env
 
-from ablations.soak.__main__ import main, tally_line
-from ablations.soak.check import Verdict, check_ablation, compare_run, is_timing
 from analysis.load import load_ablation
+from benchmarks.soak.__main__ import main, tally_line
+from benchmarks.soak.check import Verdict, check_ablation, compare_run, is_timing
 
 TALLY = re.compile(
     r"^soak: (\d+) faults \((\d+) kinds\), (\d+) reruns, (\d+) runs lost, (\d+) steps "

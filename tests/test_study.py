@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ablations.__main__ import build_parser, main, spec_from_args
-from ablations.spec import ARMS
-from ablations.study import (
+from ablations.cli import build_parser, main, spec_from_args
+from ablations.plan.spec import ARMS
+from ablations.plan.study import (
     expand_study,
     is_merged_study,
     known_studies,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from ablations import ui
-from ablations.spec import AblationSpec
-from ablations.tracking import AblationStore
+from ablations.plan.spec import AblationSpec
+from ablations.tracking import ui
+from ablations.tracking.store import AblationStore
 from analysis.store import attach_report
 
 

@@ -47,7 +47,7 @@ from ui_pages import (
     table_checks,
 )
 
-from ablations.ui_view import CHART_SECTION
+from ablations.tracking.view import CHART_SECTION
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 TASKS = {False: ("cartpole",), True: ("cartpole", "acrobot")}
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         server = serve(folder, uri, port)
         base = f"http://127.0.0.1:{port}/"
         address = subprocess.run(
-            [sys.executable, "-m", "ablations.ui", uri, str(port)],
+            [sys.executable, "-m", "ablations.tracking.ui", uri, str(port)],
             capture_output=True,
             text=True,
             check=True,
