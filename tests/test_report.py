@@ -106,9 +106,9 @@ def ablation(tmp_path_factory: pytest.TempPathFactory) -> dict:
     parent_id = parent.info.run_id
     rng = np.random.default_rng(7)
     offsets = {"separate": (-30.0, 0.0, 30.0), "coupled": (-20.0, 5.0, 20.0)}
-    for arm, arm_offsets in offsets.items():
-        for seed, offset in enumerate(arm_offsets):
-            _log_run(client, experiment_id, parent_id, arm, seed, rng, offset)
+    for seed in range(3):  # seed by seed, arms interleaved, as the runner trains them
+        for arm, arm_offsets in offsets.items():
+            _log_run(client, experiment_id, parent_id, arm, seed, rng, arm_offsets[seed])
     _log_run(
         client, experiment_id, parent_id, "coupled", 3, rng, 0.0, last_step=400, status="FAILED"
     )

@@ -97,9 +97,10 @@ def _speed(task: str, arm: str, seed: int) -> float:
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("suite-pages")
     client, uri, experiment_id, parent_id = new_suite(root, "separate", ARMS, TASKS)
-    for (task, arm), seeds in SEEDS.items():
-        for seed in seeds:
-            _log_run(client, experiment_id, parent_id, task, arm, seed, "FINISHED")
+    runs = [(task, arm, seed) for (task, arm), seeds in SEEDS.items() for seed in seeds]
+    # Seed by seed, arms interleaved, as the runner trains them.
+    for task, arm, seed in sorted(runs, key=lambda run: run[2]):
+        _log_run(client, experiment_id, parent_id, task, arm, seed, "FINISHED")
     _log_run(client, experiment_id, parent_id, *FAILED, "FAILED")
     return report_pages(uri, root, n_resamples=50)
 

@@ -113,8 +113,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     client, uri, experiment_id, parent_id = new_ablation(root)
     rng = np.random.default_rng(3)
     ids = {}
-    for arm in ("separate", "coupled"):
-        for seed in range(3):
+    for seed in range(3):  # seed by seed, arms interleaved, as the runner trains them
+        for arm in ("separate", "coupled"):
             extra = {"hardware": 'CPU "x", 2 cores\nsecond line'} if seed == 2 else None
             ids[f"{arm}-seed{seed}"] = log_child(
                 client, experiment_id, parent_id, arm, seed, rng, extra_tags=extra
