@@ -125,10 +125,16 @@ bench: $(STAMP)
 		$(if $(SHAPE),--shape $(call q,$(SHAPE)),--preset $(call q,$(or $(PRESET),$(BENCH_PRESET)))) \
 		$(foreach v,$(VERSUS),--versus $(call q,$(v))) $(if $(PROFILE),--profile)
 
-# Throughput: KS concurrent runs on one device (SHAPE, default S, or PRESET; UPDATES timed per
-# run): aggregate updates/s per k and a 5-seed x 2-arm ablation's wall-clock at the best k.
+# Throughput. First seeds as a batch: updates/s per core of SEED_KS seeds in one batched model
+# against one run per process (CartPole at the debug and small presets, starts last and all;
+# with SHAPE, that shape on BENCH_ENV). Then KS concurrent runs on one device (SHAPE, default
+# S, or PRESET; UPDATES timed per run): aggregate updates/s per k and a 5-seed x 2-arm
+# ablation's wall-clock at the best k.
 KS ?= 1,2,4,8
+SEED_KS ?= 1,2,4,8,10
 bench-throughput: $(STAMP)
+	$(BIN)/python -m benchmarks.seed_batch --ks $(call q,$(SEED_KS)) \
+		$(if $(SHAPE),--shape $(call q,$(SHAPE)) --env $(call q,$(BENCH_ENV)))
 	$(BIN)/python -m benchmarks.throughput --ks $(call q,$(KS)) \
 		--env $(call q,$(if $(filter command line,$(origin ENV)),$(ENV),$(BENCH_ENV))) \
 		$(if $(SHAPE),--shape $(call q,$(SHAPE))) $(if $(PRESET),--preset $(call q,$(PRESET))) \

@@ -16,6 +16,7 @@ from torch import nn
 
 from agent.config import Config
 from agent.dists import twohot_bins, twohot_loss, twohot_mean
+from agent.members import expand_to_rows, member_means, member_stds, member_sums
 from agent.nets import MLP
 from agent.policy import (
     ACTION_HEADS,
@@ -78,17 +79,18 @@ def replay_return(
 
 
 def quantiles(values: torch.Tensor, levels: tuple[float, ...]) -> list[torch.Tensor]:
-    """``torch.quantile(values, q)`` with linear interpolation for each level of ``levels``,
-    from one sort of ``values (M,)``. The ranks come from the static length, so nothing is
-    copied to or read back from the device (``torch.quantile`` takes ``q`` as a tensor)."""
-    (M,) = values.shape
+    """``torch.quantile(values, q, dim=-1)`` with linear interpolation for each level of
+    ``levels``, from one sort of ``values (..., M)``; each ``(...)``. The ranks come from the
+    static length, so nothing is copied to or read back from the device (``torch.quantile``
+    takes ``q`` as a tensor)."""
+    M = values.shape[-1]
     ordered = values.sort().values
     out = []
     for level in levels:
         rank = level * (M - 1)
         below = math.floor(rank)
         above = min(below + 1, M - 1)
-        out.append(torch.lerp(ordered[below], ordered[above], rank - below))
+        out.append(torch.lerp(ordered[..., below], ordered[..., above], rank - below))
     return out
 
 
@@ -102,12 +104,16 @@ class ReturnNormalizer(nn.Module):
     def __init__(self, decay: float):
         super().__init__()
         self.decay = decay
+        self.members = 1  # a seed batch's normaliser keeps one spread per member: (K,)
         self.register_buffer("spread", torch.zeros(()))
 
     @torch.no_grad()
     def update(self, returns: torch.Tensor) -> torch.Tensor:
-        """Fold this batch's percentile range in; return the current scale ``max(1, S)``."""
-        low, high = quantiles(returns.detach().flatten().float(), (0.05, 0.95))
+        """Fold this batch's percentile range in; return the current scale ``max(1, S)``:
+        a scalar, or ``(K,)`` for a seed batch (each member's from its own rows)."""
+        values = returns.detach().float()
+        values = values.flatten() if self.members == 1 else values.reshape(self.members, -1)
+        low, high = quantiles(values, (0.05, 0.95))
         self.spread.lerp_(high - low, 1 - self.decay)
         return self.spread.clamp(min=1.0)
 
@@ -121,6 +127,7 @@ class ActorCritic(nn.Module):
         m, ac = config.model, config.ac
         self.config = config
         self.num_actions = num_actions
+        self.members = 1  # seeds folded into the batch axis (see agent.members)
         self.head = ACTION_HEADS[config.env.actions](config)
         self.gradient: ActorGradient = ACTOR_GRADIENTS[
             resolve_actor_grad(ac.actor_grad, config.env.actions)
@@ -207,7 +214,8 @@ class ActorCritic(nn.Module):
             )
             # Weight of each step: probability (times discount) of still being in the episode.
             weight = torch.cumprod(ac.discount * cont.detach(), 1)[:, :H] / ac.discount  # (N, H)
-            scale = self.return_norm.update(returns)
+            member_scale = self.return_norm.update(returns)  # () or (K,)
+            scale = expand_to_rows(member_scale, N, self.members)
             advantage = (returns - value[:, :H]) / scale
             # Contiguous: a strided (N, H, F) view makes every linear layer a batched matmul.
             states = detached[:, :H].contiguous()  # the H states actions were taken in
@@ -219,13 +227,14 @@ class ActorCritic(nn.Module):
         entropy = self.head.entropy(params)
         step = ActorStep(feat, reward, cont, value, scale, log_prob, advantage)
         objective = self.gradient.objective(self, step)  # (N, H)
-        actor_loss = -(weight * (objective + ac.entropy * entropy)).mean()
+        members = self.members
+        actor_loss = -member_means(weight * (objective + ac.entropy * entropy), members)
 
         # Critic: two-hot regression on lambda-returns, regularised towards the slow critic.
         logits = critic_logits[:, :H]
         critic_loss = twohot_loss(logits, returns, self.bins)
         critic_loss = critic_loss + ac.slow_critic_reg * twohot_loss(logits, slow_value, self.bins)
-        critic_loss = (weight * critic_loss).mean()
+        critic_loss = member_means(weight * critic_loss, members)
 
         metrics = {}
         if replay is not None:  # the trainer passes it when ac.replay_critic > 0
@@ -236,14 +245,15 @@ class ActorCritic(nn.Module):
         metrics |= {
             "loss/actor": actor_loss.detach(),
             "loss/critic": critic_loss.detach(),
-            "ac/entropy": entropy.detach().mean(),
-            "ac/return_scale": scale,
-            "ac/return": returns.mean(),
-            "ac/value": value.mean(),
-            "ac/imagined_reward": reward.mean(),
-            "ac/advantage_std": advantage.std(),
+            "ac/entropy": member_means(entropy.detach(), members),
+            "ac/return_scale": member_scale,
+            "ac/return": member_means(returns, members),
+            "ac/value": member_means(value, members),
+            "ac/imagined_reward": member_means(reward.detach(), members),
+            "ac/advantage_std": member_stds(advantage, members),
         }
-        return actor_loss + critic_loss, metrics
+        # A seed batch's loss is the sum of its members' losses (see agent.members).
+        return (actor_loss + critic_loss).sum(), metrics
 
     def replay_critic_loss(
         self, replay: dict[str, torch.Tensor], start_returns: torch.Tensor
@@ -282,7 +292,8 @@ class ActorCritic(nn.Module):
         # The last step has no real successor here and terminal states have no future.
         weight = replay["cont"].clone()
         weight[:, -1] = 0.0
-        return (weight * loss).sum() / weight.sum().clamp(min=1.0)
+        members = self.members
+        return member_sums(weight * loss, members) / member_sums(weight, members).clamp(min=1.0)
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:

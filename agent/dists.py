@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from agent.members import MemberGenerators, fill_random
+
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
     """``sign(x) * ln(|x| + 1)`` (paper eq. 9), elementwise."""
@@ -34,7 +36,9 @@ def unimix_probs(logits: torch.Tensor, unimix: float) -> torch.Tensor:
     return probs
 
 
-def sample_onehot(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def sample_onehot(
+    probs: torch.Tensor, generator: torch.Generator | MemberGenerators | None
+) -> torch.Tensor:
     """One-hot sample of ``probs (..., K)`` with straight-through gradients.
 
     The forward value is the one-hot sample; the backward pass sees ``probs`` (Bengio et
@@ -44,7 +48,9 @@ def sample_onehot(probs: torch.Tensor, generator: torch.Generator | None) -> tor
     # Exponential race (the Gumbel-max trick with exp applied): argmax of p / q, q ~ Exp(1).
     # It is what torch.multinomial does for one sample, same draws from the same generator,
     # minus multinomial's validity check, a host-device sync per call (62 per update).
-    race = torch.empty_like(flat).exponential_(1.0, generator=generator)
+    race = fill_random(
+        torch.empty_like(flat), generator, lambda out, g: out.exponential_(1.0, generator=g)
+    )
     index = (flat / race).argmax(-1, keepdim=True)  # (M, 1)
     onehot = torch.zeros_like(flat).scatter_(-1, index, 1.0).reshape(probs.shape)
     # (probs - probs.detach()) is exactly 0 forward, so the value stays an exact one-hot.

@@ -29,6 +29,7 @@ from agent.dists import (
     sample_onehot,
     unimix_probs,
 )
+from agent.members import fill_random
 
 Params = dict[str, torch.Tensor]
 """A distribution's parameters, e.g. ``{"probs": (..., A)}`` or ``{"mean", "std"}``."""
@@ -99,7 +100,8 @@ class BoundedNormalHead:
 
     def sample(self, params: Params, generator: torch.Generator | None) -> torch.Tensor:
         mean, std = params["mean"], params["std"]
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        noise = torch.empty(mean.shape, device=mean.device, dtype=mean.dtype)
+        noise = fill_random(noise, generator, lambda out, g: out.normal_(generator=g))
         return mean + std * noise
 
     def mode(self, params: Params) -> torch.Tensor:

@@ -23,11 +23,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any, TypedDict
 
 import numpy as np
 import torch
-from torch import nn
 
 from agent import checkpoint
 from agent.acceleration import (
@@ -44,6 +44,7 @@ from agent.config import STARTS, Config, ConfigError
 from agent.diversity import imagined_dispersion, start_diversity, start_shift
 from agent.envs import action_space, make_env, observation_shapes
 from agent.logger import Logger, MetricMeans, NullLogger, PhaseTimer
+from agent.members import clip_grad_norms, per_member
 from agent.replay import Replay
 from agent.world_model import WorldModel, features
 
@@ -216,6 +217,13 @@ class Trainer:
         self.graphs = use_graphs(config.train.cuda_graphs, self.device)
         if config.train.cuda_graphs == "on" and not self.graphs:
             raise ConfigError(f"train.cuda_graphs=on needs a CUDA device, got {self.device}")
+        self._init_learning()
+        self._init_counters()
+
+    def _init_learning(self) -> None:
+        """The optimisers and the update steps over ``world_model`` and ``actor_critic``
+        (a seed batch calls this on its stacked models)."""
+        config = self.config
         wm, ac = config.wm, config.ac
         # Fused Adam: one kernel per step for all parameters (same update as the loop);
         # capturable keeps its step count on the device, where a CUDA graph can advance it.
@@ -262,6 +270,8 @@ class Trainer:
             self._world_model_apply_step,
         ) = self._steps
 
+    def _init_counters(self) -> None:
+        config = self.config
         self.env_steps = 0
         self.wm_updates = 0
         self.ac_updates = 0
@@ -425,8 +435,8 @@ class Trainer:
             loss, metrics, posterior = wm.compute_loss(batch, self.generator)
         self.wm_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        metrics["grad_norm/wm"] = nn.utils.clip_grad_norm_(
-            wm.parameters(), self.config.wm.grad_clip
+        metrics["grad_norm/wm"] = clip_grad_norms(
+            wm.parameters(), self.config.wm.grad_clip, wm.members
         )
         return {"h": posterior["h"].detach(), "z": posterior["z"].detach(), "metrics": metrics}
 
@@ -478,9 +488,12 @@ class Trainer:
         self.actor_optimizer.zero_grad(set_to_none=True)
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=self._ac_parameters)
-        metrics["diversity/imagined_h_dispersion"] = imagined_dispersion(imagined["h"].detach())
-        metrics["grad_norm/actor"] = nn.utils.clip_grad_norm_(ac.actor.parameters(), clip)
-        metrics["grad_norm/critic"] = nn.utils.clip_grad_norm_(ac.critic.parameters(), clip)
+        members = ac.members
+        metrics["diversity/imagined_h_dispersion"] = per_member(
+            imagined_dispersion, members, imagined["h"].detach()
+        )
+        metrics["grad_norm/actor"] = clip_grad_norms(ac.actor.parameters(), clip, members)
+        metrics["grad_norm/critic"] = clip_grad_norms(ac.critic.parameters(), clip, members)
         self.actor_optimizer.step()
         self.critic_optimizer.step()
         ac.update_slow_critic()
@@ -533,7 +546,9 @@ class Trainer:
         batch = {"action": states["action"], "is_first": states["is_first"]}
         with self.timer.phase("refilter"):
             fresh = self._observe_step({self.obs_key: states["observations"], **batch})
-        self.metrics.add({"staleness/start_h_shift": start_shift(states["h"], fresh["h"])})
+        members = self.world_model.members
+        shift = per_member(start_shift, members, states["h"], fresh["h"])
+        self.metrics.add({"staleness/start_h_shift": shift})
         return {**states, "h": fresh["h"], "z": fresh["z"]}
 
     def train_actor_critic(self, states: PosteriorStates) -> None:
@@ -550,10 +565,11 @@ class Trainer:
             replay = replay_steps(states, cfg.train.starts) if cfg.ac.replay_critic else None
             metrics = dict(self._actor_critic_step(imagined, replay))
 
-        metrics.update(
-            start_diversity(start["h"], start["z"], start["uid"], start["env_step"], self.env_steps)
-        )
-        metrics["diversity/num_starts"] = float(start["h"].shape[0])
+        members = self.world_model.members
+        diversity = partial(start_diversity, current_env_step=self.env_steps)
+        keys = ("h", "z", "uid", "env_step")
+        metrics.update(per_member(diversity, members, *(start[k] for k in keys)))
+        metrics["diversity/num_starts"] = float(start["h"].shape[0] // members)
         self.metrics.add(metrics)
         self.ac_updates += 1
 
@@ -565,25 +581,42 @@ class Trainer:
 
     def train_iteration(self) -> None:
         """Collect ``collect_every`` steps, then run the schedule's updates for them."""
-        t = self.config.train
         start = time.perf_counter()
+        self._collect_iteration()
+        self._run_schedule()
+        self.iterations += 1
+        evaluating, flushing = self._due()
+        if (evaluating or flushing) and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # queued updates are training time, not eval's
+        self._add_training_time(time.perf_counter() - start)
+        self._evaluate_and_flush(evaluating, flushing)
+
+    def _collect_iteration(self) -> None:
+        t = self.config.train
         if self.env_steps < t.prefill:
             self.collect(t.prefill - self.env_steps)
         self.collect(min(t.collect_every, t.steps - self.env_steps))
+
+    def _run_schedule(self) -> None:
+        t = self.config.train
         self._update_credit += t.updates_per_iteration()
         num_updates = int(self._update_credit)
         self._update_credit -= num_updates
         if num_updates:  # a ratio below one update per iteration trains every few iterations
             SCHEDULES[t.schedule](self, num_updates)
-        self.iterations += 1
+
+    def _due(self) -> tuple[bool, bool]:
+        """Whether this iteration ends with an evaluation, and with a metric flush."""
+        t = self.config.train
         evaluating = bool(t.eval_every) and (self.env_steps >= self._next_eval or self.done)
-        flushing = self.env_steps >= self._next_log or self.done
-        if (evaluating or flushing) and self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)  # queued updates are training time, not eval's
-        elapsed = time.perf_counter() - start
+        return evaluating, self.env_steps >= self._next_log or self.done
+
+    def _add_training_time(self, elapsed: float) -> None:
         self._wall_seconds += elapsed
         self._window_seconds += elapsed
 
+    def _evaluate_and_flush(self, evaluating: bool, flushing: bool) -> None:
+        t = self.config.train
         if evaluating:
             self._next_eval = self.env_steps + t.eval_every
             with self.timer.phase("eval"):

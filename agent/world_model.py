@@ -22,6 +22,7 @@ from agent.dists import (
     twohot_mean,
     unimix_probs,
 )
+from agent.members import member_means
 from agent.nets import MLP, ConvDecoder, ConvEncoder
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
@@ -216,6 +217,7 @@ class WorldModel(nn.Module):
         m = config.model
         self.config = config
         self.num_actions = num_actions
+        self.members = 1  # seeds folded into the batch axis (see agent.members)
         (self.obs_key,) = obs_shapes
         if self.obs_key == "image":
             self.encoder: nn.Module = ConvEncoder(config.env.size, m.cnn_depth)
@@ -296,8 +298,9 @@ class WorldModel(nn.Module):
         """World-model loss on a replay batch of ``(B, T)`` sequences (paper eq. 5).
 
         Returns ``(loss, metrics, posterior)``: the scalar loss; detached metric tensors
-        named ``loss/<term>`` and ``wm/...``; and the posterior sequence
-        ``{"h": (B, T, D), "z": (B, T, S, K)}``, still attached to the graph.
+        named ``loss/<term>`` and ``wm/...`` (``(K,)`` for a seed batch, one per member); and
+        the posterior sequence ``{"h": (B, T, D), "z": (B, T, S, K)}``, still attached to the
+        graph.
         """
         obs = self.inputs(batch[self.obs_key])  # encoder input and decoder target at once
         B, T = obs.shape[:2]
@@ -322,12 +325,18 @@ class WorldModel(nn.Module):
         assert terms.keys() == scales.keys(), (terms.keys(), scales.keys())
         for value in terms.values():
             assert value.shape == (B, T), value.shape
-        loss = sum(scales[k] * v for k, v in terms.items()).mean()
+        # A seed batch's loss is the sum of its members' (see agent.members); one run's, its mean.
+        members = self.members
+        member_loss = member_means(sum(scales[k] * v for k, v in terms.items()), members)
+        loss = member_loss.sum()
 
         with torch.no_grad():
-            metrics = {f"loss/{k}": v.mean() for k, v in terms.items()}
-            metrics["loss/wm"] = loss.detach()
-            metrics["wm/kl"] = categorical_kl(post["post"], post["prior"]).mean()
-            metrics["wm/post_entropy"] = -(post["post"] * post["post"].log()).sum((-2, -1)).mean()
-            metrics["wm/cont_accuracy"] = ((cont_logits > 0).float() == cont_target).float().mean()
+            metrics = {f"loss/{k}": member_means(v, members) for k, v in terms.items()}
+            metrics["loss/wm"] = member_loss.detach()
+            kl = categorical_kl(post["post"], post["prior"])
+            metrics["wm/kl"] = member_means(kl, members)
+            entropy = -(post["post"] * post["post"].log()).sum((-2, -1))
+            metrics["wm/post_entropy"] = member_means(entropy, members)
+            correct = ((cont_logits > 0).float() == cont_target).float()
+            metrics["wm/cont_accuracy"] = member_means(correct, members)
         return loss, metrics, {"h": post["h"], "z": post["z"]}

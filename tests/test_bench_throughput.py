@@ -79,3 +79,33 @@ def test_make_bench_throughput_passes_its_variables(tmp_path) -> None:
     smoke = make("-n", "bench-throughput", "ENV=cartpole", "PRESET=debug", "KS=1,2", cwd=tmp_path)
     words = smoke.stdout.replace("\\\n", " ").split()
     assert "--ks '1,2' --env 'cartpole' --preset 'debug'" in " ".join(words)
+
+
+def test_seed_batch_lines_say_the_ratio_of_the_times_they_print(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks import seed_batch
+
+    argv = ["--presets", "debug", "--starts", "last", "--ks", "2", "--reps", "2"]
+    assert seed_batch.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    pattern = re.compile(
+        r"seed batch: K=(\d+), debug, starts=last: ([\d.]+)x the updates/s per core of one run "
+        r"per process \(one update: 1 run ([\d.]+) ms, \d+ batched ([\d.]+) ms; median of 2\)"
+    )
+    rows = [pattern.fullmatch(line) for line in out[1:]]
+    assert len(rows) == 2 and all(rows), out
+    for row in rows:
+        k, ratio, single, batched = (float(x) for x in row.groups())
+        assert ratio == pytest.approx(k * single / batched, abs=0.06)  # one decimal printed
+    assert [int(float(row.group(1))) for row in rows] == [1, 2]
+
+
+def test_seed_batch_bad_input_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import seed_batch
+
+    with pytest.raises(SystemExit) as exit_info:
+        seed_batch.main(["--presets", "huge"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "huge" in err[0]

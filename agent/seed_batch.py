@@ -1,0 +1,181 @@
+"""Seeds as a batch: ``K`` runs of one configuration, differing only in their seed, trained
+by one process as one member-batched model (see :mod:`agent.members`).
+
+Each member is a whole :class:`~agent.trainer.Trainer` of its own seed: its env, replay,
+generators, counters, logger, evaluation and acting are its run's, untouched. What the
+members share is the learning: one stacked world model and actor-critic whose slices *are*
+the members' weights (their modules' parameters are views of it), one optimiser per part
+over the stacked parameters (Adam is elementwise, so a stacked Adam is each member's own
+Adam), and the schedule of :data:`agent.trainer.SCHEDULES`, run once for all members on a
+batch that holds each member's own replay batch as one block of rows. Gradient clipping,
+the return normaliser and the slow critic are per member; every random draw of a member
+comes from its own generator in its single run's order. A member of a seed batch is
+therefore its single-seed run, up to float rounding of the batched matmuls.
+
+A member whose losses become non-finite stops alone: its run ends with the error, while
+the others go on (nothing crosses between members, so its NaNs cannot reach them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from agent.acceleration import use_bf16
+from agent.config import Config, ConfigError, to_dict
+from agent.logger import Logger, MetricMeans
+from agent.members import MemberGenerators, alias_members, stack_members
+from agent.trainer import BATCH_KEYS, NonFiniteLossError, Trainer
+
+
+class MemberMetrics:
+    """Hands each member its share of a seed batch's metrics: a ``(K,)`` tensor's ``k``-th
+    value to member ``k``; a scalar or plain number to every member."""
+
+    def __init__(self, members: Sequence[MetricMeans]):
+        self.members = list(members)
+
+    def add(self, metrics: Mapping[str, torch.Tensor | float]) -> None:
+        K = len(self.members)
+        for k, member in enumerate(self.members):
+            member.add(
+                {
+                    name: value[k] if torch.is_tensor(value) and value.shape == (K,) else value
+                    for name, value in metrics.items()
+                }
+            )
+
+
+def _flat(config: Config) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for part, values in to_dict(config).items():
+        if isinstance(values, dict):
+            flat.update({f"{part}.{key}": value for key, value in values.items()})
+        else:
+            flat[part] = values
+    return flat
+
+
+def _differs_only_in_seed(configs: Sequence[Config]) -> None:
+    first = _flat(configs[0])
+    for config in configs[1:]:
+        other = _flat(config)
+        differing = sorted(k for k in first if first[k] != other[k] and k != "train.seed")
+        if differing:
+            raise ConfigError(f"a seed batch's runs may differ only in train.seed: {differing}")
+
+
+class SeedBatch(Trainer):
+    """``K >= 2`` runs of one config (seeds differ) trained as one batched model.
+
+    ``members[k]`` is run ``k``'s own trainer; :meth:`train` trains them all. The schedule
+    methods (``train_world_model``, ``sample_starts``, ``refilter``, ``train_actor_critic``
+    and the joint schedule's halves) are the trainer's own, run on batches of ``(K * B, T)``.
+    """
+
+    def __init__(self, configs: Sequence[Config], loggers: Sequence[Logger] | None = None):
+        if len(configs) < 2:
+            raise ConfigError(f"a seed batch needs at least 2 runs, got {len(configs)}")
+        _differs_only_in_seed(configs)
+        seeds = [c.train.seed for c in configs]
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"a seed batch's seeds must differ, got {seeds}")
+        loggers = list(loggers) if loggers is not None else [None] * len(configs)
+        self.members = [Trainer(c, lg) for c, lg in zip(configs, loggers, strict=True)]
+        first = self.members[0]
+        self.config = first.config
+        if self.config.train.compile == "on" or self.config.train.cuda_graphs == "on":
+            raise ConfigError("a seed batch runs without train.compile and train.cuda_graphs")
+        self.device = first.device
+        self.obs_key = first.obs_key
+        self.num_actions = first.num_actions
+        self.generator = MemberGenerators(m.generator for m in self.members)
+        self.world_model = stack_members([m.world_model for m in self.members])
+        self.actor_critic = stack_members([m.actor_critic for m in self.members])
+        alias_members(self.world_model, [m.world_model for m in self.members])
+        alias_members(self.actor_critic, [m.actor_critic for m in self.members])
+        self.bf16 = use_bf16(self.config.train.precision, self.device)
+        self.graphs = False
+        self._init_learning()
+        self._init_counters()
+        self.metrics = MemberMetrics([m.metrics for m in self.members])
+        self.failures: dict[int, str] = {}  # member index -> why its run stopped
+
+    @property
+    def env_steps(self) -> int:
+        """The members' agent steps (they collect in step)."""
+        return self.members[0].env_steps
+
+    @env_steps.setter
+    def env_steps(self, value: int) -> None:
+        pass  # each member counts its own steps
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    @property
+    def running(self) -> list[Trainer]:
+        """The members still training (not stopped by a non-finite loss)."""
+        return [m for k, m in enumerate(self.members) if k not in self.failures]
+
+    def _sample_batch(self) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
+        """Each member's replay batch ``(B, T)`` from its own replay, stacked member-major
+        into ``(K * B, T)`` (see :mod:`agent.members`)."""
+        parts = [m._sample_batch() for m in self.members]
+        batch = {key: torch.cat([p[0][key] for p in parts]) for key in (self.obs_key, *BATCH_KEYS)}
+        ids = {key: np.concatenate([p[1][key] for p in parts]) for key in ("uid", "env_step")}
+        return batch, ids
+
+    def train_iteration(self) -> None:
+        """Each member collects; one schedule of batched updates; each member evaluates and
+        logs as its single run would, a member with non-finite losses stopping alone."""
+        start = time.perf_counter()
+        for member in self.members:
+            member._collect_iteration()
+        self._run_schedule()
+        self.iterations += 1
+        due = [member._due() for member in self.members]
+        if any(any(d) for d in due) and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        if any(flushing for _, flushing in due):
+            # The updates ran once for all: every member's log carries the batch's phases.
+            phases = self.timer.flush()
+            for member in self.members:
+                for phase, seconds in phases.items():
+                    member.timer.seconds[phase] += seconds
+        for k, (member, (evaluating, flushing)) in enumerate(zip(self.members, due, strict=True)):
+            member.iterations = self.iterations
+            member.wm_updates, member.ac_updates = self.wm_updates, self.ac_updates
+            member._add_training_time(elapsed)
+            if k in self.failures:
+                if flushing:
+                    member.metrics.flush()  # a stopped member's means are nobody's: dropped
+                continue
+            try:
+                member._evaluate_and_flush(evaluating, flushing)
+            except NonFiniteLossError as error:
+                self.failures[k] = str(error)
+
+    @property
+    def done(self) -> bool:
+        return all(member.done for member in self.members) or not self.running
+
+    def train(self, progress: bool = False) -> dict[str, float]:  # type: ignore[override]
+        """Train every member to ``train.steps``; returns the first member's summary (each
+        member's own is ``members[k].summary()``; a failed one's reason is in
+        :attr:`failures`)."""
+        while not self.done:
+            self.train_iteration()
+        return self.members[0].summary()
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError("a seed batch does not checkpoint yet: run its seeds apart")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError("a seed batch does not checkpoint yet: run its seeds apart")
