@@ -165,12 +165,15 @@ clean:
 # --- Scale out: Ray tasks and one MLflow tracking server (docs/scale-out.md) ---------------
 # make ablation LAUNCHER=ray [GPUS_PER_RUN=1] [CPUS_PER_RUN=4]: passed only when set.
 # make ablation RUNS_PER_GPU=4: the local launcher's k runs sharing each GPU (CUDA MPS).
+# make ablation SEED_BATCH=4: up to 4 seeds of an arm trained by one process as one batched model.
 GPUS_PER_RUN ?=
 CPUS_PER_RUN ?=
 RUNS_PER_GPU ?=
+SEED_BATCH ?=
 RESOURCE_ARGS = $(if $(GPUS_PER_RUN),--gpus-per-run $(call q,$(GPUS_PER_RUN))) \
 	$(if $(CPUS_PER_RUN),--cpus-per-run $(call q,$(CPUS_PER_RUN))) \
-	$(if $(RUNS_PER_GPU),--runs-per-gpu $(call q,$(RUNS_PER_GPU)))
+	$(if $(RUNS_PER_GPU),--runs-per-gpu $(call q,$(RUNS_PER_GPU))) \
+	$(if $(SEED_BATCH),--seed-batch $(call q,$(SEED_BATCH)))
 ABLATION_ARGS += $(RESOURCE_ARGS)
 HOST ?= 127.0.0.1
 ALLOWED_HOSTS ?=

@@ -78,6 +78,7 @@ def request_from_args(args: argparse.Namespace) -> Request:
             cpus_per_run=positive_int("CPUS_PER_RUN", args.cpus_per_run),
             gpus_per_run=_gpus(args.gpus_per_run),
             runs_per_gpu=positive_int("RUNS_PER_GPU", args.runs_per_gpu),
+            seed_batch=positive_int("SEED_BATCH", args.seed_batch),
         ),
         checkpoint_every=positive_int("--checkpoint-every", args.checkpoint_every),
         tracking_uri=args.tracking_uri,
@@ -161,6 +162,12 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="local launcher: run processes sharing each GPU, through CUDA MPS where installed "
         "(default 1); each run's memory is checked against its share first",
+    )
+    parser.add_argument(
+        "--seed-batch",
+        default=None,
+        help="local launcher: seeds of one arm and task trained by one process as one batched "
+        "model, each still its own run (default 1: one run per process)",
     )
     parser.add_argument(
         "--checkpoint-store",

@@ -51,11 +51,21 @@ def _pickled_env(trainer: Any) -> bytes | None:
         return None
 
 
+def _owned(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` with every view into a larger storage copied out: ``torch.save`` writes a
+    view's whole storage, and a seed batch's member holds views of the stacked weights
+    (:mod:`agent.seed_batch`). A single run's tensors own their storage and pass as they are."""
+    return {
+        name: t.clone() if t.untyped_storage().nbytes() > t.nbytes else t
+        for name, t in tensors.items()
+    }
+
+
 def state_dict(trainer: Any) -> dict[str, Any]:
     """Everything a :class:`~agent.trainer.Trainer` needs to resume exactly (see module)."""
     return {
-        "world_model": trainer.world_model.state_dict(),
-        "actor_critic": trainer.actor_critic.state_dict(),
+        "world_model": _owned(trainer.world_model.state_dict()),
+        "actor_critic": _owned(trainer.actor_critic.state_dict()),
         "wm_optimizer": trainer.wm_optimizer.state_dict(),
         "actor_optimizer": trainer.actor_optimizer.state_dict(),
         "critic_optimizer": trainer.critic_optimizer.state_dict(),

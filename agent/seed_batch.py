@@ -27,27 +27,68 @@ import torch
 
 from agent.acceleration import use_bf16
 from agent.config import Config, ConfigError, to_dict
-from agent.logger import Logger, MetricMeans
+from agent.logger import Logger
 from agent.members import MemberGenerators, alias_members, stack_members
 from agent.trainer import BATCH_KEYS, NonFiniteLossError, Trainer
 
 
 class MemberMetrics:
     """Hands each member its share of a seed batch's metrics: a ``(K,)`` tensor's ``k``-th
-    value to member ``k``; a scalar or plain number to every member."""
+    value to member ``k``; a scalar or plain number to every member. It reads each member's
+    ``metrics`` at every call, since loading a checkpoint replaces that object."""
 
-    def __init__(self, members: Sequence[MetricMeans]):
+    def __init__(self, members: Sequence[Trainer]):
         self.members = list(members)
 
     def add(self, metrics: Mapping[str, torch.Tensor | float]) -> None:
         K = len(self.members)
         for k, member in enumerate(self.members):
-            member.add(
+            member.metrics.add(
                 {
                     name: value[k] if torch.is_tensor(value) and value.shape == (K,) else value
                     for name, value in metrics.items()
                 }
             )
+
+
+class MemberOptimizer:
+    """Member ``k``'s view of a stacked optimiser, in a single run's format: what a member's
+    checkpoint saves and loads (:mod:`agent.checkpoint` sees a plain optimiser), so that a
+    member's checkpoint is exactly the checkpoint of its single-seed run, and either resumes
+    the other."""
+
+    def __init__(self, stacked: torch.optim.Optimizer, k: int, members: int):
+        self.stacked, self.k, self.members = stacked, k, members
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.stacked.param_groups
+
+    def state_dict(self) -> dict[str, Any]:
+        whole = self.stacked.state_dict()
+        state = {
+            index: {
+                name: value if name == "step" else value[self.k].clone()
+                for name, value in entry.items()
+            }
+            for index, entry in whole["state"].items()
+        }
+        return {"state": state, "param_groups": whole["param_groups"]}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        params = [p for group in self.stacked.param_groups for p in group["params"]]
+        for index, entry in state["state"].items():
+            target = self.stacked.state[params[index]]
+            for name, value in entry.items():
+                if name == "step":  # the members step together: one count for all
+                    target[name] = value.detach().clone().to(params[index].device)
+                    continue
+                if name not in target:
+                    target[name] = torch.zeros_like(
+                        params[index], memory_format=torch.preserve_format
+                    )
+                target[name][self.k].copy_(value)
 
 
 def _flat(config: Config) -> dict[str, Any]:
@@ -102,8 +143,29 @@ class SeedBatch(Trainer):
         self.graphs = False
         self._init_learning()
         self._init_counters()
-        self.metrics = MemberMetrics([m.metrics for m in self.members])
+        self.metrics = MemberMetrics(self.members)
         self.failures: dict[int, str] = {}  # member index -> why its run stopped
+        # Each member checkpoints through its own trainer (agent.checkpoint, unchanged): its
+        # optimisers become views of its slice of the stacked ones.
+        size = len(self.members)
+        for k, member in enumerate(self.members):
+            member.wm_optimizer = MemberOptimizer(self.wm_optimizer, k, size)
+            member.actor_optimizer = MemberOptimizer(self.actor_optimizer, k, size)
+            member.critic_optimizer = MemberOptimizer(self.critic_optimizer, k, size)
+
+    def resync(self) -> None:
+        """Take the members' counters after they loaded their checkpoints (all must be at
+        one point of training: a seed batch trains its members in step)."""
+        names = ("env_steps", "wm_updates", "ac_updates", "iterations", "_update_credit")
+        points = {tuple(getattr(m, name) for name in names) for m in self.members}
+        if len(points) != 1:
+            raise ConfigError(
+                "a seed batch's members must resume from one point of training, got "
+                f"{sorted(points)}"
+            )
+        (point,) = points
+        for name, value in zip(names[1:], point[1:], strict=True):
+            setattr(self, name, value)
 
     @property
     def env_steps(self) -> int:
@@ -175,7 +237,7 @@ class SeedBatch(Trainer):
         return self.members[0].summary()
 
     def state_dict(self) -> dict[str, Any]:
-        raise NotImplementedError("a seed batch does not checkpoint yet: run its seeds apart")
+        raise TypeError("a seed batch checkpoints member by member: members[k].state_dict()")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError("a seed batch does not checkpoint yet: run its seeds apart")
+        raise TypeError("a seed batch loads member by member, then resync()")

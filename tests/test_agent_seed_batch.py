@@ -238,3 +238,47 @@ def test_member_layers_and_clipping_match_their_single_versions():
         want = float(min(1.0, 1.0 / (float(expected) + 1e-6)))
         torch.testing.assert_close(clipped, torch.cat([g[k].flatten() for g in grads]) * want)
     assert np.isclose(float(norms.max()), float(torch.stack(list(norms)).max()))
+
+
+@pytest.mark.slow
+def test_members_resume_from_their_checkpoints_exactly(tmp_path):
+    overrides = {"train.steps": 600, "train.train_ratio": 32}
+    runs = [tiny_config(train__seed=s, **overrides) for s in SEEDS]
+    whole = SeedBatch(runs)
+    while whole.members[0].env_steps < 400:
+        whole.train_iteration()
+    paths = [str(tmp_path / f"member{k}.pt") for k in range(len(SEEDS))]
+    for member, path in zip(whole.members, paths, strict=True):
+        member.save(path)
+    # A checkpoint holds one member's weights, not the whole stack's.
+    sizes = [torch.load(p, weights_only=False) for p in paths]
+    for state in sizes:
+        for name, value in state["state"]["world_model"].items():
+            assert value.untyped_storage().nbytes() == value.nbytes, name
+    whole.train()
+
+    resumed = SeedBatch(runs)
+    for member, path in zip(resumed.members, paths, strict=True):
+        member.load(path)
+    resumed.resync()
+    resumed.train()
+    for a, b in zip(whole.members, resumed.members, strict=True):
+        wa, wb = weights(a), weights(b)
+        for name in wa:
+            assert torch.equal(wa[name], wb[name]), name
+        assert a.env_steps == b.env_steps == 600
+
+    # A member's checkpoint is its single run's: a plain trainer loads it as it is.
+    single = Trainer(runs[1])
+    single.load(paths[1])
+    state = torch.load(paths[1], weights_only=False)["state"]
+    for name, value in single.world_model.state_dict().items():
+        assert torch.equal(value, state["world_model"][name]), name
+    assert single.env_steps == state["counters"]["env_steps"]
+
+
+def test_members_at_different_points_refuse_to_resume_as_one_batch():
+    batch = prefilled_batch()
+    batch.members[1].wm_updates = 3
+    with pytest.raises(ConfigError, match="one point of training"):
+        batch.resync()

@@ -8,7 +8,7 @@ build on this module, and so does the driver; it imports neither torch nor the t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,6 +38,24 @@ class WorkerJob:
     """The id of the command that launched the job (its leases' owner)."""
 
 
+def seed_batches(jobs: Sequence[WorkerJob], size: int) -> list[tuple[WorkerJob, ...]]:
+    """``jobs`` in groups of at most ``size`` that may train as one seed batch: runs whose
+    configs differ only in the seed (same task, preset, arm and values). Groups keep the
+    order of their first job; within a group, the jobs' order."""
+    if size < 1:
+        raise ValueError(f"a seed batch has at least one run, got {size}")
+    by_config: dict[tuple, list[WorkerJob]] = {}
+    for job in jobs:
+        run = job.run
+        key = (run.env, run.preset, run.arm, run.overrides, run.arm_overrides)
+        by_config.setdefault(key, []).append(job)
+    groups = [
+        tuple(same[i : i + size]) for same in by_config.values() for i in range(0, len(same), size)
+    ]
+    order = {id(job): index for index, job in enumerate(jobs)}
+    return sorted(groups, key=lambda group: order[id(group[0])])
+
+
 OnDone = Callable[[WorkerJob, str], None]
 """Called in the driver when a job ends: ``(job, outcome)``, an outcome above."""
 
@@ -58,6 +76,8 @@ class Resources:
     cpus_per_run: int | None = None
     gpus_per_run: float | None = None
     runs_per_gpu: int | None = None
+    seed_batch: int | None = None
+    """Seeds of one arm and task trained by one process as one batched model."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +100,8 @@ class LaunchPlan:
     shared_cores: int | None = None
     """Cores the runs in flight split between them as torch threads (the user fixed no
     threads per run); None: every run gets ``threads``."""
+    seed_batch: int = 1
+    """Runs (seeds of one arm and task) per process, trained as one seed batch."""
 
     def device(self, index: int) -> str:
         return self.devices[index % len(self.devices)]

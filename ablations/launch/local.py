@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ablations.launch.gpu_share import SlotPool, device_slots, gpu_sharing
+from ablations.launch.group_worker import group_main
 from ablations.launch.jobs import (
     FAILED,
     FINISHED,
@@ -27,6 +28,7 @@ from ablations.launch.jobs import (
     OnDone,
     Resources,
     WorkerJob,
+    seed_batches,
 )
 from ablations.launch.progress import Progress, RunsBar
 from ablations.launch.worker import EXIT_TAKEN, worker_main
@@ -70,12 +72,15 @@ def plan_local(resources: Resources) -> LaunchPlan:
         cores = os.cpu_count() or 1
         threads = max(1, cores // parallel)
     devices = tuple(f"cuda:{index}" for index in range(gpus)) or ("cpu",)
-    launch = run_local
+    seed_batch = resources.seed_batch or 1
+    launch = functools.partial(run_local, seed_batch=seed_batch)
     if gpus:
         slots = device_slots(gpus, share or math.ceil(parallel / gpus))
-        launch = functools.partial(run_local, slots=slots, runs_per_gpu=share or 1)
+        launch = functools.partial(launch, slots=slots, runs_per_gpu=share or 1)
     where = "local processes" + (f", {share} per GPU" if gpus and share else "")
-    return LaunchPlan(launch, parallel, threads, devices, where, share or 1, cores)
+    if seed_batch > 1:
+        where += f", up to {seed_batch} seeds of an arm batched in each"
+    return LaunchPlan(launch, parallel, threads, devices, where, share or 1, cores, seed_batch)
 
 
 def run_local(
@@ -87,13 +92,16 @@ def run_local(
     *,
     slots: Sequence[str] | None = None,
     runs_per_gpu: int = 1,
+    seed_batch: int = 1,
 ) -> dict[str, str]:
     """Run ``jobs`` in up to ``max_parallel`` spawned processes; returns name -> outcome.
 
     With ``slots`` (devices, see :func:`~ablations.launch.gpu_share.device_slots`) each job trains
     on the device of a free slot rather than its own; with ``runs_per_gpu`` above one, the
     processes share each GPU through CUDA MPS where it is installed (see
-    :func:`~ablations.launch.gpu_share.gpu_sharing`).
+    :func:`~ablations.launch.gpu_share.gpu_sharing`). With ``seed_batch`` above one, a process
+    trains up to that many seeds of one arm and task as one seed batch
+    (:func:`~ablations.launch.jobs.seed_batches`); ``max_parallel`` counts processes.
 
     One progress bar counts finished runs (``total`` including ``already_done``); its
     postfix shows the env steps of the runs in flight. Ctrl-C stops every worker; their
@@ -102,9 +110,10 @@ def run_local(
     """
     context = mp.get_context("spawn")  # fork would share torch/MLflow state between runs
     progress = context.Queue()
-    pending = list(jobs)
-    active: dict[str, tuple[mp.process.BaseProcess, WorkerJob]] = {}
+    pending = seed_batches(jobs, seed_batch)
+    active: dict[str, tuple[mp.process.BaseProcess, tuple[WorkerJob, ...]]] = {}
     steps: dict[str, Progress] = {}
+    reported: dict[str, str] = {}  # outcomes a seed batch's process told
     results: dict[str, str] = {}
     bar = RunsBar(jobs, total, already_done)
     pool = SlotPool(slots) if slots else None
@@ -115,29 +124,39 @@ def run_local(
         try:
             while pending or active:
                 while pending and len(active) < max_parallel:
-                    job = pending.pop(0)
+                    group = pending.pop(0)
                     if pool is not None:
-                        job = dataclasses.replace(job, device=pool.take())
-                    process = context.Process(
-                        target=worker_main, args=(job, progress), name=job.run.name, daemon=False
-                    )
+                        device = pool.take()
+                        group = tuple(dataclasses.replace(job, device=device) for job in group)
+                    if len(group) == 1:
+                        target, args = worker_main, (group[0], progress)
+                    else:
+                        target, args = group_main, (list(group), progress)
+                    name = "+".join(job.run.name for job in group)
+                    process = context.Process(target=target, args=args, name=name, daemon=False)
                     process.start()
-                    active[job.run.name] = (process, job)
-                    steps[job.run.name] = (0, 0)
-                _drain(progress, steps)
-                for name, (process, job) in list(active.items()):
+                    active[name] = (process, group)
+                    steps.update({job.run.name: (0, 0) for job in group})
+                _drain(progress, steps, reported)
+                for name, (process, group) in list(active.items()):
                     if process.is_alive():
                         continue
                     process.join()
-                    outcome = EXIT_OUTCOMES.get(process.exitcode, FAILED)
-                    results[name] = outcome
+                    _drain(progress, steps, reported)  # what it said before it ended
                     del active[name]
-                    steps.pop(name, None)
                     if pool is not None:
-                        pool.release(job.device)
-                    on_done(job, outcome)
-                    bar.run_ended()
-                bar.show(active, steps)
+                        pool.release(group[0].device)
+                    for job in group:
+                        if len(group) == 1:
+                            outcome = EXIT_OUTCOMES.get(process.exitcode, FAILED)
+                        else:  # a run the batch said nothing of did not finish
+                            outcome = reported.get(job.run.name, FAILED)
+                        results[job.run.name] = outcome
+                        steps.pop(job.run.name, None)
+                        on_done(job, outcome)
+                        bar.run_ended()
+                in_flight = [job.run.name for _, group in active.values() for job in group]
+                bar.show(in_flight, steps)
                 time.sleep(0.5)
         except KeyboardInterrupt:
             for process, _ in active.values():
@@ -153,11 +172,15 @@ def run_local(
 EXIT_OUTCOMES = {0: FINISHED, EXIT_TAKEN: TAKEN}
 
 
-def _drain(progress: mp.Queue, steps: dict[str, Progress]) -> None:
+def _drain(progress: mp.Queue, steps: dict[str, Progress], outcomes: dict[str, str]) -> None:
+    """Progress ``(env_steps, wm_updates)`` into ``steps``; a seed batch's ``(name,
+    outcome)`` messages into ``outcomes``."""
     while True:
         try:
-            name, reported = progress.get_nowait()
+            name, message = progress.get_nowait()
         except queue.Empty:
             return
-        if name in steps:
-            steps[name] = reported
+        if isinstance(message, str):
+            outcomes[name] = message
+        elif name in steps:
+            steps[name] = message

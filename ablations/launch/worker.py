@@ -41,7 +41,7 @@ from ablations.launch.progress import ProgressReporter
 from ablations.tracking.logger import MlflowLogger
 from ablations.tracking.provenance import hardware, machine_conditions
 from agent.cli import describe
-from agent.config import to_dict
+from agent.config import Config, to_dict
 from agent.envs import quiet_ale_banner
 from agent.trainer import Trainer
 
@@ -73,7 +73,7 @@ def run_worker(job: WorkerJob, progress: Any = None) -> None:
     quiet_ale_banner()  # the driver printed it once; not once more per run
     client = MlflowClient(job.tracking_uri)
     lease = Lease.claim(client, job.parent_id, job.run_id, job.run.name, job.command)
-    beat = _Heartbeat(lease)
+    beat = Heartbeat(lease)
     reporter = ProgressReporter(progress, job.run.name)
     lost = False
     try:
@@ -82,35 +82,71 @@ def run_worker(job: WorkerJob, progress: Any = None) -> None:
         lost = True
         raise
     except Exception as error:
-        _mark_failed(client, job.run_id, error)
+        mark_failed(client, job.run_id, error)
         raise
     finally:
         reporter.stop()
         beat.stop()
         if not lost:
-            _release_quietly(lease)
+            release_quietly(lease)
 
 
 def _train(
     job: WorkerJob,
     client: MlflowClient,
     lease: Lease,
-    beat: _Heartbeat,
+    beat: Heartbeat,
     reporter: ProgressReporter,
 ) -> None:
-    config = job.run.config()
-    config.train.device = job.device
+    config = job_config(job)
     logger = MlflowLogger(client, job.run_id)
     trainer = Trainer(config, logger)
+    resumed_from = load_checkpoint(job, trainer)
+    if resumed_from is None:
+        trainer = Trainer(config, logger)  # a load that failed half-way may have changed it
+    start_run(job, client, logger, resumed_from or 0)
+
+    next_checkpoint = trainer.env_steps + job.checkpoint_every
+    reporter.start(trainer)
+    start = time.perf_counter()
+    loads: list[float] = []  # the 1-minute load average, once per iteration
+    while not trainer.done:
+        beat.raise_if_lost()
+        trainer.train_iteration()
+        loads.append(os.getloadavg()[0])
+        if trainer.env_steps >= next_checkpoint and not trainer.done:
+            save_checkpoint(job, lease, logger, trainer)
+            next_checkpoint = trainer.env_steps + job.checkpoint_every
+    reporter.stop()
+    finish_run(job, client, lease, logger, trainer, loads, time.perf_counter() - start)
+
+
+def job_config(job: WorkerJob) -> Config:
+    """The run's config, on the device the launcher gave the job."""
+    config = job.run.config()
+    config.train.device = job.device
+    return config
+
+
+def load_checkpoint(job: WorkerJob, trainer: Trainer) -> int | None:
+    """Resume ``trainer`` from the run's newest good checkpoint: the agent step it resumed
+    from (0 when there is none), or ``None`` when every checkpoint was damaged (truncated,
+    overwritten): they are deleted and the run starts over, as when they are gone, rather
+    than failing at every rerun until someone deletes them; ``trainer`` may then be half
+    loaded, to be built afresh."""
     try:
-        resumed_from = trainer.env_steps if job.checkpoints.load(trainer) else 0
+        return trainer.env_steps if job.checkpoints.load(trainer) else 0
     except CheckpointError as error:
-        # Every checkpoint is damaged (truncated, overwritten): the run starts over, as when
-        # they are gone, rather than failing at every rerun until someone deletes them.
         print(f"{job.run.name}: {error}; deleting them", file=sys.stderr)
         job.checkpoints.clear()
-        trainer = Trainer(config, logger)  # a load that failed half-way may have changed it
-        resumed_from = 0
+        return None
+
+
+def start_run(
+    job: WorkerJob, client: MlflowClient, logger: MlflowLogger, resumed_from: int, **tags: str
+) -> None:
+    """Mark the run RUNNING with where this attempt trains (and ``tags``), after the logger
+    learnt which steps the store already holds."""
     logger.skip_logged_steps()  # the store's points stand; see the module docstring
     if logger.logged_up_to and not resumed_from:
         # Its checkpoint is gone (deleted, or kept where this command does not look): the
@@ -127,31 +163,36 @@ def _train(
         "device": job.device,  # the launcher's free slot, maybe not the one at creation
         "hardware": hardware(),
         **machine_conditions(),
+        **tags,
     }
-    tags = [RunTag(key, value) for key, value in where.items()]
-    retry_locked(client.log_batch, job.run_id, tags=tags)
+    run_tags = [RunTag(key, value) for key, value in where.items()]
+    retry_locked(client.log_batch, job.run_id, tags=run_tags)
     if resumed_from:
         retry_locked(client.set_tag, job.run_id, "resumed_from_step", str(resumed_from))
 
-    next_checkpoint = trainer.env_steps + job.checkpoint_every
-    reporter.start(trainer)
-    start = time.perf_counter()
-    loads: list[float] = []  # the 1-minute load average, once per iteration
-    while not trainer.done:
-        beat.raise_if_lost()
-        trainer.train_iteration()
-        loads.append(os.getloadavg()[0])
-        if trainer.env_steps >= next_checkpoint and not trainer.done:
-            lease.check()  # a process presumed dead must not write over its successor
-            # Metrics first, then the checkpoint: a crash in between leaves points the
-            # resumed run will not log again (see the module docstring).
-            logger.flush()
-            job.checkpoints.save(trainer)
-            next_checkpoint = trainer.env_steps + job.checkpoint_every
-    reporter.stop()
+
+def save_checkpoint(job: WorkerJob, lease: Lease, logger: MlflowLogger, trainer: Trainer) -> None:
+    """Metrics first, then the checkpoint: a crash in between leaves points the resumed run
+    will not log again (see the module docstring)."""
+    lease.check()  # a process presumed dead must not write over its successor
+    logger.flush()
+    job.checkpoints.save(trainer)
+
+
+def finish_run(
+    job: WorkerJob,
+    client: MlflowClient,
+    lease: Lease,
+    logger: MlflowLogger,
+    trainer: Trainer,
+    loads: list[float],
+    elapsed: float,
+) -> None:
+    """A run trained to its budget: final metrics and artifacts, FINISHED, checkpoints gone.
+    ``loads`` are the load averages seen while it trained, ``elapsed`` this attempt's time."""
+    config = trainer.config
     lease.check()
     logger.flush()
-    elapsed = time.perf_counter() - start
     summary = trainer.summary()
     # Through the logger: a rerun after a crash right here does not log them twice.
     logger.log_metrics(
@@ -177,7 +218,7 @@ def _train(
     job.checkpoints.clear()
 
 
-class _Heartbeat:
+class Heartbeat:
     """Renews a lease from a daemon thread, so that a long update does not let it go stale;
     :attr:`lost` is set once another process has taken the run over."""
 
@@ -206,7 +247,7 @@ class _Heartbeat:
         self._stop.set()
 
 
-def _release_quietly(lease: Lease) -> None:
+def release_quietly(lease: Lease) -> None:
     try:
         lease.release()
     except Exception:  # noqa: BLE001 - an unreleased lease goes stale by itself
@@ -232,7 +273,7 @@ def _log_final_artifacts(client: MlflowClient, run_id: str, trainer: Trainer) ->
         retry_locked(client.log_artifact, run_id, model_path, "checkpoint")
 
 
-def _mark_failed(client: MlflowClient, run_id: str, error: BaseException) -> None:
+def mark_failed(client: MlflowClient, run_id: str, error: BaseException) -> None:
     """Record the error on the run; never raise from here (the original error matters)."""
     try:
         message = describe(error, 500)
@@ -250,7 +291,7 @@ def _mark_failed(client: MlflowClient, run_id: str, error: BaseException) -> Non
 def worker_main(job: WorkerJob, progress: Any) -> None:
     """Process entry point of a local worker: exit code 0 on success, 1 on a training
     error, :data:`EXIT_TAKEN` when another process trains the run."""
-    _die_with_parent()
+    die_with_parent()
     try:
         run_worker(job, progress)
     except (LeaseHeldError, LeaseLostError) as error:
@@ -261,7 +302,7 @@ def worker_main(job: WorkerJob, progress: Any) -> None:
         sys.exit(1)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """End this process when the command that started it ends, however it ends.
 
     Ctrl-C reaches the whole process group; the command stops its workers itself and marks
