@@ -78,7 +78,7 @@ def request_from_args(args: argparse.Namespace) -> Request:
             cpus_per_run=positive_int("CPUS_PER_RUN", args.cpus_per_run),
             gpus_per_run=_gpus(args.gpus_per_run),
             runs_per_gpu=positive_int("RUNS_PER_GPU", args.runs_per_gpu),
-            seed_batch=positive_int("SEED_BATCH", args.seed_batch),
+            seed_batch=_seed_batch(args.seed_batch),
         ),
         checkpoint_every=positive_int("--checkpoint-every", args.checkpoint_every),
         tracking_uri=args.tracking_uri,
@@ -167,7 +167,8 @@ def build_parser() -> ArgumentParser:
         "--seed-batch",
         default=None,
         help="local launcher: seeds of one arm and task trained by one process as one batched "
-        "model, each still its own run (default 1: one run per process)",
+        "model, each still its own run, or 'auto': the size the duration estimate says is "
+        "fastest (default 1: one run per process)",
     )
     parser.add_argument(
         "--checkpoint-store",
@@ -224,6 +225,13 @@ def build_parser() -> ArgumentParser:
         help="print the runs and the estimated duration on this machine; create nothing",
     )
     return parser
+
+
+def _seed_batch(value: str | None) -> int | str | None:
+    """``--seed-batch``: a positive number of seeds per process, or ``auto``."""
+    if value is not None and value.strip() == "auto":
+        return "auto"
+    return positive_int("SEED_BATCH", value)
 
 
 def _seeds(value: str) -> int:

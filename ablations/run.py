@@ -149,13 +149,16 @@ def run_pass(request: Request, created: Created) -> int | None:
     except (ConfigError, TrackingError, LauncherError) as error:
         raise BadInputError(str(error)) from None
     batch = _create(request, setup, created)
-    _announce(request.spec, setup, batch)
+    seed_batch = _announce(request.spec, setup, batch)
+    # A size the estimate chose (SEED_BATCH=auto) goes to the launch; a fixed one is in it.
+    chosen = {"seed_batch": seed_batch} if setup.plan.seed_batch == "auto" else {}
     results = setup.plan.launch(
         batch.todo,
         setup.plan.parallel,
         _on_done(batch.store),
         total=len(setup.runs),
         already_done=batch.finished,
+        **chosen,
     )
     return _settle(request, setup, batch, results)
 
@@ -223,8 +226,9 @@ def _create(request: Request, setup: _Setup, created: Created) -> _Batch:
     return _Batch(store, todo, finished, held, threads)
 
 
-def _announce(spec: AblationSpec, setup: _Setup, batch: _Batch) -> None:
-    """The opening line (runs, what is left, parallelism, store) and the estimate."""
+def _announce(spec: AblationSpec, setup: _Setup, batch: _Batch) -> int:
+    """The opening line (runs, what is left, parallelism, store) and the estimate; returns
+    the seed batch size to run with (the estimate's choice for ``SEED_BATCH=auto``)."""
     plan, runs, todo = setup.plan, setup.runs, batch.todo
     elsewhere = f"{len(batch.held)} being trained by another command, " if batch.held else ""
     tasks = f"{len(spec.tasks)} tasks x " if spec.multi_task else ""
@@ -238,7 +242,10 @@ def _announce(spec: AblationSpec, setup: _Setup, batch: _Batch) -> None:
         # Imports and opening the store so far: what each worker process will also spend.
         startup = _process_age()
         jobs = [job.run for job in todo]
-        print_estimate(spec, jobs, plan.parallel, batch.threads, startup, setup.costs)
+        return print_estimate(
+            spec, jobs, plan.parallel, batch.threads, startup, setup.costs, plan.seed_batch
+        )
+    return 1
 
 
 def _on_done(store: AblationStore) -> Callable[[WorkerJob, str], None]:
@@ -322,13 +329,15 @@ def _dry_run(spec: AblationSpec, rule: adaptive.AdaptiveRule | None, plan: Launc
         steps = next(run.config().train.steps for run in first if run.env == task)
         print(f"  {task}: {steps:,} agent steps per run")
     costs: dict[str, RunCosts] = {}
-    print_estimate(spec, first, plan.parallel, plan.threads, _process_age(), costs)
+    print_estimate(spec, first, plan.parallel, plan.threads, _process_age(), costs, plan.seed_batch)
     if rule is not None and len(runs) > len(first):
         print(
             f"adaptive seeding: that is the first interim ({rule.interim} seeds per arm); "
             f"if no interim decides, up to {len(runs)} runs ({rule.max_seeds} seeds per arm)"
         )
-        print_estimate(spec, runs, plan.parallel, plan.threads, _process_age(), costs)
+        print_estimate(
+            spec, runs, plan.parallel, plan.threads, _process_age(), costs, plan.seed_batch
+        )
     print("dry run: nothing created")
     return 0
 

@@ -40,6 +40,10 @@ class MemberMetrics:
     def __init__(self, members: Sequence[Trainer]):
         self.members = list(members)
 
+    def flush(self) -> list[dict[str, float]]:
+        """Each member's means since its last flush (see :class:`agent.logger.MetricMeans`)."""
+        return [member.metrics.flush() for member in self.members]
+
     def add(self, metrics: Mapping[str, torch.Tensor | float]) -> None:
         K = len(self.members)
         for k, member in enumerate(self.members):

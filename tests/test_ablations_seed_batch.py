@@ -181,3 +181,15 @@ def test_bad_seed_batch_is_one_line_and_creates_nothing(
     lines = result.stderr.strip().splitlines()
     assert message in lines[-1] and "Traceback" not in result.stderr
     assert not (tmp_path / "store.db").exists()
+
+
+def test_seed_batch_auto_says_what_the_estimate_chose_and_why(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/store.db"
+    args = ["--env", "cartpole", "--seeds", "4", "--arms", "coupled", "--steps", "600"]
+    args += ["--tracking-uri", uri, "--seed-batch", "auto", "--dry-run", *TINY]
+    result = run_cli(tmp_path, *args, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("SEED_BATCH=auto: "))
+    size = int(line.split()[1])
+    assert size in (1, 2, 4) and "with one run per process" in line
+    assert not (tmp_path / "store.db").exists()

@@ -11,6 +11,7 @@ import pytest
 
 from ablations.plan.estimate import (
     RunCosts,
+    best_seed_batch,
     busy_caution,
     count_work,
     cpu_sized_command,
@@ -153,3 +154,30 @@ def test_packing_matches_a_clock_driven_simulation() -> None:
 
 def test_thread_counts_read_in_the_singular_and_plural() -> None:
     assert [torch_threads(n) for n in (1, 2)] == ["1 torch thread", "2 torch threads"]
+
+
+def test_a_seed_batch_is_one_process_whose_members_share_the_updates() -> None:
+    # Two arms x 4 seeds; env work costs 1 s per run, an update 0.1 s alone and 0.25 s for a
+    # batch of 2, 0.9 s for a batch of 4 (costlier than 4 updates alone).
+    spec = AblationSpec("cartpole", 4, ("coupled", "separate"), "debug", 400, {}, "x")
+    runs = spec.runs()
+    train = runs[0].config().train
+    updates = count_work(train).updates
+    base = RunCosts(0.0, 0.0, 0.1, 0.0, 1.0)
+    env_work = run_seconds(train, base) - updates * 0.1  # every kind but the updates
+    costs = {
+        f"cartpole/{arm}": dataclasses.replace(base, batched_update={2: 0.25, 4: 0.9})
+        for arm in spec.arms
+    }
+    one = estimate_seconds(runs, 2, 0.0, costs)
+    assert one == pytest.approx(4 * (env_work + updates * 0.1))  # 8 runs on 2 slots
+    two = estimate_seconds(runs, 2, 0.0, costs, seed_batch=2)
+    assert two == pytest.approx(2 * (2 * env_work + updates * 0.25))  # 4 batches on 2 slots
+    four = estimate_seconds(runs, 2, 0.0, costs, seed_batch=4)
+    assert four == pytest.approx(4 * env_work + updates * 0.9)  # 2 batches side by side
+    size, seconds = best_seed_batch(runs, 2, 0.0, costs)
+    expected = min((one, 1), (two, 2), (four, 4))
+    assert (size, seconds) == (expected[1], pytest.approx(expected[0]))
+    # A batch no faster than one run per process is never chosen.
+    slow = {k: dataclasses.replace(v, batched_update={2: 0.2, 4: 0.4}) for k, v in costs.items()}
+    assert best_seed_batch(runs, 2, 0.0, slow)[0] == 1

@@ -39,21 +39,12 @@ class WorkerJob:
 
 
 def seed_batches(jobs: Sequence[WorkerJob], size: int) -> list[tuple[WorkerJob, ...]]:
-    """``jobs`` in groups of at most ``size`` that may train as one seed batch: runs whose
-    configs differ only in the seed (same task, preset, arm and values). Groups keep the
-    order of their first job; within a group, the jobs' order."""
-    if size < 1:
-        raise ValueError(f"a seed batch has at least one run, got {size}")
-    by_config: dict[tuple, list[WorkerJob]] = {}
-    for job in jobs:
-        run = job.run
-        key = (run.env, run.preset, run.arm, run.overrides, run.arm_overrides)
-        by_config.setdefault(key, []).append(job)
-    groups = [
-        tuple(same[i : i + size]) for same in by_config.values() for i in range(0, len(same), size)
-    ]
-    order = {id(job): index for index, job in enumerate(jobs)}
-    return sorted(groups, key=lambda group: order[id(group[0])])
+    """``jobs`` in groups of at most ``size`` that may train as one seed batch (see
+    :func:`~ablations.plan.spec.seed_batch_groups`)."""
+    from ablations.plan.spec import seed_batch_groups
+
+    groups = seed_batch_groups([job.run for job in jobs], size)
+    return [tuple(jobs[index] for index in group) for group in groups]
 
 
 OnDone = Callable[[WorkerJob, str], None]
@@ -76,8 +67,9 @@ class Resources:
     cpus_per_run: int | None = None
     gpus_per_run: float | None = None
     runs_per_gpu: int | None = None
-    seed_batch: int | None = None
-    """Seeds of one arm and task trained by one process as one batched model."""
+    seed_batch: int | str | None = None
+    """Seeds of one arm and task trained by one process as one batched model, or ``"auto"``:
+    as many as the duration estimate says is fastest."""
 
 
 @dataclass(frozen=True)
@@ -100,8 +92,9 @@ class LaunchPlan:
     shared_cores: int | None = None
     """Cores the runs in flight split between them as torch threads (the user fixed no
     threads per run); None: every run gets ``threads``."""
-    seed_batch: int = 1
-    """Runs (seeds of one arm and task) per process, trained as one seed batch."""
+    seed_batch: int | str = 1
+    """Runs (seeds of one arm and task) per process, trained as one seed batch; ``"auto"``:
+    the estimate chooses (see :func:`~ablations.plan.estimate.best_seed_batch`)."""
 
     def device(self, index: int) -> str:
         return self.devices[index % len(self.devices)]

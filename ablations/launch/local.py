@@ -73,12 +73,15 @@ def plan_local(resources: Resources) -> LaunchPlan:
         threads = max(1, cores // parallel)
     devices = tuple(f"cuda:{index}" for index in range(gpus)) or ("cpu",)
     seed_batch = resources.seed_batch or 1
-    launch = functools.partial(run_local, seed_batch=seed_batch)
+    # auto: the estimate picks the size, and the driver passes it to the launch.
+    launch = functools.partial(run_local, seed_batch=1 if seed_batch == "auto" else seed_batch)
     if gpus:
         slots = device_slots(gpus, share or math.ceil(parallel / gpus))
         launch = functools.partial(launch, slots=slots, runs_per_gpu=share or 1)
     where = "local processes" + (f", {share} per GPU" if gpus and share else "")
-    if seed_batch > 1:
+    if seed_batch == "auto":
+        where += ", seeds of an arm batched as the estimate says is fastest"
+    elif seed_batch > 1:
         where += f", up to {seed_batch} seeds of an arm batched in each"
     return LaunchPlan(launch, parallel, threads, devices, where, share or 1, cores, seed_batch)
 

@@ -48,7 +48,7 @@ def plan(resources: Resources) -> LaunchPlan:
     Raises :class:`LauncherError` when the cluster cannot be reached or can never fit one
     run; the TCP probe first keeps an unreachable address to seconds, not Ray's minutes.
     """
-    if (resources.seed_batch or 1) > 1:
+    if resources.seed_batch not in (None, 1, "auto"):
         raise LauncherError("SEED_BATCH is for local processes; a Ray task trains one run")
     address = os.environ.get("RAY_ADDRESS", "").strip()
     if address:

@@ -21,11 +21,11 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from ablations.plan.spec import ARMS, AblationSpec, RunSpec
+from ablations.plan.spec import ARMS, AblationSpec, RunSpec, seed_batch_groups
 from agent.config import Config, TrainConfig
 from agent.envs import make_env
 from agent.timing import filled_trainer, time_iteration
@@ -57,6 +57,8 @@ class RunCosts:
     peak_memory: int = 0
     """Bytes of CUDA memory torch allocated at most for the run (its model, replay batches,
     graphs), above what was allocated before; 0 on a CPU."""
+    batched_update: dict[int, float] = field(default_factory=dict)
+    """Seconds of one update of a seed batch of K runs, by K, timed when first needed."""
 
 
 @dataclass(frozen=True)
@@ -153,22 +155,89 @@ def run_seconds(train: TrainConfig, costs: RunCosts, startup: float = 0.0) -> fl
     )
 
 
+def group_seconds(train: TrainConfig, costs: RunCosts, size: int, startup: float) -> float:
+    """Wall-clock of a seed batch of ``size`` runs in one process: each member's env work
+    (prefill, acting, evaluation, flushes) in turn, and the updates once for all at the
+    batch's timed cost (:func:`time_seed_batch`); for one run, :func:`run_seconds`."""
+    if size == 1:
+        return run_seconds(train, costs, startup)
+    work = count_work(train)
+    alone = run_seconds(train, costs)
+    env_work = alone - work.updates * costs.update
+    return startup + size * env_work + work.updates * costs.batched_update[size]
+
+
+def time_seed_batch(config: Config, size: int) -> float:
+    """Seconds of one update of a seed batch of ``size`` runs of ``config`` (seeds
+    ``0..size-1``, each replay filled with one batch's worth of random steps), best of two
+    pairs after a warm-up, as :func:`time_costs` times one run's."""
+    from agent.seed_batch import SeedBatch
+
+    prefill = max(config.train.seq_len, 64)
+    configs = [
+        dataclasses.replace(
+            config, train=dataclasses.replace(config.train, prefill=prefill, seed=seed)
+        )
+        for seed in range(size)
+    ]
+    batch = SeedBatch(configs)
+    for member in batch.members:
+        member.collect(prefill)
+    time_iteration(batch, 1)
+    return min(time_iteration(batch, 2)["total"] / 2 for _ in range(2))
+
+
 def estimate_seconds(
     runs: Sequence[RunSpec],
     parallel: int,
     startup: float = 0.0,
     costs: dict[str, RunCosts] | None = None,
     slowdown: float = 1.0,
+    seed_batch: int = 1,
 ) -> float:
     """Wall-clock of ``runs`` with ``parallel`` at a time, each ``slowdown`` times slower than
     alone (see :func:`packed_seconds`; costs kept in ``costs`` when given, keyed by
     :func:`cost_key`). Each arm is timed whole on the first task of each kind of env (suite,
     observation and action kind); the suite's other tasks of that kind reuse its model costs
     and time only their env (a random episode), so a 26-game suite times two models per arm,
-    not 26."""
+    not 26. With ``seed_batch`` above one, runs are grouped as the local launcher groups
+    them (:func:`~ablations.plan.spec.seed_batch_groups`) and each group is one process
+    (:func:`group_seconds`), its batched update timed once per task, arm and size."""
     costs = {} if costs is None else costs
-    alone = [run_seconds(run.config().train, run_costs(run, costs), startup) for run in runs]
+    alone = []
+    for group in seed_batch_groups(runs, seed_batch):
+        run = runs[group[0]]
+        run_cost = run_costs(run, costs)
+        if len(group) > 1 and len(group) not in run_cost.batched_update:
+            run_cost.batched_update[len(group)] = time_seed_batch(run.config(), len(group))
+        alone.append(group_seconds(run.config().train, run_cost, len(group), startup))
     return packed_seconds(alone, parallel, slowdown)
+
+
+SEED_BATCH_SIZES = (1, 2, 4, 8, 16)
+"""The seed-batch sizes ``SEED_BATCH=auto`` chooses from."""
+
+
+def best_seed_batch(
+    runs: Sequence[RunSpec],
+    parallel: int,
+    startup: float = 0.0,
+    costs: dict[str, RunCosts] | None = None,
+    slowdown: float = 1.0,
+) -> tuple[int, float]:
+    """``SEED_BATCH=auto``: the size in :data:`SEED_BATCH_SIZES` (up to the most seeds any
+    arm and task has) whose estimated wall-clock is the shortest, with that estimate; one run
+    per process unless a batch is estimated faster."""
+    costs = {} if costs is None else costs
+    most = max((len(g) for g in seed_batch_groups(runs, len(runs) or 1)), default=1)
+    best = (1, estimate_seconds(runs, parallel, startup, costs, slowdown))
+    for size in SEED_BATCH_SIZES[1:]:
+        if size > most:
+            break
+        seconds = estimate_seconds(runs, parallel, startup, costs, slowdown, size)
+        if seconds < best[1]:
+            best = (size, seconds)
+    return best
 
 
 def packed_seconds(seconds: Sequence[float], parallel: int, slowdown: float = 1.0) -> float:
@@ -335,24 +404,37 @@ def print_estimate(
     threads: int,
     startup: float,
     costs: dict[str, RunCosts] | None = None,
-) -> None:
+    seed_batch: int | str = 1,
+) -> int:
     """Print the estimated duration of ``runs`` (each kind of work timed as above, or taken
     from ``costs``); without a GPU, when it is over an hour, a command that fits about 30 min
-    here."""
+    here. Returns the seed batch size to run with: ``seed_batch``, or for ``"auto"`` the one
+    estimated fastest (:func:`best_seed_batch`), which it says."""
     torch.set_num_threads(threads)  # time the work as a worker will run it
     print("estimating the duration: timing env steps, acting and updates per arm...", flush=True)
     cpus = os.cpu_count() or 1
-    side_by_side = min(parallel, len(runs))
+    fixed = 1 if seed_batch == "auto" else int(seed_batch)
+    side_by_side = min(parallel, len(seed_batch_groups(runs, fixed)))
     slowdown = 1.0
     if not torch.cuda.is_available():
         slowdown = shared_cpu_slowdown(side_by_side, threads, cpus)
     try:
-        estimate = estimate_seconds(runs, parallel, startup, costs, slowdown)
+        if seed_batch == "auto":
+            single = estimate_seconds(runs, parallel, startup, costs, slowdown)
+            fixed, estimate = best_seed_batch(runs, parallel, startup, costs, slowdown)
+            print(
+                f"SEED_BATCH=auto: {fixed} seed{'s' * (fixed != 1)} of an arm per process, "
+                f"estimated {format_duration(estimate)} against {format_duration(single)} "
+                "with one run per process"
+            )
+        else:
+            estimate = estimate_seconds(runs, parallel, startup, costs, slowdown, fixed)
     except Exception:  # noqa: BLE001 - a run that cannot start fails in its worker, named
-        return
+        return fixed
+    batched = f", up to {fixed} seeds batched per process" if fixed > 1 else ""
     print(
         f"estimated duration: {format_duration(estimate)} (env steps, acting, updates, "
-        "evaluation, metric flushes and start-up, each timed on this machine)"
+        f"evaluation, metric flushes and start-up, each timed on this machine{batched})"
     )
     if slowdown > 1:
         print(
@@ -366,3 +448,4 @@ def print_estimate(
         hint = cpu_sized_command(spec, parallel, startup, slowdown=slowdown)
         if hint:
             print(f"that is a GPU job; a version that fits about 30 min on this CPU: {hint}")
+    return fixed

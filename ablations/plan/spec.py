@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,20 @@ class RunSpec:
             f"imagination starts={train.starts}{refilter}, seed {self.seed}, "
             f"{self.env} with preset {self.preset} (ablation '{self.ablation}')"
         )
+
+
+def seed_batch_groups(runs: Sequence[RunSpec], size: int) -> list[list[int]]:
+    """Indices of ``runs`` in groups of at most ``size`` that may train as one seed batch:
+    runs whose configs differ only in the seed (same task, preset, arm and values). Groups
+    keep the order of their first run; within a group, the runs' order."""
+    if size < 1:
+        raise ValueError(f"a seed batch has at least one run, got {size}")
+    by_config: dict[tuple, list[int]] = {}
+    for index, run in enumerate(runs):
+        key = (run.env, run.preset, run.arm, run.overrides, run.arm_overrides)
+        by_config.setdefault(key, []).append(index)
+    groups = [same[i : i + size] for same in by_config.values() for i in range(0, len(same), size)]
+    return sorted(groups, key=lambda group: group[0])
 
 
 @dataclass
