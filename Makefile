@@ -211,8 +211,11 @@ bench-stats: $(STAMP)
 # Benchmark, not a test: SOAK_FAULTS faults (kill -9, signals, a second command, a server outage,
 # a damaged checkpoint, a rerun elsewhere) at moments drawn from SOAK_SEED, against a tiny
 # ablation on SQLite and on an MLflow server it starts; the last line is the tally.
+# SOAK_SEED_BATCH=2 trains the ablation's seeds as seed batches of 2 (one process per arm x task).
 SOAK_FAULTS ?= 30
 SOAK_SEED   ?= 0
+SOAK_SEED_BATCH ?= 1
 .PHONY: soak
 soak: $(STAMP)
-	$(BIN)/python -m benchmarks.soak --faults $(call q,$(SOAK_FAULTS)) --seed $(call q,$(SOAK_SEED))
+	$(BIN)/python -m benchmarks.soak --faults $(call q,$(SOAK_FAULTS)) --seed $(call q,$(SOAK_SEED)) \
+		--seed-batch $(call q,$(SOAK_SEED_BATCH))

@@ -74,8 +74,9 @@ class CrashAfterItsFirstSave(LocalCheckpoints):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("damaged", [False, True])
 def test_a_resumed_seed_batch_logs_bitwise_what_an_uninterrupted_one_logs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damaged: bool
 ) -> None:
     monkeypatch.setenv("ABLATION_LEASE_STALE_S", "2")
     uri = f"sqlite:///{tmp_path}/store.db"
@@ -88,6 +89,9 @@ def test_a_resumed_seed_batch_logs_bitwise_what_an_uninterrupted_one_logs(
     with pytest.raises(RuntimeError, match="the worker died"):
         group_worker.run_group(crashing, None, {})
     resumed = _jobs(uri, tmp_path, "resumed")
+    if damaged:  # one member's only checkpoint truncated: the batch starts over
+        (only,) = Path(resumed[1].checkpoints.folder).glob("*.pt")
+        only.write_bytes(only.read_bytes()[:100])
     outcomes = {}
     group_worker.run_group(resumed, None, outcomes)
     assert set(outcomes.values()) == {FINISHED}
@@ -97,7 +101,11 @@ def test_a_resumed_seed_batch_logs_bitwise_what_an_uninterrupted_one_logs(
         run = client.get_run(after.run_id)
         assert run.info.status == "FINISHED" and "error" not in run.data.tags
         assert run.data.tags["seed_batch"] == "2"
-        assert 200 < int(run.data.tags["resumed_from_step"]) < 500  # its first checkpoint
+        if damaged:
+            assert "resumed_from_step" not in run.data.tags
+            assert int(run.data.tags["restarted_without_checkpoint"]) > 200
+        else:
+            assert 200 < int(run.data.tags["resumed_from_step"]) < 500  # its first checkpoint
         assert _histories(client, after.run_id) == _histories(client, before.run_id)
     curves = [_histories(client, job.run_id)["eval/return"] for job in whole]
     assert curves[0] != curves[1]  # two seeds, two runs

@@ -68,6 +68,8 @@ def test_the_tally_line_has_the_promised_format() -> None:
         (["--faults", "5000"], "SOAK_FAULTS must be between 0 and 1000, got 5000"),
         (["--seed", "0.5"], "SOAK_SEED must be a whole number, got '0.5'"),
         (["--seed", "-1"], "SOAK_SEED must be 0 or more, got -1"),
+        (["--seed-batch", "two"], "SOAK_SEED_BATCH must be a whole number, got 'two'"),
+        (["--seed-batch", "0"], "SOAK_SEED_BATCH must be at least 1, got 0"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(
@@ -196,10 +198,11 @@ def test_the_checker_names_a_run_left_running_a_second_parent_and_a_missing_repo
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("seed_batch", ["1", "2"])
 def test_a_three_fault_soak_on_both_stores_tallies_zero(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], seed_batch: str
 ) -> None:
-    code = main(["--faults", "3", "--seed", "0"])
+    code = main(["--faults", "3", "--seed", "0", "--seed-batch", seed_batch])
     lines = capsys.readouterr().out.strip().splitlines()
     assert code == 0, "\n".join(lines[-30:])
     match = TALLY.match(lines[-1])

@@ -9,8 +9,8 @@ or FAILED with its own error. What the group adds:
 - a run whose lease another process holds is left to it (outcome ``taken``); the others
   train as a smaller batch, or alone when one is left;
 - the members resume together when their checkpoints are at one point of training; when
-  they are not (a damaged checkpoint, runs trained apart before), each run trains apart in
-  turn in this process, from its own checkpoint, so that resume stays exact;
+  they are not (a damaged checkpoint, runs trained apart before), the batch starts over
+  and each run logs only the steps the store lacks, so that resume stays exact;
 - a member whose losses become non-finite fails alone, and the others go on;
 - a lost lease or an error of the batch itself stops every run still training, each marked
   as the single worker marks it.
@@ -94,12 +94,6 @@ def run_group(jobs: list[WorkerJob], progress: Any, outcomes: dict[str, str]) ->
         for member in members:
             member.stop()
         raise
-    if batch is None:  # the members are at different points: each trains apart, in turn
-        for member in members:
-            member.stop()
-        for member in members:
-            _run_apart(member.job, progress, outcomes)
-        return
     _train(batch, members, client, outcomes)
 
 
@@ -115,19 +109,32 @@ def _run_apart(job: WorkerJob, progress: Any, outcomes: dict[str, str]) -> None:
         outcomes[job.run.name] = FAILED
 
 
-def _resume(members: list[_Member], client: MlflowClient) -> SeedBatch | None:
+def _resume(members: list[_Member], client: MlflowClient) -> SeedBatch:
     """The seed batch with every member resumed from its checkpoint, and each run marked
-    RUNNING; ``None`` when the members' checkpoints are at different points of training."""
+    RUNNING. When the members cannot resume together (a damaged checkpoint, or checkpoints
+    at different points of training), the batch starts over: every member's checkpoints are
+    deleted and each run logs nothing until it passes the steps the store holds, as a single
+    run without a checkpoint does; its recomputed points are the ones it logged, bitwise."""
     configs = [job_config(m.job) for m in members]
     batch = SeedBatch(configs, [m.logger for m in members])
     pairs = zip(members, batch.members, strict=True)
     steps = [load_checkpoint(m.job, trainer) for m, trainer in pairs]
-    if any(step is None for step in steps):
-        return None  # a damaged checkpoint left its member half loaded
-    try:
-        batch.resync()
-    except ConfigError:
-        return None
+    together = all(step is not None for step in steps)
+    if together:
+        try:
+            batch.resync()
+        except ConfigError:
+            together = False
+    if not together:
+        print(
+            f"{', '.join(m.job.run.name for m in members)}: checkpoints at different points "
+            f"of training ({steps}); the seed batch starts over",
+            file=sys.stderr,
+        )
+        for member in members:
+            member.job.checkpoints.clear()
+        batch = SeedBatch(configs, [m.logger for m in members])
+        steps = [0] * len(members)
     for member, step in zip(members, steps, strict=True):
         start_run(member.job, client, member.logger, step or 0, seed_batch=str(len(members)))
     return batch

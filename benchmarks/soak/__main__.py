@@ -50,6 +50,9 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--faults", default="30", help="faults over both stores (default 30)")
     parser.add_argument("--seed", default="0", help="seed of the faults' moments and kinds")
+    parser.add_argument(
+        "--seed-batch", default="1", help="the ablation's SEED_BATCH: 2 trains its seeds as batches"
+    )
     return parser
 
 
@@ -90,7 +93,7 @@ def tally_line(label: str, faults: list[str], reruns: int, verdict: Verdict) -> 
 
 
 def soak_store(
-    store: SoakStore, faults: int, rng: np.random.Generator, clock: Clock
+    store: SoakStore, faults: int, rng: np.random.Generator, clock: Clock, seed_batch: int = 1
 ) -> tuple[CampaignResult, Verdict]:
     """The reference, the campaign and the verdict on one store (read while its server,
     if it has one, still runs)."""
@@ -101,8 +104,9 @@ def soak_store(
     verdict = Verdict()
     result = CampaignResult()
     store.open()
-    reference = Command(REFERENCE, store.folder / "home", store.uri, store.folder / "logs")
-    campaign = Campaign(store, rng, faults, 0.0, say)
+    home, logs = store.folder / "home", store.folder / "logs"
+    reference = Command(REFERENCE, home, store.uri, logs, seed_batch=seed_batch)
+    campaign = Campaign(store, rng, faults, 0.0, say, seed_batch)
     try:
         say(f"store {store.uri}; the reference ablation '{REFERENCE}', uninterrupted")
         started = time.monotonic()
@@ -135,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         faults = _whole("SOAK_FAULTS", args.faults, FAULT_LIMIT)
         seed = _whole("SOAK_SEED", args.seed)
+        seed_batch = _whole("SOAK_SEED_BATCH", args.seed_batch)
+        if seed_batch < 1:
+            raise ConfigError(f"SOAK_SEED_BATCH must be at least 1, got {seed_batch}")
     except ConfigError as error:
         parser.error(str(error))
     rng = np.random.default_rng(seed)
@@ -143,13 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     shares = [faults - faults // 2, faults // 2]
     clock = Clock()
     split = ", ".join(f"{store.name} {share}" for store, share in zip(stores, shares, strict=True))
-    print(f"soak: seed {seed}, {faults} faults ({split}); work folder {work}", flush=True)
+    batched = f", seeds batched by {seed_batch}" if seed_batch > 1 else ""
+    print(f"soak: seed {seed}, {faults} faults ({split}){batched}; work folder {work}", flush=True)
     applied: list[str] = []
     reruns = 0
     total = Verdict()
     for store, share in zip(stores, shares, strict=True):
         try:
-            result, verdict = soak_store(store, share, rng, clock)
+            result, verdict = soak_store(store, share, rng, clock, seed_batch)
         except KeyboardInterrupt:  # its commands and server are stopped already
             print(f"soak: stopped after {clock.minutes:.1f} min; work folder kept: {work}")
             return 130

@@ -57,7 +57,9 @@ class Campaign:
         faults: int,
         reference_seconds: float,
         say: Callable[[str], None],
+        seed_batch: int = 1,
     ):
+        self.seed_batch = seed_batch
         self.store = store
         self.rng = rng
         self.faults_left = faults
@@ -79,7 +81,11 @@ class Campaign:
 
     def launch(self, cwd: Path | None = None, why: str = "") -> Command:
         command = Command(
-            self.experiment, cwd or self.home, self.store.uri, self.store.folder / "logs"
+            self.experiment,
+            cwd or self.home,
+            self.store.uri,
+            self.store.folder / "logs",
+            seed_batch=self.seed_batch,
         ).start()
         self.commands.append(command)
         where = "" if cwd is None else f" from {cwd.name}/"

@@ -34,12 +34,13 @@ OVERRIDES = {
 mid-episode), so an interrupted run must log exactly what an uninterrupted one does."""
 
 
-def ablation_args(experiment: str) -> list[str]:
-    """The command's arguments: every run one torch thread and two at a time, so that a
-    rerun with fewer runs left computes exactly what the reference did."""
+def ablation_args(experiment: str, seed_batch: int = 1) -> list[str]:
+    """The command's arguments: every run (or seed batch of ``seed_batch`` runs) one torch
+    thread and two at a time, so that a rerun with fewer runs left computes exactly what the
+    reference did."""
     args = ["--env", ",".join(TASKS), "--seeds", str(SEEDS), "--arms", ",".join(ARMS)]
     args += ["--preset", PRESET, "--steps", str(STEPS), "--experiment", experiment]
-    args += ["--cpus-per-run", "1", "--jobs", "2"]
+    args += ["--cpus-per-run", "1", "--jobs", "2", "--seed-batch", str(seed_batch)]
     for key, value in OVERRIDES.items():
         args += ["--set", f"{key}={value}"]
     return args
@@ -65,6 +66,7 @@ class Command:
     number: int = field(default_factory=lambda: next(_numbers))
     process: subprocess.Popen | None = None
     started: float = 0.0
+    seed_batch: int = 1
 
     def start(self) -> Command:
         self.cwd.mkdir(parents=True, exist_ok=True)
@@ -72,7 +74,12 @@ class Command:
         env = {**os.environ, "MLFLOW_TRACKING_URI": self.uri, "PYTHONUNBUFFERED": "1"}
         with open(self.log, "w") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ablations", *ablation_args(self.experiment)],
+                [
+                    sys.executable,
+                    "-m",
+                    "ablations",
+                    *ablation_args(self.experiment, self.seed_batch),
+                ],
                 cwd=self.cwd,
                 env=env,
                 stdout=out,
