@@ -29,7 +29,8 @@ from agent.acceleration import use_bf16
 from agent.config import Config, ConfigError, to_dict
 from agent.logger import Logger
 from agent.members import MemberGenerators, alias_members, stack_members
-from agent.trainer import BATCH_KEYS, NonFiniteLossError, Trainer
+from agent.starts import BATCH_KEYS
+from agent.trainer import NonFiniteLossError, Trainer
 
 
 class MemberMetrics:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from agent import SCHEDULES
-from agent.trainer import Trainer, replay_steps, select_starts
+from agent.starts import replay_steps, select_starts
+from agent.trainer import Trainer
 from agent.world_model import features
 
 STARTS_SOURCE = {

@@ -13,7 +13,8 @@ from agent.config import ConfigError
 from agent.logger import MemoryLogger
 from agent.members import MemberLinear, clip_grad_norms, stack_members
 from agent.seed_batch import SeedBatch
-from agent.trainer import Trainer, select_starts
+from agent.starts import select_starts
+from agent.trainer import Trainer
 from tests.conftest import tiny_config
 
 SEEDS = (1, 2, 3)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from agent.replay import Replay
-from agent.trainer import Trainer, select_starts
+from agent.starts import select_starts
+from agent.trainer import Trainer
 
 ENVS = ["cartpole", "atari_pong"]
 
