@@ -64,6 +64,15 @@ class MetricMeans:
             if not torch.is_tensor(value):
                 self._numbers[name].append(float(value))
 
+    def add_rows(self, names: tuple[str, ...], rows: torch.Tensor) -> None:
+        """``rows (R, len(names))``: R adds of the tensor metrics ``names`` at once (a seed
+        batch hands each member its share this way, see :mod:`agent.seed_batch`)."""
+        self._rows[names].extend(rows.unbind(0))
+
+    def add_numbers(self, name: str, values: list[float]) -> None:
+        """``values``: adds of the plain number ``name``, in order."""
+        self._numbers[name].extend(values)
+
     def flush(self) -> dict[str, float]:
         """Means of everything added since the last flush; then start afresh."""
         sums: dict[str, float] = defaultdict(float)

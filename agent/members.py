@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -218,25 +217,6 @@ def expand_to_rows(values: torch.Tensor, rows: int, members: int) -> torch.Tenso
     return values.repeat_interleave(rows // members)[:, None]
 
 
-def per_member(fn: Callable[..., Any], members: int, *tensors: Any) -> Any:
-    """``fn`` applied to each member's block of ``tensors`` (torch or numpy, members folded
-    into the first axis); its values (a dict of numbers, or one number) stacked ``(K,)``. For
-    one member, ``fn(*tensors)``."""
-    if members == 1:
-        return fn(*tensors)
-    blocks = [
-        [t[k * (len(t) // members) : (k + 1) * (len(t) // members)] for t in tensors]
-        for k in range(members)
-    ]
-    results = [fn(*block) for block in blocks]
-    if not isinstance(results[0], dict):
-        return torch.stack([torch.as_tensor(r, dtype=torch.float32) for r in results])
-    return {
-        name: torch.stack([torch.as_tensor(r[name], dtype=torch.float32) for r in results])
-        for name in results[0]
-    }
-
-
 class MemberGenerators:
     """``K`` torch generators, one per member. A random draw into ``(K * M, ...)`` fills
     member ``k``'s block from generator ``k``: the same call on the same shape as its
@@ -275,9 +255,10 @@ def clip_grad_norms(
     if members == 1:
         return nn.utils.clip_grad_norm_(parameters, max_norm)
     grads = [p.grad for p in parameters if p.grad is not None]
-    squares = torch.stack([g.reshape(members, -1).float().square().sum(1) for g in grads])
-    norms = squares.sum(0).sqrt()  # (K,)
+    # One row per member across every gradient: one norm kernel and one scaling kernel,
+    # where a loop over the tensors would launch several per tensor.
+    rows = torch.cat([g.reshape(members, -1) for g in grads], dim=1)
+    norms = torch.linalg.vector_norm(rows.float(), dim=1)  # (K,)
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(scale.reshape(members, *([1] * (g.dim() - 1))).to(g.dtype))
+    torch._foreach_mul_(grads, [scale.view(members, *([1] * (g.dim() - 1))) for g in grads])
     return norms

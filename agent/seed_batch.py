@@ -19,6 +19,7 @@ the others go on (nothing crosses between members, so its NaNs cannot reach them
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,26 +35,43 @@ from agent.trainer import NonFiniteLossError, Trainer
 
 
 class MemberMetrics:
-    """Hands each member its share of a seed batch's metrics: a ``(K,)`` tensor's ``k``-th
-    value to member ``k``; a scalar or plain number to every member. It reads each member's
-    ``metrics`` at every call, since loading a checkpoint replaces that object."""
+    """A seed batch's metrics: each :meth:`add` stacks its values into one ``(n, K)`` row
+    (a ``(K,)`` tensor is one value per member, a scalar or plain number every member's),
+    one kernel per add however many members there are. :meth:`settle` hands each member
+    its share, ``(R, n)`` rows, before the members flush or checkpoint their means."""
 
     def __init__(self, members: Sequence[Trainer]):
         self.members = list(members)
-
-    def flush(self) -> list[dict[str, float]]:
-        """Each member's means since its last flush (see :class:`agent.logger.MetricMeans`)."""
-        return [member.metrics.flush() for member in self.members]
+        self._rows: dict[tuple[str, ...], list[torch.Tensor]] = defaultdict(list)
+        self._numbers: dict[str, list[float]] = defaultdict(list)
 
     def add(self, metrics: Mapping[str, torch.Tensor | float]) -> None:
         K = len(self.members)
-        for k, member in enumerate(self.members):
-            member.metrics.add(
-                {
-                    name: value[k] if torch.is_tensor(value) and value.shape == (K,) else value
-                    for name, value in metrics.items()
-                }
-            )
+        names = tuple(name for name, value in metrics.items() if torch.is_tensor(value))
+        if names:
+            values = [metrics[name].detach().float().expand(K) for name in names]
+            self._rows[names].append(torch.stack(values))  # (n, K)
+        for name, value in metrics.items():
+            if not torch.is_tensor(value):
+                self._numbers[name].append(float(value))
+
+    def settle(self) -> None:
+        """Move every value added so far to the members' own means (their ``metrics``,
+        which loading a checkpoint replaces: read afresh here)."""
+        for names, rows in self._rows.items():
+            stacked = torch.stack(rows)  # (R, n, K)
+            for k, member in enumerate(self.members):
+                member.metrics.add_rows(names, stacked[..., k])
+        for name, values in self._numbers.items():
+            for member in self.members:
+                member.metrics.add_numbers(name, values)
+        self._rows.clear()
+        self._numbers.clear()
+
+    def flush(self) -> list[dict[str, float]]:
+        """Each member's means since its last flush (see :class:`agent.logger.MetricMeans`)."""
+        self.settle()
+        return [member.metrics.flush() for member in self.members]
 
 
 class MemberOptimizer:
@@ -211,6 +229,7 @@ class SeedBatch(Trainer):
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start
         if any(flushing for _, flushing in due):
+            self.metrics.settle()
             # The updates ran once for all: every member's log carries the batch's phases.
             phases = self.timer.flush()
             for member in self.members:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,7 @@ from agent.config import Config, ConfigError
 from agent.diversity import imagined_dispersion, start_diversity, start_shift
 from agent.envs import action_space, make_env, observation_shapes
 from agent.logger import Logger, MetricMeans, NullLogger, PhaseTimer
-from agent.members import clip_grad_norms, per_member
+from agent.members import clip_grad_norms
 from agent.replay import Replay
 from agent.starts import BATCH_KEYS, PosteriorStates, replay_steps, select_starts
 from agent.world_model import WorldModel, features
@@ -437,8 +436,8 @@ class Trainer:
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=self._ac_parameters)
         members = ac.members
-        metrics["diversity/imagined_h_dispersion"] = per_member(
-            imagined_dispersion, members, imagined["h"].detach()
+        metrics["diversity/imagined_h_dispersion"] = imagined_dispersion(
+            imagined["h"].detach(), members
         )
         metrics["grad_norm/actor"] = clip_grad_norms(ac.actor.parameters(), clip, members)
         metrics["grad_norm/critic"] = clip_grad_norms(ac.critic.parameters(), clip, members)
@@ -495,7 +494,7 @@ class Trainer:
         with self.timer.phase("refilter"):
             fresh = self._observe_step({self.obs_key: states["observations"], **batch})
         members = self.world_model.members
-        shift = per_member(start_shift, members, states["h"], fresh["h"])
+        shift = start_shift(states["h"], fresh["h"], members)
         self.metrics.add({"staleness/start_h_shift": shift})
         return {**states, "h": fresh["h"], "z": fresh["z"]}
 
@@ -514,9 +513,8 @@ class Trainer:
             metrics = dict(self._actor_critic_step(imagined, replay))
 
         members = self.world_model.members
-        diversity = partial(start_diversity, current_env_step=self.env_steps)
         keys = ("h", "z", "uid", "env_step")
-        metrics.update(per_member(diversity, members, *(start[k] for k in keys)))
+        metrics.update(start_diversity(*(start[k] for k in keys), self.env_steps, members))
         metrics["diversity/num_starts"] = float(start["h"].shape[0] // members)
         self.metrics.add(metrics)
         self.ac_updates += 1

@@ -90,6 +90,7 @@ def test_a_batched_update_equals_each_members_single_update(env, schedule, start
         SCHEDULES[schedule](single, 2)
 
     assert_close_to_singles(batch, singles, initial)
+    batch.metrics.settle()
     for k, single in enumerate(singles):
         got, want = batch.members[k].metrics.flush(), single.metrics.flush()
         assert got.keys() == want.keys()
@@ -283,3 +284,35 @@ def test_members_at_different_points_refuse_to_resume_as_one_batch():
     batch.members[1].wm_updates = 3
     with pytest.raises(ConfigError, match="one point of training"):
         batch.resync()
+
+
+def test_diversity_per_member_is_each_members_own():
+    from agent.diversity import imagined_dispersion, start_diversity, start_shift
+
+    gen = torch.Generator().manual_seed(0)
+    members, n = 3, 5
+    h = torch.randn(members * n, 4, generator=gen)
+    z = torch.nn.functional.one_hot(torch.randint(0, 3, (members * n, 2), generator=gen), 3)
+    uid = np.array([0, 0, 1, 2, 3] * members)
+    env_step = np.arange(members * n)
+    batched = start_diversity(h, z, uid, env_step, 100, members)
+    seq = torch.randn(members * n, 6, 4, generator=gen)
+    after = torch.randn(members * n, 6, 4, generator=gen)
+    for k in range(members):
+        rows = slice(k * n, (k + 1) * n)
+        alone = start_diversity(h[rows], z[rows], uid[rows], env_step[rows], 100)
+        for name, value in alone.items():
+            assert float(batched[name][k]) == pytest.approx(float(value), rel=1e-6), name
+        # By hand: 4 distinct of 5; ages 100 - steps; dispersion as numpy computes it.
+        assert float(batched["diversity/distinct_starts"][k]) == pytest.approx(0.8)
+        assert float(batched["diversity/replay_age"][k]) == pytest.approx(
+            np.mean(100 - env_step[rows])
+        )
+        want = h[rows].numpy().std(0).mean()
+        assert float(batched["diversity/h_dispersion"][k]) == pytest.approx(want, rel=1e-5)
+        assert float(imagined_dispersion(seq, members)[k]) == pytest.approx(
+            float(imagined_dispersion(seq[rows]))
+        )
+        assert float(start_shift(seq, after, members)[k]) == pytest.approx(
+            float(start_shift(seq[rows], after[rows]))
+        )

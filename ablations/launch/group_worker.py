@@ -162,6 +162,7 @@ def _train(
                 mark_failed(client, members[k].job.run_id, NonFiniteLossError(batch.failures[k]))
                 outcomes[members[k].job.run.name] = FAILED
             if batch.env_steps >= next_checkpoint and not batch.done:
+                batch.metrics.settle()  # the members' means go into their checkpoints
                 for k, (member, trainer) in enumerate(zip(members, batch.members, strict=True)):
                     if k not in failed:
                         save_checkpoint(member.job, member.lease, member.logger, trainer)
