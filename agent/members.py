@@ -34,6 +34,13 @@ def _member_rows(x: torch.Tensor, members: int) -> torch.Tensor:
     return x.reshape(members, -1, x.shape[-1])
 
 
+def _stacked(layers: Sequence[nn.Module], name: str) -> nn.Parameter | None:
+    """The layers' parameter ``name`` stacked ``(K, ...)``, or ``None`` where they have none."""
+    if getattr(layers[0], name) is None:
+        return None
+    return nn.Parameter(torch.stack([getattr(layer, name).detach() for layer in layers]))
+
+
 class MemberLinear(nn.Module):
     """``K`` linear layers: ``(K * M, ..., in) -> (K * M, ..., out)``, member ``k``'s rows
     through its own ``weight (K, out, in)`` and ``bias (K, out)``."""
@@ -41,13 +48,8 @@ class MemberLinear(nn.Module):
     def __init__(self, layers: Sequence[nn.Linear]):
         super().__init__()
         self.members = len(layers)
-        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
-        has_bias = layers[0].bias is not None
-        self.bias = (
-            nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
-            if has_bias
-            else None
-        )
+        self.weight = _stacked(layers, "weight")
+        self.bias = _stacked(layers, "bias")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = _member_rows(x, self.members)  # (K, R, in)
@@ -67,8 +69,8 @@ class MemberLayerNorm(nn.Module):
         self.members = len(layers)
         self.normalized_shape = layers[0].normalized_shape
         self.eps = layers[0].eps
-        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
-        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
+        self.weight = _stacked(layers, "weight")
+        self.bias = _stacked(layers, "bias")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normed = _member_rows(F.layer_norm(x, self.normalized_shape, eps=self.eps), self.members)
@@ -93,13 +95,8 @@ class MemberConv(nn.Module):
         self.members = len(layers)
         self.template = copy.deepcopy(layers[0]).requires_grad_(False)
         self.transposed = isinstance(layers[0], nn.ConvTranspose2d)
-        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
-        has_bias = layers[0].bias is not None
-        self.bias = (
-            nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
-            if has_bias
-            else None
-        )
+        self.weight = _stacked(layers, "weight")
+        self.bias = _stacked(layers, "bias")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.template
